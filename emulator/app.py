@@ -1,0 +1,135 @@
+"""The object graph of one emulator and the Quart-Trio app that serves it.
+
+Owns `Emulator` (settings, seed, clock, endpoints and the running services), `build_emulator`
+and `create_app`, which registers every service's blueprints plus the emulator's own
+`/_emulate` routes, and renders every error in one place. There is no module-level app or
+state: each call builds a fresh graph, so every test gets its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+from quart import Blueprint, Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from . import __version__
+from .clock import Clock, Randomness, SystemClock
+from .errors import ApiError, FamilyMap, framework_error
+from .http import error_response, json_response
+from .seeds import Seed
+from .service import Endpoints, Service, ServiceContext, ServiceInstance
+from .settings import Settings
+
+log = logging.getLogger("emulator.app")
+
+
+def default_services() -> tuple[Service, ...]:
+    from .foundry.service import FoundryService
+
+    return (FoundryService(),)
+
+
+@attrs.define
+class Emulator:
+    """Everything one running emulator owns."""
+
+    settings: Settings
+    seed: Seed
+    clock: Clock
+    endpoints: Endpoints
+    services: dict[str, ServiceInstance]
+    families: FamilyMap
+    started_at: float = attrs.field(factory=time.monotonic)
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started_at
+
+    def begin_shutdown(self) -> None:
+        for service in self.services.values():
+            service.begin_shutdown()
+
+
+def build_emulator(
+    settings: Settings,
+    seed: Seed,
+    *,
+    services: Sequence[Service] | None = None,
+    clock: Clock | None = None,
+    randomness: Randomness | None = None,
+) -> Emulator:
+    services = default_services() if services is None else tuple(services)
+    context = ServiceContext(
+        settings=settings,
+        clock=clock or SystemClock(),
+        randomness=randomness or Randomness(),
+        endpoints=Endpoints(),
+    )
+    instances: dict[str, ServiceInstance] = {}
+    families = FamilyMap()
+    for service in services:
+        instance = service.start(seed.blocks.get(service.key), context)
+        instances[service.key] = instance
+        for prefix, family in instance.error_families():
+            families = families.with_prefix(prefix, family)
+    return Emulator(
+        settings=settings,
+        seed=seed,
+        clock=context.clock,
+        endpoints=context.endpoints,
+        services=instances,
+        families=families,
+    )
+
+
+def create_app(emulator: Emulator) -> QuartTrio:
+    app = QuartTrio("emulator")
+    # Quart's defaults cut long-polls and long streams and cap bodies at 16 MiB; the emulator
+    # enforces its own limits per route instead (emulator.http).
+    app.config.update(MAX_CONTENT_LENGTH=None, BODY_TIMEOUT=None, RESPONSE_TIMEOUT=None)
+    app.extensions["emulator"] = emulator
+    app.register_blueprint(_control_blueprint(emulator))
+    for service in emulator.services.values():
+        for blueprint in service.blueprints():
+            app.register_blueprint(blueprint)
+
+    @app.errorhandler(ApiError)
+    async def _api_error(error: ApiError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(error: HTTPException) -> Response:
+        family = emulator.families.for_path(request.path)
+        api_error = framework_error(family, error.code or 500, request.path, request.method)
+        if error.code == 405 and error.valid_methods:  # type: ignore[attr-defined]
+            api_error.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+        return error_response(api_error)
+
+    @app.errorhandler(Exception)
+    async def _unexpected(error: Exception) -> Response:
+        log.error("unhandled error on %s %s", request.method, request.path, exc_info=error)
+        family = emulator.families.for_path(request.path)
+        return error_response(framework_error(family, 500, request.path, request.method))
+
+    return app
+
+
+def _control_blueprint(emulator: Emulator) -> Blueprint:
+    """The emulator's own routes under /_emulate that belong to no service."""
+    blueprint = Blueprint("emulate", __name__, url_prefix="/_emulate")
+
+    @blueprint.get("/health")
+    async def health() -> Response:
+        body: dict[str, Any] = {
+            "status": "ok",
+            "version": __version__,
+            "uptimeSeconds": round(emulator.uptime(), 3),
+        }
+        return json_response(body)
+
+    return blueprint

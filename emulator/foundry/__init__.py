@@ -1,0 +1,1 @@
+"""The Foundry service: Multipass OAuth, admin, connectivity, ontologies and compute modules."""

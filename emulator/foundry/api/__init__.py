@@ -1,0 +1,1 @@
+"""Foundry HTTP routes: one blueprint per area, plus auth and error families."""

@@ -1,0 +1,108 @@
+"""Bearer authentication and scope checks for Foundry routes, as one decorator.
+
+A missing, unknown, expired or revoked token is a 401 in the route's error family; a token
+without the route's scope is a 403 whose `errorName` is the one the Foundry SDK declares for
+that endpoint, so the SDK raises its typed exception.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import attrs
+from quart import request
+
+from ...clock import Clock
+from ...errors import ApiError, ErrorFamily
+from ..core.errors import AuthenticationError
+from ..core.identity import Identity
+from ..core.principals import Principal
+from ..core.tokens import AccessToken
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@attrs.frozen
+class Caller:
+    """The authenticated principal of a request and the token it used."""
+
+    principal: Principal
+    token: AccessToken
+
+
+def bearer_token() -> str | None:
+    """The token of an `Authorization: Bearer ...` header (scheme case-insensitive), if any."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+@attrs.frozen
+class BearerAuth:
+    identity: Identity
+    clock: Clock
+
+    def require(
+        self,
+        family: ErrorFamily,
+        *,
+        scope: str | None = None,
+        denied: str = "PermissionDenied",
+        parameters: Mapping[str, Any] | None = None,
+    ) -> Caller:
+        """Authenticate the current request or raise the family's 401/403 ApiError."""
+        try:
+            principal, token = self.identity.authenticate(bearer_token(), self.clock.now())
+        except AuthenticationError as error:
+            raise unauthorized(family, error.code, error.message) from None
+        if scope is not None and scope not in token.scopes:
+            raise family.error(
+                403,
+                denied if family.style == "conjure" else "insufficient_scope",
+                f"The token lacks the scope {scope}.",
+                parameters=parameters,
+            )
+        return Caller(principal=principal, token=token)
+
+    def bearer(
+        self,
+        family: ErrorFamily,
+        *,
+        scope: str | None = None,
+        denied: str = "PermissionDenied",
+        parameters: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None,
+    ) -> Callable[
+        [Callable[Concatenate[Caller, P], Awaitable[R]]], Callable[P, Awaitable[R]]
+    ]:
+        """Decorate a handler `(caller, **path_args)`; `parameters` builds the 403's parameters."""
+
+        def decorate(
+            handler: Callable[Concatenate[Caller, P], Awaitable[R]],
+        ) -> Callable[P, Awaitable[R]]:
+            @functools.wraps(handler)
+            async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+                caller = self.require(
+                    family,
+                    scope=scope,
+                    denied=denied,
+                    parameters=parameters(dict(kwargs)) if parameters else None,
+                )
+                return await handler(caller, *args, **kwargs)
+
+            return wrapper
+
+        return decorate
+
+
+def unauthorized(family: ErrorFamily, reason: str, message: str) -> ApiError:
+    """The 401 for a failed bearer authentication; `reason` is the core's error code."""
+    if family.style == "conjure":
+        code = "MissingCredentials" if reason == "missing_token" else "InvalidCredentials"
+    else:
+        code = "invalid_token"
+    return family.error(401, code, message, headers={"WWW-Authenticate": 'Bearer realm="foundry"'})

@@ -1,0 +1,77 @@
+"""Reading request bodies safely: size limits, time limits, JSON and forms, errors in a family.
+
+Owns the helpers every blueprint uses to turn a request body into Python data without a 500:
+a body larger than the limit is a 413, a body that trickles in slower than the body timeout is
+a 408, a body that is not JSON (or not UTF-8) is a 400, all in the caller's error family.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl
+
+import trio
+from quart import Response, request
+
+from .errors import ApiError, ErrorFamily, framework_error
+
+JSON_TYPE = "application/json"
+
+
+async def read_body(family: ErrorFamily, limit: int, timeout: float) -> bytes:
+    """The whole request body, or an ApiError (413 too large, 408 too slow)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise framework_error(family, 413, request.path, request.method)
+    chunks = bytearray()
+    body = request.body
+    with trio.move_on_after(timeout) as scope:
+        async for chunk in body:
+            chunks += chunk
+            if len(chunks) > limit:
+                raise framework_error(family, 413, request.path, request.method)
+    if scope.cancelled_caught:
+        raise framework_error(family, 408, request.path, request.method)
+    return bytes(chunks)
+
+
+def parse_json(data: bytes, family: ErrorFamily, code: str = "invalid_request") -> Any:
+    """Decode a JSON document strictly (UTF-8, no NaN); ApiError 400 otherwise."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise family.error(400, code, "The request body is not valid UTF-8.") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise family.error(400, code, "The request body is not valid JSON.") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_form(data: bytes, family: ErrorFamily, code: str = "invalid_request") -> dict[str, str]:
+    """Decode an application/x-www-form-urlencoded body; the last value of a repeated key wins."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise family.error(400, code, "The request body is not valid UTF-8.") from None
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors="strict")
+    except (ValueError, UnicodeDecodeError):
+        raise family.error(400, code, "The request body is not a valid form.") from None
+    return dict(pairs)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    response = Response(body, status=status, content_type=JSON_TYPE)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def error_response(error: ApiError) -> Response:
+    return json_response(error.body(), error.status, error.headers)

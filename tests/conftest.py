@@ -1,0 +1,131 @@
+"""Shared test harness: a real emulator on 127.0.0.1 port 0 (HTTP and HTTPS) in the test's nursery."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+
+from emulator.app import Emulator, build_emulator, default_services
+from emulator.clock import Clock
+from emulator.seeds import Seed, default_seed_path, load_seed, seed_from_mapping
+from emulator.server import serve
+from emulator.service import Endpoints
+from emulator.settings import Settings
+
+# This machine exports SSL_CERT_FILE/REQUESTS_CA_BUNDLE globally; tests set them explicitly.
+for _name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+    os.environ.pop(_name, None)
+
+
+@attrs.define
+class Running:
+    emulator: Emulator
+    endpoints: Endpoints
+    cancel_scope: trio.CancelScope
+    shutdown: trio.Event
+
+    @property
+    def http_url(self) -> str:
+        assert self.endpoints.http_url is not None
+        return self.endpoints.http_url
+
+    @property
+    def https_url(self) -> str:
+        assert self.endpoints.https_url is not None
+        return self.endpoints.https_url
+
+    @property
+    def ca_path(self) -> Path:
+        assert self.endpoints.ca_path is not None
+        return self.endpoints.ca_path
+
+    @property
+    def foundry(self) -> Any:
+        return self.emulator.services["foundry"]
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_path))
+
+    def client(self, *, tls: bool = False, http2: bool = False, **kwargs: Any) -> httpx.AsyncClient:
+        """An httpx client for one listener; http2 without TLS means h2c with prior knowledge."""
+        kwargs.setdefault("timeout", 30.0)
+        if tls:
+            return httpx.AsyncClient(
+                base_url=self.https_url, verify=self.ssl_context(), http2=http2, **kwargs
+            )
+        return httpx.AsyncClient(
+            base_url=self.http_url, http1=not http2, http2=http2, **kwargs
+        )
+
+
+StartEmulator = Callable[..., Awaitable[Running]]
+
+
+def make_seed(seed: Mapping[str, Any] | Path | None) -> Seed:
+    if seed is None:
+        return load_seed(default_seed_path(), default_services())
+    if isinstance(seed, Path):
+        return load_seed(seed, default_services())
+    return seed_from_mapping(seed, default_services())
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One CA for the whole session (generating it is the slow part of starting)."""
+    return tmp_path_factory.mktemp("state")
+
+
+@pytest.fixture
+async def start_emulator(nursery: trio.Nursery, state_dir: Path) -> AsyncIterator[StartEmulator]:
+    """Start emulators on port 0 inside the test; each stops when the test ends."""
+
+    async def start(
+        seed: Mapping[str, Any] | Path | None = None,
+        *,
+        clock: Clock | None = None,
+        **settings: Any,
+    ) -> Running:
+        settings.setdefault("port", 0)
+        settings.setdefault("tls_port", 0)
+        settings.setdefault("state_dir", state_dir)
+        settings.setdefault("graceful_timeout", 2.0)
+        emulator = build_emulator(Settings(**settings), make_seed(seed), clock=clock)
+        shutdown = trio.Event()
+
+        async def run(task_status: trio.TaskStatus[tuple[trio.CancelScope, Endpoints]]) -> None:
+            with trio.CancelScope() as scope:
+                await serve(
+                    emulator,
+                    shutdown_trigger=shutdown.wait,
+                    task_status=_Forward(task_status, scope),
+                )
+
+        cancel_scope, endpoints = await nursery.start(run)
+        return Running(emulator, endpoints, cancel_scope, shutdown)
+
+    yield start
+
+
+@attrs.frozen
+class _Forward:
+    """Pass serve()'s endpoints up together with the cancel scope that stops it."""
+
+    inner: Any
+    scope: trio.CancelScope
+
+    def started(self, value: Endpoints) -> None:
+        self.inner.started((self.scope, value))
+
+
+@pytest.fixture
+async def emulator(start_emulator: StartEmulator) -> Running:
+    """The emulator on the default seed."""
+    return await start_emulator()

@@ -36,18 +36,40 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="start the emulator")
-    serve.add_argument("--seed", type=Path, dest="seed_path", help="seed YAML (default: seeds/default.yaml)")
+    serve.add_argument(
+        "--seed", type=Path, dest="seed_path", help="seed YAML (default: seeds/default.yaml)"
+    )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="plain HTTP port, 0 for any (default 4000)")
     serve.add_argument("--tls-port", type=int, help="HTTPS port, 0 for any (default 4443)")
-    serve.add_argument("--no-http", action="store_const", const=False, dest="http_enabled", help="no plain HTTP listener")
-    serve.add_argument("--no-tls", action="store_const", const=False, dest="tls_enabled", help="no HTTPS listener")
-    serve.add_argument("--cert-host", action="append", dest="cert_hosts", metavar="NAME", help="extra host name for the certificate (repeatable)")
-    serve.add_argument("--base-url", help="URL the emulator advertises (default: the HTTP listener's)")
+    serve.add_argument(
+        "--no-http",
+        action="store_const",
+        const=False,
+        dest="http_enabled",
+        help="no plain HTTP listener",
+    )
+    serve.add_argument(
+        "--no-tls", action="store_const", const=False, dest="tls_enabled", help="no HTTPS listener"
+    )
+    serve.add_argument(
+        "--cert-host",
+        action="append",
+        dest="cert_hosts",
+        metavar="NAME",
+        help="extra host name for the certificate (repeatable)",
+    )
+    serve.add_argument(
+        "--base-url", help="URL the emulator advertises (default: the HTTP listener's)"
+    )
     serve.add_argument("--state-dir", type=Path, help="where the CA and other state live")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     serve.add_argument("--access-log", action="store_const", const=True, help="log every request")
-    serve.add_argument("--graceful-timeout", type=float, help="seconds in-flight requests get at shutdown (default 5)")
+    serve.add_argument(
+        "--graceful-timeout",
+        type=float,
+        help="seconds in-flight requests get at shutdown (default 5)",
+    )
 
     check = commands.add_parser("check", help="validate a seed file and summarise it")
     check.add_argument("file", type=Path)
@@ -119,8 +141,17 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {
         name: getattr(args, name)
         for name in (
-            "seed_path", "host", "port", "tls_port", "http_enabled", "tls_enabled", "base_url",
-            "state_dir", "log_level", "access_log", "graceful_timeout",
+            "seed_path",
+            "host",
+            "port",
+            "tls_port",
+            "http_enabled",
+            "tls_enabled",
+            "base_url",
+            "state_dir",
+            "log_level",
+            "access_log",
+            "graceful_timeout",
         )
     }
     if args.cert_hosts:
@@ -142,12 +173,25 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         trio.run(_serve_until_signal, emulator)
-    except ListenerError as error:
-        _error(str(error))
+    except (ListenerError, BaseExceptionGroup) as error:
+        listener_error = _leaf(error, ListenerError)
+        if listener_error is None:
+            raise
+        _error(str(listener_error))
         return 1
-    except KeyboardInterrupt:
-        pass
     return 0
+
+
+def _leaf(error: BaseException, kind: type[Exception]) -> Exception | None:
+    """The first exception of `kind` inside (possibly nested) exception groups."""
+    if isinstance(error, kind):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _leaf(inner, kind)
+            if found is not None:
+                return found
+    return None
 
 
 async def _serve_until_signal(emulator: Emulator) -> None:

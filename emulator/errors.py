@@ -48,7 +48,9 @@ class ErrorFamily:
         if self.style == "oauth":
             return {"error": error.code, "error_description": error.description}
         return {
-            "errorCode": CONJURE_CODES.get(error.status, "INTERNAL" if error.status >= 500 else "INVALID_ARGUMENT"),
+            "errorCode": CONJURE_CODES.get(
+                error.status, "INTERNAL" if error.status >= 500 else "INVALID_ARGUMENT"
+            ),
             "errorName": error.code,
             "errorDescription": error.description,
             "errorInstanceId": str(uuid.uuid4()),

@@ -19,14 +19,14 @@ from .errors import ApiError, ErrorFamily, framework_error
 JSON_TYPE = "application/json"
 
 
-async def read_body(family: ErrorFamily, limit: int, timeout: float) -> bytes:
+async def read_body(family: ErrorFamily, limit: int, deadline_seconds: float) -> bytes:
     """The whole request body, or an ApiError (413 too large, 408 too slow)."""
     declared = request.content_length
     if declared is not None and declared > limit:
         raise framework_error(family, 413, request.path, request.method)
     chunks = bytearray()
     body = request.body
-    with trio.move_on_after(timeout) as scope:
+    with trio.move_on_after(deadline_seconds) as scope:
         async for chunk in body:
             chunks += chunk
             if len(chunks) > limit:

@@ -44,11 +44,15 @@ def seed_from_data(data: Any, source: str, services: Sequence[Service]) -> Seed:
         TokenSeed.from_node(token, node)
         for token, node in ([] if token_nodes is None else token_nodes.as_items())
     )
-    for token_seed, (_, node) in zip(tokens, token_nodes.as_items() if token_nodes else []):
+    for token_seed, (_, node) in zip(
+        tokens, token_nodes.as_items() if token_nodes else [], strict=True
+    ):
         if not token_seed.token.strip() or any(ch.isspace() for ch in token_seed.token):
             raise node.error("a token must be a non-empty string without spaces")
     check_unique(((Node(None, t.path, source), t.token) for t in tokens), "token")
-    blocks = {service.key: service.read_seed(fields.get(service.key), tokens) for service in services}
+    blocks = {
+        service.key: service.read_seed(fields.get(service.key), tokens) for service in services
+    }
     return Seed(source=source, tokens=tokens, blocks=blocks)
 
 

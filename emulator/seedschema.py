@@ -1,4 +1,4 @@
-"""Reading plain seed data (what YAML or a test's dict gives) into typed values, with exact error paths.
+"""Reading plain seed data (from YAML or a test's dict) into typed values with exact error paths.
 
 Owns `SeedError` and `Node`, a value together with its path in the document
 (`foundry.users[2].username`). Service seed modules build their frozen attrs values from
@@ -8,6 +8,7 @@ and what is wrong. Imports no YAML and nothing from trio, quart or hypercorn.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -152,16 +153,16 @@ class Fields:
 
     node: Node
 
-    def __getitem__(self, key: str) -> Node:
+    def __getitem__(self, key: builtins.str) -> Node:
         return self.node._child(self.node.value[key], key)
 
-    def get(self, key: str) -> Node | None:
+    def get(self, key: builtins.str) -> Node | None:
         """The field's node, or None when it is absent or written as empty (`key:`)."""
         if self.node.value.get(key) is None:
             return None
         return self[key]
 
-    def str(self, key: str, default: str | None = None) -> str:
+    def str(self, key: builtins.str, default: builtins.str | None = None) -> builtins.str:
         node = self.get(key)
         if node is None:
             if default is None:
@@ -169,31 +170,37 @@ class Fields:
             return default
         return node.as_str()
 
-    def opt_str(self, key: str) -> str | None:
+    def opt_str(self, key: builtins.str) -> builtins.str | None:
         node = self.get(key)
         return None if node is None else node.as_str()
 
-    def bool(self, key: str, default: bool) -> bool:
+    def bool(self, key: builtins.str, default: builtins.bool) -> builtins.bool:
         node = self.get(key)
         return default if node is None else node.as_bool()
 
-    def int(self, key: str, default: int, *, minimum: int | None = None) -> int:
+    def int(
+        self, key: builtins.str, default: builtins.int, *, minimum: builtins.int | None = None
+    ) -> builtins.int:
         node = self.get(key)
         return default if node is None else node.as_int(minimum=minimum)
 
-    def float(self, key: str, default: float, *, minimum: float | None = None) -> float:
+    def float(
+        self, key: builtins.str, default: builtins.float, *, minimum: builtins.float | None = None
+    ) -> builtins.float:
         node = self.get(key)
         return default if node is None else node.as_float(minimum=minimum)
 
-    def list(self, key: str) -> list[Node]:
+    def list(self, key: builtins.str) -> builtins.list[Node]:
         node = self.get(key)
         return [] if node is None else node.as_list()
 
-    def str_list(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    def str_list(
+        self, key: builtins.str, default: tuple[builtins.str, ...] = ()
+    ) -> tuple[builtins.str, ...]:
         node = self.get(key)
         return default if node is None else node.as_str_list()
 
-    def has(self, key: str) -> bool:
+    def has(self, key: builtins.str) -> builtins.bool:
         return key in self.node.value
 
 

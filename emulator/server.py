@@ -1,4 +1,4 @@
-"""Serving an emulator over HTTP/1.1, h2c and HTTPS (with HTTP/2 by ALPN) on Hypercorn's trio worker.
+"""Serving an emulator over HTTP/1.1, h2c and HTTPS (HTTP/2 by ALPN) on Hypercorn's trio worker.
 
 Owns binding the listeners (a port in use is a one-line `ListenerError`), the TLS files, the
 Hypercorn configuration, service background tasks, and graceful shutdown: when the shutdown
@@ -117,9 +117,9 @@ async def serve(
     # The certificate always covers localhost; module libraries check the host name against it.
     loopback = shown_host in ("127.0.0.1", "::1", "localhost")
     endpoints.runtime_host = "localhost" if loopback else shown_host
-    endpoints.base_url = (settings.base_url or endpoints.http_url or endpoints.https_url or "").rstrip(
-        "/"
-    )
+    endpoints.base_url = (
+        settings.base_url or endpoints.http_url or endpoints.https_url or ""
+    ).rstrip("/")
     app = create_app(emulator)
 
     async def trigger() -> None:

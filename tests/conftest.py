@@ -1,10 +1,10 @@
-"""Shared test harness: a real emulator on 127.0.0.1 port 0 (HTTP and HTTPS) in the test's nursery."""
+"""Shared test harness: a real emulator on 127.0.0.1 port 0 (HTTP and HTTPS) in the test nursery."""
 
 from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +61,7 @@ class Running:
             return httpx.AsyncClient(
                 base_url=self.https_url, verify=self.ssl_context(), http2=http2, **kwargs
             )
-        return httpx.AsyncClient(
-            base_url=self.http_url, http1=not http2, http2=http2, **kwargs
-        )
+        return httpx.AsyncClient(base_url=self.http_url, http1=not http2, http2=http2, **kwargs)
 
 
 StartEmulator = Callable[..., Awaitable[Running]]
@@ -84,7 +82,7 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def start_emulator(nursery: trio.Nursery, state_dir: Path) -> AsyncIterator[StartEmulator]:
+async def start_emulator(nursery: trio.Nursery, state_dir: Path) -> StartEmulator:
     """Start emulators on port 0 inside the test; each stops when the test ends."""
 
     async def start(
@@ -111,7 +109,7 @@ async def start_emulator(nursery: trio.Nursery, state_dir: Path) -> AsyncIterato
         cancel_scope, endpoints = await nursery.start(run)
         return Running(emulator, endpoints, cancel_scope, shutdown)
 
-    yield start
+    return start
 
 
 @attrs.frozen

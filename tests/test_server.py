@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from conftest import Running, StartEmulator
 
 
 @pytest.mark.parametrize(
     ("tls", "http2", "expected"),
-    [(False, False, "HTTP/1.1"), (False, True, "HTTP/2"), (True, False, "HTTP/1.1"), (True, True, "HTTP/2")],
+    [
+        (False, False, "HTTP/1.1"),
+        (False, True, "HTTP/2"),
+        (True, False, "HTTP/1.1"),
+        (True, True, "HTTP/2"),
+    ],
 )
 async def test_health_on_every_listener_and_protocol(
     emulator: Running, tls: bool, http2: bool, expected: str
@@ -61,7 +65,13 @@ async def test_wrong_method_is_405_json(emulator: Running) -> None:
 async def test_conjure_errors_carry_every_field(emulator: Running) -> None:
     async with emulator.client() as client:
         body = (await client.get("/api/v2/does/not/exist")).json()
-    assert set(body) == {"errorCode", "errorName", "errorDescription", "errorInstanceId", "parameters"}
+    assert set(body) == {
+        "errorCode",
+        "errorName",
+        "errorDescription",
+        "errorInstanceId",
+        "parameters",
+    }
     assert body["errorCode"] == "NOT_FOUND"
 
 

@@ -17,7 +17,9 @@ import attrs
 
 from ..seedschema import Node, TokenSeed, check_unique
 
-RID_PATTERN = re.compile(r"^ri\.[a-z][a-z0-9-]*\.([a-z0-9][a-z0-9\-]*)?\.[a-z][a-z0-9-]*\.[a-zA-Z0-9._-]+$")
+RID_PATTERN = re.compile(
+    r"^ri\.[a-z][a-z0-9-]*\.([a-z0-9][a-z0-9\-]*)?\.[a-z][a-z0-9-]*\.[a-zA-Z0-9._-]+$"
+)
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 DEFAULT_REALM = "palantir-internal-realm"
 DEFAULT_ORGANIZATION = "ri.organization.main.organization.default"
@@ -33,8 +35,14 @@ def stable_uuid(*parts: str) -> str:
 def _rid(node: Node) -> str:
     text = node.as_str()
     if not RID_PATTERN.match(text):
-        raise node.error(f"{text!r} is not a resource identifier (ri.<service>.<instance>.<type>.<locator>)")
+        raise node.error(
+            f"{text!r} is not a resource identifier (ri.<service>.<instance>.<type>.<locator>)"
+        )
     return text
+
+
+def _optional_text(node: Node | None) -> str:
+    return "" if node is None else node.as_str(allow_empty=True)
 
 
 def _opt_rid(node: Node | None) -> str | None:
@@ -61,8 +69,17 @@ class UserSeed:
         f = node.fields(
             required=("username",),
             optional=(
-                "id", "display_name", "email", "given_name", "family_name", "realm",
-                "organization_rid", "principal_type", "active", "oauth_client_id", "attributes",
+                "id",
+                "display_name",
+                "email",
+                "given_name",
+                "family_name",
+                "realm",
+                "organization_rid",
+                "principal_type",
+                "active",
+                "oauth_client_id",
+                "attributes",
             ),
         )
         username = f.str("username")
@@ -75,11 +92,17 @@ class UserSeed:
             except ValueError:
                 raise f["id"].error("must be a UUID (8-4-4-4-12 hex digits)") from None
         principal_node = f.get("principal_type")
-        principal_type = "human" if principal_node is None else principal_node.as_choice(("human", "service"))
+        principal_type = (
+            "human" if principal_node is None else principal_node.as_choice(("human", "service"))
+        )
         attributes: dict[str, tuple[str, ...]] = {}
         attribute_node = f.get("attributes")
         for key, value in attribute_node.as_items() if attribute_node else []:
-            attributes[key] = (value.as_str(allow_empty=True),) if isinstance(value.value, str) else value.as_str_list()
+            attributes[key] = (
+                (value.as_str(allow_empty=True),)
+                if isinstance(value.value, str)
+                else value.as_str_list()
+            )
         org_node = f.get("organization_rid")
         return cls(
             username=username,
@@ -119,8 +142,10 @@ class OAuthClientSeed:
         )
         client_id = f.str("client_id")
         grants_node = f.get("grant_types")
-        grants = GRANT_TYPES if grants_node is None else tuple(
-            item.as_choice(GRANT_TYPES) for item in grants_node.as_list()
+        grants = (
+            GRANT_TYPES
+            if grants_node is None
+            else tuple(item.as_choice(GRANT_TYPES) for item in grants_node.as_list())
         )
         uris = f.str_list("redirect_uris")
         for item in f.list("redirect_uris"):
@@ -174,7 +199,9 @@ class EnrollmentSeed:
         created = f.get("created_time")
         created_text = None if created is None else str(created.value)
         if created is not None and not re.search(r"(Z|[+-]\d\d:?\d\d)$", created_text or ""):
-            raise created.error("must be an ISO-8601 time with a time zone, e.g. 2024-01-01T00:00:00Z")
+            raise created.error(
+                "must be an ISO-8601 time with a time zone, e.g. 2024-01-01T00:00:00Z"
+            )
         return cls(
             rid=_opt_rid(f.get("rid")) or DEFAULT_ENROLLMENT_RID,
             name=f.str("name", "Default Enrollment"),
@@ -221,13 +248,20 @@ class ConnectionSeed:
     def from_node(cls, node: Node) -> ConnectionSeed:
         f = node.fields(
             required=("display_name", "parent_folder_rid"),
-            optional=("rid", "domains", "oauth2_client_rid", "secrets", "network_egress_policy_rids"),
+            optional=(
+                "rid",
+                "domains",
+                "oauth2_client_rid",
+                "secrets",
+                "network_egress_policy_rids",
+            ),
         )
         display_name = f.str("display_name")
         secrets_node = f.get("secrets")
         egress = f.get("network_egress_policy_rids")
         return cls(
-            rid=_opt_rid(f.get("rid")) or f"ri.magritte..source.{stable_uuid('connection', display_name)}",
+            rid=_opt_rid(f.get("rid"))
+            or f"ri.magritte..source.{stable_uuid('connection', display_name)}",
             display_name=display_name,
             parent_folder_rid=_rid(f["parent_folder_rid"]),
             domains=tuple(DomainSeed.from_node(item) for item in f.list("domains")),
@@ -236,7 +270,9 @@ class ConnectionSeed:
                 key: value.as_str(allow_empty=True)
                 for key, value in (secrets_node.as_items() if secrets_node else [])
             },
-            network_egress_policy_rids=None if egress is None else tuple(_rid(i) for i in egress.as_list()),
+            network_egress_policy_rids=None
+            if egress is None
+            else tuple(_rid(i) for i in egress.as_list()),
         )
 
 
@@ -294,12 +330,13 @@ class OntologySeed:
         api_name = f.str("api_name")
         query_nodes = f.list("queries")
         queries = tuple(QuerySeed.from_node(item) for item in query_nodes)
-        check_unique(zip(query_nodes, (q.api_name for q in queries)), "query api_name")
+        check_unique(zip(query_nodes, (q.api_name for q in queries), strict=True), "query api_name")
         return cls(
-            rid=_opt_rid(f.get("rid")) or f"ri.ontology.main.ontology.{stable_uuid('ontology', api_name)}",
+            rid=_opt_rid(f.get("rid"))
+            or f"ri.ontology.main.ontology.{stable_uuid('ontology', api_name)}",
             api_name=api_name,
             display_name=f.str("display_name", api_name),
-            description=f.get("description").as_str(allow_empty=True) if f.get("description") else "",
+            description=_optional_text(f.get("description")),
             queries=queries,
         )
 
@@ -337,7 +374,8 @@ class DeployedAppSeed:
     @classmethod
     def from_node(cls, node: Node) -> DeployedAppSeed:
         f = node.fields(
-            required=("deployed_app_rid", "runtime_id"), optional=("branch", "display_name", "active")
+            required=("deployed_app_rid", "runtime_id"),
+            optional=("branch", "display_name", "active"),
         )
         rid = _rid(f["deployed_app_rid"])
         return cls(
@@ -399,11 +437,14 @@ class ComputeModulesSeed:
         f = node.fields(optional=("runtimes", "deployed_apps", "limits"))
         runtime_nodes = f.list("runtimes")
         runtimes = [RuntimeSeed.from_node(item) for item in runtime_nodes]
-        check_unique(zip(runtime_nodes, (r.runtime_id for r in runtimes)), "runtime_id")
+        check_unique(
+            zip(runtime_nodes, (r.runtime_id for r in runtimes), strict=True), "runtime_id"
+        )
         app_nodes = f.list("deployed_apps")
         apps = tuple(DeployedAppSeed.from_node(item) for item in app_nodes)
         check_unique(
-            zip(app_nodes, ((a.deployed_app_rid, a.branch) for a in apps)), "deployed app and branch"
+            zip(app_nodes, ((a.deployed_app_rid, a.branch) for a in apps), strict=True),
+            "deployed app and branch",
         )
         # A deployed app naming a runtime that is not listed creates that runtime.
         known = {runtime.runtime_id for runtime in runtimes}
@@ -412,7 +453,9 @@ class ComputeModulesSeed:
                 runtimes.append(RuntimeSeed(runtime_id=app.runtime_id, module_auth_token=None))
                 known.add(app.runtime_id)
         return cls(
-            runtimes=tuple(runtimes), deployed_apps=apps, limits=JobLimitsSeed.from_node(f.get("limits"))
+            runtimes=tuple(runtimes),
+            deployed_apps=apps,
+            limits=JobLimitsSeed.from_node(f.get("limits")),
         )
 
 
@@ -434,24 +477,38 @@ class FoundrySeed:
         else:
             f = node.fields(
                 optional=(
-                    "users", "oauth_clients", "oauth", "enrollment", "connections", "ontologies",
+                    "users",
+                    "oauth_clients",
+                    "oauth",
+                    "enrollment",
+                    "connections",
+                    "ontologies",
                     "compute_modules",
                 )
             )
             user_nodes = f.list("users")
             users = tuple(UserSeed.from_node(item) for item in user_nodes)
-            check_unique(zip(user_nodes, (u.username for u in users)), "username")
-            check_unique(zip(user_nodes, (u.id for u in users)), "user id")
+            check_unique(zip(user_nodes, (u.username for u in users), strict=True), "username")
+            check_unique(zip(user_nodes, (u.id for u in users), strict=True), "user id")
             client_nodes = f.list("oauth_clients")
             clients = tuple(OAuthClientSeed.from_node(item) for item in client_nodes)
-            check_unique(zip(client_nodes, (c.client_id for c in clients)), "client_id")
+            check_unique(
+                zip(client_nodes, (c.client_id for c in clients), strict=True), "client_id"
+            )
             connection_nodes = f.list("connections")
             connections = tuple(ConnectionSeed.from_node(item) for item in connection_nodes)
-            check_unique(zip(connection_nodes, (c.rid for c in connections)), "connection rid")
+            check_unique(
+                zip(connection_nodes, (c.rid for c in connections), strict=True), "connection rid"
+            )
             ontology_nodes = f.list("ontologies")
             ontologies = tuple(OntologySeed.from_node(item) for item in ontology_nodes)
-            check_unique(zip(ontology_nodes, (o.api_name for o in ontologies)), "ontology api_name")
-            check_unique(zip(ontology_nodes, (o.rid for o in ontologies)), "ontology rid")
+            check_unique(
+                zip(ontology_nodes, (o.api_name for o in ontologies), strict=True),
+                "ontology api_name",
+            )
+            check_unique(
+                zip(ontology_nodes, (o.rid for o in ontologies), strict=True), "ontology rid"
+            )
             seed = cls(
                 users=users,
                 oauth_clients=clients,

@@ -75,9 +75,7 @@ class Directory:
         """
         existing = self.principals.get(client_id)
         if existing is not None:
-            if existing.is_human or (
-                existing.oauth_client_id not in (None, client_id)
-            ):
+            if existing.is_human or (existing.oauth_client_id not in (None, client_id)):
                 raise Conflict(
                     "principal_conflict",
                     f"The username '{client_id}' belongs to another principal, so client "

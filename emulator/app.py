@@ -11,17 +11,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import attrs
-from quart import Blueprint, Response, request
+from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from . import __version__
 from .clock import Clock, Randomness, SystemClock
+from .control import control_blueprint
 from .errors import ApiError, FamilyMap, framework_error
-from .http import error_response, json_response
+from .http import error_response
+from .requestlog import RequestLog
 from .seeds import Seed
 from .service import Endpoints, Service, ServiceContext, ServiceInstance
 from .settings import Settings
@@ -45,6 +45,7 @@ class Emulator:
     endpoints: Endpoints
     services: dict[str, ServiceInstance]
     families: FamilyMap
+    request_log: RequestLog = attrs.field(factory=RequestLog)
     started_at: float = attrs.field(factory=time.monotonic)
 
     def uptime(self) -> float:
@@ -93,7 +94,9 @@ def create_app(emulator: Emulator) -> QuartTrio:
     # enforces its own limits per route instead (emulator.http).
     app.config.update(MAX_CONTENT_LENGTH=None, BODY_TIMEOUT=None, RESPONSE_TIMEOUT=None)
     app.extensions["emulator"] = emulator
-    app.register_blueprint(_control_blueprint(emulator))
+    logged = emulator.request_log.middleware(app.asgi_app, emulator.families)
+    app.asgi_app = logged  # type: ignore[method-assign,assignment]
+    app.register_blueprint(control_blueprint(emulator))
     for service in emulator.services.values():
         for blueprint in service.blueprints():
             app.register_blueprint(blueprint)
@@ -117,19 +120,3 @@ def create_app(emulator: Emulator) -> QuartTrio:
         return error_response(framework_error(family, 500, request.path, request.method))
 
     return app
-
-
-def _control_blueprint(emulator: Emulator) -> Blueprint:
-    """The emulator's own routes under /_emulate that belong to no service."""
-    blueprint = Blueprint("emulate", __name__, url_prefix="/_emulate")
-
-    @blueprint.get("/health")
-    async def health() -> Response:
-        body: dict[str, Any] = {
-            "status": "ok",
-            "version": __version__,
-            "uptimeSeconds": round(emulator.uptime(), 3),
-        }
-        return json_response(body)
-
-    return blueprint

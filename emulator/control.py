@@ -1,0 +1,71 @@
+"""The emulator's own control routes under `/_emulate`: health, state, reset and the request log.
+
+Owns routes that belong to no emulated service. Secrets never appear here: services describe
+their state without them and the request log is redacted at the source.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from quart import Blueprint, Response, request
+
+from . import __version__
+from .errors import EMULATOR
+from .http import json_response
+
+if TYPE_CHECKING:
+    from .app import Emulator
+
+
+def control_blueprint(emulator: Emulator) -> Blueprint:
+    blueprint = Blueprint("emulate", __name__, url_prefix="/_emulate")
+
+    @blueprint.get("/health")
+    async def health() -> Response:
+        body: dict[str, Any] = {
+            "status": "ok",
+            "version": __version__,
+            "uptimeSeconds": round(emulator.uptime(), 3),
+        }
+        return json_response(body)
+
+    @blueprint.get("/state")
+    async def state() -> Response:
+        return json_response(
+            {
+                "version": __version__,
+                "uptimeSeconds": round(emulator.uptime(), 3),
+                "seed": emulator.seed.source,
+                "services": {key: svc.describe() for key, svc in emulator.services.items()},
+            }
+        )
+
+    @blueprint.post("/reset")
+    async def reset() -> Response:
+        for service in emulator.services.values():
+            service.reset()
+        return json_response({"status": "reset", "seed": emulator.seed.source})
+
+    @blueprint.get("/requests")
+    async def requests() -> Response:
+        raw = request.args.get("limit")
+        limit = None
+        if raw is not None:
+            if not raw.isdigit() or int(raw) < 1:
+                raise EMULATOR.error(400, "invalid_request", "limit must be a positive integer.")
+            limit = int(raw)
+        records = emulator.request_log.recent(limit)
+        return json_response(
+            {
+                "capacity": emulator.request_log.capacity,
+                "requests": [record.to_json() for record in records],
+            }
+        )
+
+    @blueprint.delete("/requests")
+    async def clear_requests() -> Response:
+        emulator.request_log.clear()
+        return Response(b"", status=204)
+
+    return blueprint

@@ -1,0 +1,68 @@
+"""The /_emulate control routes: state, reset and the redacted request log."""
+
+from __future__ import annotations
+
+from conftest import Running
+
+
+async def test_state_describes_services_without_secrets(emulator: Running) -> None:
+    async with emulator.client() as client:
+        response = await client.get("/_emulate/state")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["seed"].endswith("default.yaml")
+    assert "foundry" in body["services"]
+    for secret in (
+        "local-token-jane",
+        "local-module-auth-token",
+        "foundry-web-secret",
+        "example-secret-value",
+    ):
+        assert secret not in response.text
+
+
+async def test_request_log_records_and_redacts(emulator: Running) -> None:
+    async with emulator.client() as client:
+        await client.get("/nothing?code=abc123secret&state=visible&client_secret=hunter2")
+        await client.get("/_emulate/health")  # quiet: not recorded
+        response = await client.get("/_emulate/requests")
+    assert response.status_code == 200
+    records = response.json()["requests"]
+    assert [r["path"] for r in records] == ["/nothing"]
+    record = records[0]
+    assert record["status"] == 404
+    assert record["method"] == "GET"
+    assert record["durationMs"] >= 0
+    assert "state=visible" in record["query"]
+    assert "abc123secret" not in response.text
+    assert "hunter2" not in response.text
+    assert record["family"] == "emulator"
+
+
+async def test_request_log_clear_and_limit(emulator: Running) -> None:
+    async with emulator.client() as client:
+        for index in range(5):
+            await client.get(f"/api/v2/missing-{index}")
+        limited = (await client.get("/_emulate/requests", params={"limit": 2})).json()["requests"]
+        assert [r["path"] for r in limited] == ["/api/v2/missing-3", "/api/v2/missing-4"]
+        assert limited[0]["family"] == "foundry"
+        bad = await client.get("/_emulate/requests", params={"limit": "x"})
+        assert bad.status_code == 400
+        assert (await client.delete("/_emulate/requests")).status_code == 204
+        assert (await client.get("/_emulate/requests")).json()["requests"] == []
+
+
+async def test_request_log_is_bounded(emulator: Running) -> None:
+    log = emulator.emulator.request_log
+    async with emulator.client() as client:
+        for index in range(log.capacity + 5):
+            await client.get(f"/x{index}")
+    assert len(log.recent()) == log.capacity
+    assert log.recent()[-1].path == f"/x{log.capacity + 4}"
+
+
+async def test_reset_answers(emulator: Running) -> None:
+    async with emulator.client() as client:
+        response = await client.post("/_emulate/reset")
+    assert response.status_code == 200
+    assert response.json()["status"] == "reset"

@@ -74,6 +74,32 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a seed file and summarise it")
     check.add_argument("file", type=Path)
 
+    module = commands.add_parser("module", help="run a compute module against a running emulator")
+    module_commands = module.add_subparsers(dest="module_command", required=True, metavar="ACTION")
+    for name, text in (
+        ("run", "create/reset a runtime session and run the module command"),
+        ("env", "create/reset a runtime session and print the module's environment"),
+    ):
+        action = module_commands.add_parser(name, help=text)
+        action.add_argument("--runtime", required=True, help="runtime id")
+        action.add_argument("--deployed-app", help="bind this deployed app RID to the runtime")
+        action.add_argument("--branch", help="deployed app branch (default master)")
+        action.add_argument(
+            "--emulator",
+            default=os.environ.get("FOUNDRY_EMULATOR_URL", "http://127.0.0.1:4000"),
+            help="URL of the running emulator (default $FOUNDRY_EMULATOR_URL or "
+            "http://127.0.0.1:4000)",
+        )
+        action.add_argument("--rotate-token", action="store_true", help="issue a new module token")
+        if name == "run":
+            action.add_argument("--replicas", type=int, default=1, help="copies of the module")
+            action.add_argument(
+                "module_argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS..."
+            )
+        else:
+            action.add_argument("--format", choices=("shell", "dotenv", "docker"), default="shell")
+            action.add_argument("--token-file", type=Path, help="where to write the token file")
+
     init = commands.add_parser("init", help="write a commented starter seed")
     init.add_argument("--out", type=Path, help="file to write (default: standard output)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -86,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args.file)
     if args.command == "init":
         return _init(args.out, args.force)
+    if args.command == "module":
+        return _module(args)
     return _serve(args)
 
 
@@ -135,6 +163,36 @@ def _init(out: Path | None, force: bool) -> int:
     out.write_text(STARTER_SEED, encoding="utf-8")
     print(f"wrote {out}; check it with: foundry-emulator check {out}")
     return 0
+
+
+def _module(args: argparse.Namespace) -> int:
+    from .foundry import launcher
+
+    try:
+        session = launcher.create_session(
+            args.emulator,
+            args.runtime,
+            deployed_app=args.deployed_app,
+            branch=args.branch,
+            rotate_token=args.rotate_token,
+        )
+        if args.module_command == "run":
+            command = list(args.module_argv)
+            if command[:1] == ["--"]:
+                command = command[1:]
+            if args.replicas < 1:
+                raise launcher.LauncherError("--replicas must be at least 1")
+            return launcher.run_module(session, command, replicas=args.replicas)
+        token_file = launcher.write_token_file(
+            session.module_auth_token,
+            args.token_file or Settings().state_dir / f"module-token-{args.runtime}",
+        )
+        sys.stdout.write(launcher.format_environment(session.environment(token_file), args.format))
+        print(f"# token file: {token_file}", file=sys.stderr)
+        return 0
+    except launcher.LauncherError as error:
+        _error(str(error))
+        return 1
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -51,6 +51,15 @@ class Emulator:
     def uptime(self) -> float:
         return time.monotonic() - self.started_at
 
+    def raw_routes(self) -> list[tuple[str, tuple[str, ...], str]]:
+        """Routes served in front of Quart as (rule, methods, summary), for the OpenAPI document."""
+        routes: list[tuple[str, tuple[str, ...], str]] = []
+        for service in self.services.values():
+            describe = getattr(service, "openapi_routes", None)
+            if describe is not None:
+                routes.extend(describe())
+        return routes
+
     def begin_shutdown(self) -> None:
         for service in self.services.values():
             service.begin_shutdown()

@@ -6,6 +6,7 @@ their state without them and the request log is redacted at the source.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, request
@@ -29,6 +30,21 @@ def control_blueprint(emulator: Emulator) -> Blueprint:
             "uptimeSeconds": round(emulator.uptime(), 3),
         }
         return json_response(body)
+
+    @blueprint.get("/openapi.json")
+    async def openapi() -> Response:
+        """This document: every route the emulator serves, generated from its URL map."""
+        from quart import current_app
+
+        from .openapi import build_openapi
+
+        routes: list[tuple[str, Iterable[str], str]] = [
+            (rule.rule, rule.methods or (), _summary(current_app.view_functions[rule.endpoint]))
+            for rule in current_app.url_map.iter_rules()
+            if rule.endpoint != "static"
+        ]
+        routes += list(emulator.raw_routes())
+        return json_response(build_openapi(routes, emulator.families))
 
     @blueprint.get("/state")
     async def state() -> Response:
@@ -69,3 +85,8 @@ def control_blueprint(emulator: Emulator) -> Blueprint:
         return Response(b"", status=204)
 
     return blueprint
+
+
+def _summary(function: Any) -> str:
+    doc = (getattr(function, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else getattr(function, "__name__", "")

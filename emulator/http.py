@@ -20,7 +20,10 @@ JSON_TYPE = "application/json"
 
 
 async def read_body(family: ErrorFamily, limit: int, deadline_seconds: float) -> bytes:
-    """The whole request body, or an ApiError (413 too large, 408 too slow)."""
+    """The whole request body, or an ApiError (413 too large, 408 too slow).
+
+    Callers pass `settings.max_body_bytes` and `settings.body_timeout`.
+    """
     declared = request.content_length
     if declared is not None and declared > limit:
         raise framework_error(family, 413, request.path, request.method)

@@ -51,6 +51,8 @@ class Settings:
     max_body_bytes: int = 8 * 1024 * 1024
     # Largest request head (request line plus headers) a client may send.
     max_header_bytes: int = 64 * 1024
+    # A JSON or form body must arrive within this many seconds (a trickling client gets 408).
+    body_timeout: float = 30.0
 
     def __attrs_post_init__(self) -> None:
         for name in ("port", "tls_port"):
@@ -63,7 +65,7 @@ class Settings:
             raise SettingsError(f"log level must be one of {', '.join(LOG_LEVELS)}")
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise SettingsError(f"base URL must start with http:// or https://: {self.base_url}")
-        if self.graceful_timeout < 0 or self.keep_alive_timeout <= 0:
+        if self.graceful_timeout < 0 or self.keep_alive_timeout <= 0 or self.body_timeout <= 0:
             raise SettingsError("timeouts must be positive")
         if self.max_body_bytes < 1024 or self.max_header_bytes < 1024:
             raise SettingsError("body and header limits must be at least 1024 bytes")

@@ -66,3 +66,25 @@ async def test_reset_answers(emulator: Running) -> None:
         response = await client.post("/_emulate/reset")
     assert response.status_code == 200
     assert response.json()["status"] == "reset"
+
+
+async def test_openapi_is_generated_from_the_routes(emulator: Running) -> None:
+    async with emulator.client() as client:
+        response = await client.get("/_emulate/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert document["openapi"].startswith("3.")
+    paths = document["paths"]
+    app = emulator.emulator
+    served = {rule.rule for rule in _quart_rules(app)}
+    assert "/_emulate/health" in paths
+    assert "get" in paths["/_emulate/health"]
+    assert len(paths) >= len({r for r in served if "<" not in r})
+    assert paths["/_emulate/requests"].keys() >= {"get", "delete"}
+
+
+def _quart_rules(emulator_graph: object) -> list[object]:
+    from emulator.app import create_app
+
+    app = create_app(emulator_graph)  # type: ignore[arg-type]
+    return [rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"]

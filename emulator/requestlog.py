@@ -41,7 +41,8 @@ SECRET_KEYS = frozenset(
     }
 )
 # The inspector polls these; logging them would bury the requests worth seeing.
-QUIET_PREFIXES = ("/_emulate/requests", "/_emulate/state", "/_emulate/health", "/_emulate/ui")
+QUIET_PREFIXES = ("/_emulate/requests", "/_emulate/state", "/_emulate/health")
+QUIET_PATHS = frozenset({"/_emulate/", "/_emulate"})
 # Status recorded when the client went away before an answer was sent (as nginx does).
 CLIENT_CLOSED = 499
 PRINCIPAL_KEY = "emulator.principal"
@@ -111,7 +112,7 @@ class RequestLog:
     def middleware(self, app: ASGIApp, families: FamilyMap) -> ASGIApp:
         async def logged(scope: Scope, receive: Receive, send: Send) -> None:
             path = scope.get("path", "")
-            if scope["type"] != "http" or path.startswith(QUIET_PREFIXES):
+            if scope["type"] != "http" or path in QUIET_PATHS or path.startswith(QUIET_PREFIXES):
                 await app(scope, receive, send)
                 return
             started = time.perf_counter()

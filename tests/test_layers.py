@@ -72,9 +72,10 @@ def test_yaml_only_in_seeds_and_hypercorn_only_in_server() -> None:
 
 
 def test_generic_modules_know_no_service() -> None:
-    # The service registry (app.default_services) and the CLI's seed summary and starter are
-    # the only places the generic layer names Foundry.
-    allowed = {"app.py", "cli.py"}
+    # The service registry (app.default_services), the CLI's seed summary, starter and module
+    # launcher, and the embedded handle's `.foundry` shortcut are the only places the generic
+    # layer names Foundry.
+    allowed = {"app.py", "cli.py", "embedded.py"}
     for path in modules("*.py"):
         if path.name in allowed:
             continue

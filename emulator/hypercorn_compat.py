@@ -1,0 +1,266 @@
+"""Runtime patches for four defects of Hypercorn 0.18.0's trio worker.
+
+This module owns every monkeypatch the emulator applies to Hypercorn. `apply()` installs
+them (idempotent; call it before serving, as `emulator.server.serve` does): it replaces
+`TCPServer` and the `trio` module seen by `hypercorn.trio.run`, and `H2Protocol` in
+`hypercorn.protocol`, so it covers every later `hypercorn.trio.serve` / `worker_serve` call
+in the process. Each patch exists because of a defect measured in the pinned stack
+(hypercorn 0.18.0, trio 0.35.0, quart-trio 0.12.0) and is reproduced by
+`tests/test_hypercorn_compat.py`, which also checks that each defect is still present in
+stock Hypercorn. When such a "defect still present" test fails after an upgrade, upstream
+fixed it: remove that patch, and this module once all four are gone.
+
+1. Server crash when HTTP/2 clients go away under load. On a Closed event (e.g. a client's
+   GOAWAY), `TCPServer._close()` calls `stream.send_eof()`, which holds trio's send-conflict
+   detector across a checkpoint without taking `send_lock`. If the h2 send task flushes
+   DATA for another stream meanwhile, its `send_all()` raises `trio.BusyResourceError`,
+   which `protocol_send` does not catch: it escapes the connection's task group and
+   `trio.serve_listeners`' handler nursery, and `serve()` exits. Patch: `protocol_send`
+   treats it like the other transport errors (the connection is closing), and any
+   exception still escaping a connection is logged and confined to that connection.
+
+2. With QuartTrio, Hypercorn's end-of-request bookkeeping is cancelled. It runs inside the
+   app's last `send()`: it queues `http.disconnect`, QuartTrio's receiver task sees it and
+   cancels the request nursery, and the next checkpoint (restarting the keep-alive timer,
+   flushing the GOAWAY, closing after `Connection: close` or at shutdown) raises Cancelled.
+   So idle keep-alive connections are never closed, and graceful shutdown waits the full
+   `graceful_timeout` for any idle connection or any request answered after it began.
+   Patch: one idle watcher task per connection replaces the per-request timer task; going
+   idle or busy only moves its cancel-scope deadline (no checkpoint, nothing to cancel).
+   A Closed event, or the end of the input, makes the watcher close the connection (so it
+   happens even if the asking task is cancelled, and a connection the client left does not
+   wait for its keep-alive deadline). Outgoing bytes are sent shielded, the wait for
+   `send_lock` included: they were already taken from the h11/h2 state machine, and
+   dropping them desynchronises the connection.
+
+3. Accept starvation. `trio.serve_listeners` takes one connection per `accept()` call and
+   each call ends with a scheduler pass, so under load a burst of new connections waits
+   seconds to be accepted. Patch: Hypercorn's socket listeners are `BatchingListener`s,
+   which after each blocking accept also take, without yielding, every connection already
+   in the kernel's accept queue, and hand them out on the next calls.
+
+4. An HTTP/2 response ending while the server shuts down often loses its END_STREAM (about
+   half the time, with any ASGI app). `EndBody` only waits until the send task has taken the
+   last bytes; the send task ends the stream a step later. If that was the connection's
+   last response, `H2Protocol` has sent GOAWAY meanwhile, after which the h2 library
+   refuses every frame. Patch: `CompatH2Protocol` ends the stream from the task handling
+   `EndBody`, before anything else can happen on the connection.
+
+If the installed Hypercorn is not the version these were measured on, `apply()` logs a
+warning and still applies them (run the tests to see which are still needed); if the
+internals they hook have changed shape, it raises RuntimeError, so the server fails at
+start rather than on some connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import types
+from collections import deque
+from collections.abc import Callable
+from importlib.metadata import version
+from math import inf
+from typing import Any
+
+import h2.exceptions
+import hypercorn.protocol
+import hypercorn.trio.run as hypercorn_run
+import trio
+from hypercorn.events import Closed, Event, RawData
+from hypercorn.protocol.events import EndBody, EndData
+from hypercorn.protocol.events import Event as StreamEvent
+from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import TrioSingleTask
+from hypercorn.typing import TaskGroup
+
+__all__ = ["MEASURED_VERSION", "BatchingListener", "CompatH2Protocol", "CompatTCPServer", "apply"]
+
+MEASURED_VERSION = "0.18.0"
+
+log = logging.getLogger(__name__)
+
+# What the patches override or call, besides plain attributes.
+_HOOKED_METHODS = {
+    TCPServer: ("run", "protocol_send", "_read_data", "_close", "_initiate_server_close"),
+    H2Protocol: ("stream_send", "_flush"),
+}
+
+
+class _IdleWatcher(TrioSingleTask):
+    """Stands in for `TCPServer.idle_task`: closes the connection once idle for too long.
+
+    Hypercorn calls `restart()` when the connection turns idle and `stop()` when a request
+    starts. Both only move the deadline of the watcher's cancel scope and never checkpoint,
+    so a caller that is being cancelled (QuartTrio's request task) still gets them done.
+    """
+
+    def __init__(self, server: CompatTCPServer) -> None:
+        super().__init__()
+        self._server = server
+        self._scope = trio.CancelScope()
+        self._spawned = False
+        self._idle = False
+
+    async def restart(self, task_group: TaskGroup, action: Callable[..., Any]) -> None:
+        # `action` is Hypercorn's own timer body, which the watcher replaces.
+        if not self._spawned:
+            self._spawned = True
+            task_group.spawn(self._watch)
+        self._idle = True
+        if self._server.context.terminated.is_set():
+            self._scope.cancel()
+        else:
+            self._scope.deadline = trio.current_time() + self._server.config.keep_alive_timeout
+
+    async def stop(self) -> None:
+        self._idle = False
+        self._scope.deadline = inf
+
+    def close_soon(self) -> None:
+        """Close the connection from the watcher task (which nobody else cancels)."""
+        self._scope.cancel()
+
+    async def _watch(self) -> None:
+        with self._scope:
+            await self._server.context.terminated.wait()
+            # Shutting down: close now if idle, else when it turns idle (see restart).
+            if self._idle:
+                self._scope.cancel()
+            await trio.sleep_forever()
+        # Reached only through our own scope: a cancelled connection propagates instead.
+        with trio.CancelScope(shield=True):
+            await self._server._initiate_server_close()
+
+
+class CompatTCPServer(TCPServer):
+    """Hypercorn's per-connection handler with defects 1 and 2 fixed (see module doc)."""
+
+    idle_task: _IdleWatcher
+
+    async def run(self) -> None:
+        self.idle_task = _IdleWatcher(self)
+        try:
+            await super().run()
+        except* Exception:
+            # A bug in one connection must not end serve() for all of them.
+            await self.config.log.exception("Connection failed; dropped it")
+
+    async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, RawData):
+            try:
+                with trio.CancelScope(shield=True):
+                    async with self.send_lock:
+                        await self.stream.send_all(event.data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+                # Busy: a concurrent close holds the stream, the connection is going away.
+                await self.protocol.handle(Closed())
+            return
+        if isinstance(event, Closed):
+            self.idle_task.close_soon()
+        await super().protocol_send(event)
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        # The client left (or the read timed out): release the connection now, not at the
+        # end of the keep-alive period.
+        self.idle_task.close_soon()
+
+
+class CompatH2Protocol(H2Protocol):
+    """Hypercorn's HTTP/2 protocol with defect 4 fixed (see module doc)."""
+
+    async def stream_send(self, event: StreamEvent) -> None:
+        await super().stream_send(event)
+        # super() returned once the send task took the last bytes: end the stream now,
+        # unless the send task already did or the stream or connection is gone.
+        if isinstance(event, (EndBody, EndData)) and event.stream_id in self.stream_buffers:
+            try:
+                self.connection.end_stream(event.stream_id)
+            except h2.exceptions.ProtocolError:
+                return
+            await self._flush()
+
+
+class BatchingListener(trio.abc.Listener[trio.SocketStream]):
+    """A `trio.SocketListener` wrapper whose `accept()` drains the kernel's accept queue.
+
+    The first `accept()` blocks as usual; the connections already waiting behind it are
+    accepted at once (at most `max_batch` in all) and returned by the next calls without a
+    scheduler pass. Errors other than "queue empty" while draining are left for the next
+    blocking accept to raise, so `trio.serve_listeners` handles them as before.
+    """
+
+    def __init__(self, listener: trio.SocketListener, max_batch: int = 256) -> None:
+        self.listener = listener
+        self.max_batch = max_batch
+        # A second descriptor of the listening socket, for plain non-blocking accept() calls.
+        self._socket = socket.socket(fileno=os.dup(listener.socket.fileno()))
+        self._socket.setblocking(False)
+        self._ready: deque[trio.SocketStream] = deque()
+
+    async def accept(self) -> trio.SocketStream:
+        if self._ready:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        else:
+            self._ready.append(await self.listener.accept())
+            while len(self._ready) < self.max_batch:
+                try:
+                    connection, _ = self._socket.accept()
+                except OSError:
+                    break
+                self._ready.append(trio.SocketStream(trio.socket.from_stdlib_socket(connection)))
+        return self._ready.popleft()
+
+    async def aclose(self) -> None:
+        while self._ready:
+            self._ready.popleft().socket.close()
+        self._socket.close()
+        await self.listener.aclose()
+
+
+def _batching_socket_listener(sock: trio.socket.SocketType) -> BatchingListener:
+    return BatchingListener(trio.SocketListener(sock))
+
+
+class _TrioSeenByHypercorn(types.ModuleType):
+    """`trio` as hypercorn.trio.run sees it: trio itself, except for `SocketListener`."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(trio, name)
+
+
+def apply() -> None:
+    """Install the patches into Hypercorn's trio worker (idempotent).
+
+    Affects servers started afterwards through `hypercorn.trio.serve` or
+    `hypercorn.trio.run.worker_serve` in this process.
+    """
+    run_globals = vars(hypercorn_run)  # worker_serve looks both names up here at call time
+    protocol_globals = vars(hypercorn.protocol)  # so does ProtocolWrapper for H2Protocol
+    if isinstance(run_globals.get("trio"), _TrioSeenByHypercorn):
+        return
+    installed = version("hypercorn")
+    if installed != MEASURED_VERSION:
+        log.warning(
+            "hypercorn %s is installed; emulator.hypercorn_compat was measured on %s: "
+            "run tests/test_hypercorn_compat.py and drop the patches upstream has fixed",
+            installed,
+            MEASURED_VERSION,
+        )
+    if (
+        run_globals.get("TCPServer") is not TCPServer
+        or protocol_globals.get("H2Protocol") is not H2Protocol
+        or not all(hasattr(cls, name) for cls, names in _HOOKED_METHODS.items() for name in names)
+    ):
+        raise RuntimeError(
+            f"hypercorn {installed}: hypercorn.trio.run.TCPServer or hypercorn.protocol."
+            "H2Protocol is not what emulator.hypercorn_compat patches; update or remove it"
+        )
+    seen = _TrioSeenByHypercorn("trio")
+    seen.SocketListener = _batching_socket_listener  # type: ignore[attr-defined]
+    protocol_globals["H2Protocol"] = CompatH2Protocol
+    run_globals["TCPServer"] = CompatTCPServer
+    run_globals["trio"] = seen

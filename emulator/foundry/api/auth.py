@@ -8,14 +8,15 @@ that endpoint, so the SDK raises its typed exception.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import attrs
 from quart import request
 
 from ...clock import Clock
 from ...errors import ApiError, ErrorFamily
+from ...requestlog import note_principal
 from ..core.errors import AuthenticationError
 from ..core.identity import Identity
 from ..core.principals import Principal
@@ -67,6 +68,8 @@ class BearerAuth:
                 f"The token lacks the scope {scope}.",
                 parameters=parameters,
             )
+        # The request log shows who made each request (a name, never the token).
+        note_principal(cast(MutableMapping[str, Any], request.scope), principal.username)
         return Caller(principal=principal, token=token)
 
     def bearer(

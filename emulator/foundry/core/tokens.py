@@ -40,6 +40,12 @@ class AccessToken:
     expires_at: float | None
     origin: str  # "seed", "authorization_code", "refresh_token", "client_credentials"
     revoked: bool = False
+    # The OAuth grant (core/oauth.py) the token was issued under; revoking the grant revokes it.
+    grant_id: str | None = None
+
+    def revoke(self) -> None:
+        """Stop the token working at once (it is never un-revoked)."""
+        self.revoked = True
 
     def expires_in(self, now: float) -> int | None:
         return None if self.expires_at is None else max(0, int(self.expires_at - now))
@@ -70,6 +76,7 @@ class TokenStore:
         ttl: int,
         now: float,
         origin: str,
+        grant_id: str | None = None,
     ) -> tuple[str, AccessToken]:
         """A new access token; returns the token value (shown once) and its record."""
         value = randomness.token(ACCESS_TOKEN_PREFIX, 30)
@@ -80,6 +87,7 @@ class TokenStore:
             issued_at=now,
             expires_at=now + ttl,
             origin=origin,
+            grant_id=grant_id,
         )
         self.by_digest[digest(value)] = record
         return value, record
@@ -99,7 +107,7 @@ class TokenStore:
     def revoke(self, token: str) -> AccessToken | None:
         record = self.by_digest.get(digest(token))
         if record is not None:
-            record.revoked = True
+            record.revoke()
         return record
 
     def sweep(self, now: float, grace: float = 3600.0) -> int:

@@ -124,6 +124,7 @@ def _error(message: str) -> None:
 def _check(path: Path) -> int:
     try:
         seed = load_seed(path, default_services())
+        build_emulator(Settings(), seed)
     except SeedError as error:
         _error(str(error))
         return 2
@@ -223,10 +224,11 @@ def _serve(args: argparse.Namespace) -> int:
     seed_path = settings.seed_path or default_seed_path()
     try:
         seed = load_seed(seed_path, default_services())
+        # Building the state checks what only a service can (for example connection auth).
+        emulator = build_emulator(settings, seed)
     except SeedError as error:
         _error(str(error))
         return 2
-    emulator = build_emulator(settings, seed)
     from .server import ListenerError
 
     try:

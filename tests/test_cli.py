@@ -184,3 +184,17 @@ def test_environment_variables_configure_serve(tmp_path: Path) -> None:
     )
     assert env_run.returncode == 2
     assert "log level" in env_run.stderr
+
+
+def test_seed_problems_found_while_building_state_exit_2(tmp_path: Path) -> None:
+    seed = tmp_path / "auth.yaml"
+    seed.write_text(
+        "foundry:\n  connections:\n    - display_name: X\n"
+        "      parent_folder_rid: ri.compass.main.folder.f\n"
+        "      domains:\n        - host: api.example.com\n          auth: {type: bearerToken}\n",
+        encoding="utf-8",
+    )
+    result = run_cli("check", str(seed))
+    assert result.returncode == 2
+    assert "foundry.connections[0].domains[0]" in result.stderr
+    assert "Traceback" not in result.stderr

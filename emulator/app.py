@@ -21,6 +21,7 @@ from .clock import Clock, Randomness, SystemClock
 from .control import control_blueprint
 from .errors import ApiError, FamilyMap, framework_error
 from .http import error_response
+from .rawasgi import RawDispatcher, merge_routes
 from .requestlog import RequestLog
 from .seeds import Seed
 from .service import Endpoints, Service, ServiceContext, ServiceInstance
@@ -95,6 +96,17 @@ def build_emulator(
         services=instances,
         families=families,
     )
+
+
+def create_asgi(emulator: Emulator) -> RawDispatcher:
+    """The ASGI app the server runs: the services' raw routes (emulator.rawasgi) in front of
+    `create_app`'s Quart app."""
+    groups = []
+    for service in emulator.services.values():
+        routes = getattr(service, "asgi_routes", None)
+        if routes is not None:
+            groups.append(routes())
+    return RawDispatcher(create_app(emulator), merge_routes(groups), emulator.families)
 
 
 def create_app(emulator: Emulator) -> QuartTrio:

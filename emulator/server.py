@@ -20,7 +20,7 @@ from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
 from . import hypercorn_compat
-from .app import Emulator, create_app
+from .app import Emulator, create_asgi
 from .service import Endpoints
 from .settings import Settings
 from .tls import ensure_certificates
@@ -120,7 +120,7 @@ async def serve(
     endpoints.base_url = (
         settings.base_url or endpoints.http_url or endpoints.https_url or ""
     ).rstrip("/")
-    app = create_app(emulator)
+    app = create_asgi(emulator)
 
     async def trigger() -> None:
         if shutdown_trigger is None:

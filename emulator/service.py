@@ -70,6 +70,11 @@ class ServiceInstance(Protocol):
         """A secret-free summary of the state, for `/_emulate/state` and the health page."""
         ...
 
+    # Optional (looked up with getattr, so a service may leave it out):
+    #
+    #     def asgi_routes(self) -> Sequence[emulator.rawasgi.RawRoute]:
+    #         """Hot routes served as raw ASGI in front of the Quart app (emulator.rawasgi)."""
+
 
 class Service(Protocol):
     """A kind of emulated API, keyed by its top-level seed block (`foundry:`)."""

@@ -404,6 +404,11 @@ class JobLimitsSeed:
     max_retained_jobs: int = 10000
     # Largest result the emulator keeps for later fetches (bytes); larger ones stream through only.
     max_retained_result_bytes: int = 64 * 1024 * 1024
+    # How long a job may wait for a runtime to take it before it is cancelled (async jobs; a
+    # synchronous caller's own execute_timeout usually ends its job first).
+    queue_timeout: float = 600.0
+    # All kept results together (bytes); beyond it the oldest finished jobs are forgotten early.
+    max_retained_total_bytes: int = 256 * 1024 * 1024
 
     @classmethod
     def from_node(cls, node: Node | None) -> JobLimitsSeed:
@@ -420,6 +425,10 @@ class JobLimitsSeed:
             max_retained_jobs=f.int("max_retained_jobs", d.max_retained_jobs, minimum=1),
             max_retained_result_bytes=f.int(
                 "max_retained_result_bytes", d.max_retained_result_bytes, minimum=0
+            ),
+            queue_timeout=f.float("queue_timeout", d.queue_timeout, minimum=0.01),
+            max_retained_total_bytes=f.int(
+                "max_retained_total_bytes", d.max_retained_total_bytes, minimum=0
             ),
         )
 

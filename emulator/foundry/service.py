@@ -14,11 +14,24 @@ import trio
 from quart import Blueprint
 
 from ..errors import ErrorFamily
+from ..rawasgi import RawRoute
 from ..seedschema import Node, TokenSeed
 from ..service import ServiceContext
 from .api import errors as api_errors
+from .api.admin import admin_blueprint
 from .api.auth import BearerAuth
+from .api.connectivity import connectivity_blueprint
+from .api.contour import contour_blueprint, contour_routes
+from .api.oauth import oauth_blueprint
+from .api.ontologies import ontologies_blueprint
+from .api.runtime import runtime_blueprint, runtime_routes
+from .broker import Broker
+from .core.connectivity import Connectivity
 from .core.identity import Identity
+from .core.jobs import FailureKind
+from .core.oauth import OAuthServer
+from .core.ontologies import Ontologies
+from .core.runtimes import RuntimeRegistry
 from .seed import FoundrySeed
 
 
@@ -47,29 +60,72 @@ class FoundryInstance:
         now = self.context.clock.now()
         self.identity = Identity.from_seed(self.seed, now)
         self.auth = BearerAuth(self.identity, self.context.clock)
+        self.oauth = OAuthServer.from_seed(
+            self.seed, self.identity.directory, self.identity.tokens, self.context.randomness
+        )
+        self.connectivity = Connectivity.from_seed(self.seed.connections, now)
+        self.ontologies = Ontologies.from_seed(self.seed.ontologies)
+        # Compute modules: runtimes (tokens the emulator made up survive a reset) and the broker.
+        self.runtimes = RuntimeRegistry.from_seed(
+            self.seed.compute_modules, now, self.context.randomness, getattr(self, "runtimes", None)
+        )
+        self.broker = Broker.build(
+            self.runtimes,
+            self.seed.compute_modules.limits,
+            self.context.clock,
+            self.context.randomness,
+        )
 
     # ServiceInstance --------------------------------------------------------------------------
 
     def blueprints(self) -> Sequence[Blueprint]:
-        return []
+        return [
+            oauth_blueprint(self),
+            admin_blueprint(self),
+            connectivity_blueprint(self),
+            ontologies_blueprint(self),
+            runtime_blueprint(self),
+            contour_blueprint(self),
+        ]
+
+    def asgi_routes(self) -> Sequence[RawRoute]:
+        """The compute-module hot paths, served as raw ASGI in front of Quart."""
+        return [*runtime_routes(self), *contour_routes(self)]
+
+    def openapi_routes(self) -> list[tuple[str, tuple[str, ...], str]]:
+        """The raw routes as (rule, methods, summary), for the OpenAPI document."""
+        return [(route.rule, (route.method,), route.summary) for route in self.asgi_routes()]
 
     def error_families(self) -> Sequence[tuple[str, ErrorFamily]]:
         return api_errors.PREFIXES
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        await trio.sleep_forever()
+        while True:
+            # The job plane's deadline sweep; a reset closes the broker and builds a new one.
+            broker = self.broker
+            await broker.run()
+            if self.broker is broker:
+                await trio.sleep_forever()
 
     def begin_shutdown(self) -> None:
-        pass
+        self.broker.close(FailureKind.SHUTDOWN)
 
     def reset(self) -> None:
+        # Answer every waiting poll and caller before the state they wait on is replaced.
+        self.broker.close(FailureKind.EMULATOR_RESET)
         self._build_state()
 
     def describe(self) -> dict[str, Any]:
         return {
             "users": len(self.identity.directory.principals),
             "tokens": self.identity.tokens.count(),
+            "connections": self.connectivity.count(),
+            "ontologies": self.ontologies.count(),
+            "queries": self.ontologies.query_count(),
+            "runtimes": len(self.runtimes.runtimes),
+            "deployedApps": len(self.runtimes.bindings),
+            "jobs": self.broker.jobs.counts(),
         }
 
     def banner_lines(self) -> list[str]:

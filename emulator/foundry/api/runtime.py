@@ -1,0 +1,404 @@
+"""The runtime side of the compute-module job plane: the routes a real module container talks to.
+
+Under `/_emulate/foundry/compute-modules/runtimes`: creating or resetting a runtime session (the
+answer carries everything a module process needs), the long poll for jobs, result uploads,
+schema posts, the restart notification and the inspect route. The poll and the result upload
+are raw ASGI routes (`runtime_routes`), because they carry the load and the result bytes; the
+others are a Quart blueprint (`runtime_blueprint`). Every path also exists below
+`/replicas/{replica}`, so several module processes on one runtime can each restart without
+failing the others' jobs.
+
+Errors are in the compute-module family (`error`, `error_description`). The Module-Auth-Token is
+returned only by the creation route, never by inspect, and never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import quote
+
+import trio
+from quart import Blueprint, Response, request
+
+from ...errors import ApiError
+from ...http import json_response, parse_json, read_body
+from ...rawasgi import JSON_HEADERS, ClientGone, RawRequest, RawRoute
+from ...requestlog import note_principal
+from ..broker import BrokerClosed
+from ..core.errors import (
+    AuthenticationError,
+    Conflict,
+    DomainError,
+    InvalidArgument,
+    NotFound,
+    QueueFull,
+)
+from ..core.jobs import Job, JobState
+from ..core.runtimes import REPLICA_PATTERN, Runtime, RuntimeRequest
+from .errors import COMPUTE_MODULE
+
+if TYPE_CHECKING:
+    from ..service import FoundryInstance
+
+PREFIX = "/_emulate/foundry/compute-modules"
+RUNTIMES = PREFIX + "/runtimes"
+# How long a JSON request body may take to arrive.
+BODY_TIMEOUT = 30.0
+# How long handing a job to a poll may take before the job goes back to the queue.
+DELIVERY_TIMEOUT = 30.0
+# Where the emulator's own paths for one runtime live (plain, or for one named replica).
+_RUNTIME_PATHS = ("/runtimes/{runtime_id}", "/runtimes/{runtime_id}/replicas/{replica}")
+
+
+def domain_error(error: DomainError) -> ApiError:
+    """A core error as an answer in the compute-module family."""
+    if isinstance(error, NotFound):
+        return COMPUTE_MODULE.error(404, error.code, error.message, parameters=error.parameters)
+    if isinstance(error, AuthenticationError):
+        return COMPUTE_MODULE.error(401, error.code, error.message)
+    if isinstance(error, QueueFull):
+        return COMPUTE_MODULE.error(429, error.code, error.message, headers={"Retry-After": "1"})
+    if isinstance(error, Conflict):
+        return COMPUTE_MODULE.error(409, error.code, error.message, parameters=error.parameters)
+    if isinstance(error, InvalidArgument):
+        return COMPUTE_MODULE.error(400, error.code, error.message, parameters=error.parameters)
+    return COMPUTE_MODULE.error(400, error.code, error.message)
+
+
+def closed_error(error: BrokerClosed) -> ApiError:
+    if error.kind.value == "shutdown":
+        return COMPUTE_MODULE.error(503, "shutting_down", "The emulator is shutting down.")
+    return COMPUTE_MODULE.error(
+        503, "emulator_reset", "The emulator was reset while this request waited; send it again."
+    )
+
+
+def runtime_base(instance: FoundryInstance, runtime_id: str) -> str:
+    """The URL under which one runtime's routes live, on the HTTPS listener when there is one."""
+    endpoints = instance.context.endpoints
+    if endpoints.https_port is not None:
+        origin = f"https://{endpoints.runtime_host}:{endpoints.https_port}"
+    else:
+        origin = endpoints.base_url
+    return f"{origin}{RUNTIMES}/{quote(runtime_id, safe='')}"
+
+
+def _replica(params: Mapping[str, str]) -> str:
+    replica = params.get("replica", "")
+    if replica and not REPLICA_PATTERN.match(replica):
+        raise COMPUTE_MODULE.error(
+            404, "not_found", "A replica name has 1 to 64 letters, digits, '.', '_' or '-'."
+        )
+    return replica
+
+
+def _authenticate(
+    instance: FoundryInstance, runtime_id: str, token: str | None, scope: MutableMapping[str, Any]
+) -> Runtime:
+    try:
+        runtime = instance.runtimes.authenticate(runtime_id, token)
+    except DomainError as error:
+        raise domain_error(error) from None
+    # The request log names the runtime (never its token).
+    note_principal(scope, f"runtime:{runtime.runtime_id}")
+    return runtime
+
+
+def job_envelope(job: Job) -> bytes:
+    """The poll answer both module libraries understand."""
+    envelope = {
+        "type": "computeModuleJobV1",
+        "computeModuleJobV1": {
+            "jobId": job.job_id,
+            "queryType": job.query_type,
+            "query": job.query,
+            "userId": job.submitted_by_id,
+        },
+    }
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+# Raw routes: the long poll and the result upload -------------------------------------------------
+
+
+def runtime_routes(instance: FoundryInstance) -> list[RawRoute]:
+    async def poll(raw: RawRequest) -> None:
+        replica = _replica(raw.params)
+        runtime = _authenticate(
+            instance, raw.params["runtime_id"], raw.header(b"module-auth-token"), raw.scope
+        )
+        await raw.read_body(instance.context.settings.max_body_bytes, BODY_TIMEOUT)
+        broker = instance.broker
+        job: Job | None = None
+        delivered = False
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_when_gone, raw, nursery.cancel_scope)
+            try:
+                with trio.move_on_after(broker.limits.poll_timeout):
+                    job = await broker.take(runtime, replica)
+                if job is None:
+                    await raw.respond(204)
+                else:
+                    # A client that closes its connection right after reading the answer
+                    # (`Connection: close`) makes the disconnect arrive while this send is still
+                    # returning: shield it, and count the job delivered once its bytes are out.
+                    with trio.CancelScope(shield=True) as sending:
+                        sending.deadline = trio.current_time() + DELIVERY_TIMEOUT
+                        await raw.respond(200, job_envelope(job), JSON_HEADERS)
+                        delivered = True
+            except ClientGone:
+                pass
+            finally:
+                if job is not None and not delivered:
+                    # Taken but not handed over (the poller went away): first in line again.
+                    broker.give_back(job)
+            nursery.cancel_scope.cancel()
+
+    async def post_result(raw: RawRequest) -> None:
+        runtime = _authenticate(
+            instance, raw.params["runtime_id"], raw.header(b"module-auth-token"), raw.scope
+        )
+        _replica(raw.params)
+        broker = instance.broker
+        try:
+            upload = broker.begin_upload(runtime, raw.params["job_id"], raw.content_length())
+        except DomainError as error:
+            raise domain_error(error) from None
+        idle_timeout = broker.limits.job_timeout
+        try:
+            more = True
+            while more:
+                chunk, more = await raw.receive_chunk(idle_timeout)
+                await upload.feed(chunk)
+        except BaseException:
+            upload.abort()
+            raise
+        await upload.finish()
+        await raw.respond(204)
+
+    routes: list[RawRoute] = []
+    for path in _RUNTIME_PATHS:
+        routes.append(
+            RawRoute("GET", PREFIX + path + "/job", poll, "Long-poll for the next job (204: none)")
+        )
+        routes.append(
+            RawRoute(
+                "POST",
+                PREFIX + path + "/results/{job_id}",
+                post_result,
+                "Post a job's result (raw bytes, streamed on to a waiting caller)",
+            )
+        )
+    return routes
+
+
+async def _cancel_when_gone(raw: RawRequest, scope: trio.CancelScope) -> None:
+    await raw.wait_disconnect()
+    scope.cancel()
+
+
+# Quart routes: sessions, schemas, restart, inspect ----------------------------------------------
+
+
+def runtime_blueprint(instance: FoundryInstance) -> Blueprint:
+    blueprint = Blueprint("compute_module_runtimes", __name__, url_prefix=PREFIX)
+    settings = instance.context.settings
+
+    def authenticated(runtime_id: str) -> Runtime:
+        return _authenticate(
+            instance,
+            runtime_id,
+            request.headers.get("Module-Auth-Token"),
+            cast(MutableMapping[str, Any], request.scope),
+        )
+
+    async def json_body() -> Any:
+        data = await read_body(COMPUTE_MODULE, settings.max_body_bytes, BODY_TIMEOUT)
+        return parse_json(data, COMPUTE_MODULE)
+
+    @blueprint.post("/runtimes")
+    async def create_runtime() -> Response:
+        try:
+            ask = RuntimeRequest.from_json(await json_body())
+            runtime, existed = instance.runtimes.create_or_reset(
+                ask, instance.context.clock.now(), instance.context.randomness
+            )
+        except DomainError as error:
+            raise domain_error(error) from None
+        ended = instance.broker.runtime_reset(runtime) if existed else []
+        return json_response(
+            runtime_session_to_json(instance, runtime, created=not existed, ended=ended)
+        )
+
+    @blueprint.post("/runtimes/<runtime_id>/schemas", defaults={"replica": ""})
+    @blueprint.post("/runtimes/<runtime_id>/replicas/<replica>/schemas")
+    async def post_schemas(runtime_id: str, replica: str) -> Response:
+        _replica({"replica": replica})
+        runtime = authenticated(runtime_id)
+        try:
+            names = instance.runtimes.store_schemas(
+                runtime, await json_body(), instance.context.clock.now()
+            )
+        except DomainError as error:
+            raise domain_error(error) from None
+        return json_response({"functionNames": names})
+
+    @blueprint.post("/runtimes/<runtime_id>/restart", defaults={"replica": ""})
+    @blueprint.post("/runtimes/<runtime_id>/replicas/<replica>/restart")
+    async def post_restart(runtime_id: str, replica: str) -> Response:
+        _replica({"replica": replica})
+        runtime = authenticated(runtime_id)
+        # The Python library sends no body; read whatever comes so the connection stays usable.
+        await read_body(COMPUTE_MODULE, settings.max_body_bytes, BODY_TIMEOUT)
+        # The Python library needs 200 and a JSON array of strings, or it exits.
+        return json_response(instance.broker.restart(runtime, replica))
+
+    @blueprint.get("/runtimes/<runtime_id>/jobs/<job_id>")
+    async def inspect(runtime_id: str, job_id: str) -> Response:
+        # No authentication, as in the seed documents; and so never the token.
+        try:
+            runtime = instance.runtimes.get(runtime_id)
+            job = instance.broker.jobs.get(job_id)
+        except DomainError as error:
+            raise domain_error(error) from None
+        if job.runtime_id != runtime.runtime_id:
+            raise COMPUTE_MODULE.error(
+                404, "not_found", f"Unknown job '{job_id}' for runtime '{runtime_id}'."
+            )
+        return json_response(
+            {
+                "runtime": runtime_to_json(instance, runtime),
+                "job": job_to_json(job),
+                "schemas": [schema_to_json(s) for s in runtime.schemas.values()],
+            }
+        )
+
+    return blueprint
+
+
+# Serializers ------------------------------------------------------------------------------------
+
+
+def millis(seconds: float | None) -> int | None:
+    return None if seconds is None else int(seconds * 1000)
+
+
+def runtime_session_to_json(
+    instance: FoundryInstance, runtime: Runtime, *, created: bool, ended: list[str]
+) -> dict[str, Any]:
+    endpoints = instance.context.endpoints
+    base = runtime_base(instance, runtime.runtime_id)
+    ca_path = None if endpoints.ca_path is None else str(endpoints.ca_path)
+    port = endpoints.https_port
+    if port is None:
+        port = (
+            int(endpoints.base_url.rsplit(":", 1)[1])
+            if endpoints.base_url.count(":") == 2
+            else None
+        )
+    environment: dict[str, str] = {
+        "RUNTIME_HOST": endpoints.runtime_host,
+        "RUNTIME_PORT": "" if port is None else str(port),
+        "GET_JOB_URI": base + "/job",
+        "POST_RESULT_URI": base + "/results",
+        "POST_SCHEMA_URI": base + "/schemas",
+        "RESTART_NOTIFICATION_URI": base + "/restart",
+    }
+    if ca_path is not None:
+        environment["CONNECTIONS_TO_OTHER_PODS_CA_PATH"] = ca_path
+        environment["DEFAULT_CA_PATH"] = ca_path
+    return {
+        "runtimeId": runtime.runtime_id,
+        "created": created,
+        # Issued here, and only here: write it to a file without a trailing newline and point
+        # MODULE_AUTH_TOKEN at that file.
+        "moduleAuthToken": runtime.token,
+        "getJobUri": environment["GET_JOB_URI"],
+        "postResultUri": environment["POST_RESULT_URI"],
+        "postSchemaUri": environment["POST_SCHEMA_URI"],
+        "restartNotificationUri": environment["RESTART_NOTIFICATION_URI"],
+        "replicaUriTemplate": base + "/replicas/{replica}",
+        "runtimeHost": endpoints.runtime_host,
+        "runtimePort": port,
+        "caPath": ca_path,
+        "deployedApps": [
+            {"deployedAppRid": b.deployed_app_rid, "branch": b.branch}
+            for b in instance.runtimes.bindings_of(runtime.runtime_id)
+        ],
+        "endedJobs": ended,
+        "environment": environment,
+    }
+
+
+def runtime_to_json(instance: FoundryInstance, runtime: Runtime) -> dict[str, Any]:
+    return {
+        "runtimeId": runtime.runtime_id,
+        "displayName": runtime.display_name,
+        "onRestart": runtime.on_restart,
+        "createdAt": millis(runtime.created_at),
+        "resetAt": millis(runtime.reset_at),
+        "lastPollAt": millis(runtime.last_poll_at),
+        "lastSchemaPostAt": millis(runtime.last_schema_at),
+        "pollsWaiting": instance.broker.polling(runtime.runtime_id),
+        "jobsQueued": instance.broker.waiting(runtime.runtime_id),
+        "deployedApps": [
+            {"deployedAppRid": b.deployed_app_rid, "branch": b.branch, "active": b.active}
+            for b in instance.runtimes.bindings_of(runtime.runtime_id)
+        ],
+    }
+
+
+def job_to_json(job: Job) -> dict[str, Any]:
+    result = job.result
+    return {
+        "jobId": job.job_id,
+        "runtimeId": job.runtime_id,
+        "deployedAppRid": job.deployed_app_rid,
+        "deployedAppBranch": job.branch,
+        "queryType": job.query_type,
+        "query": job.query,
+        "source": "contour-sync" if job.origin == "sync" else "contour-async",
+        "status": job.state.value,
+        "submittedAt": millis(job.submitted_at),
+        "dispatchedAt": millis(job.dispatched_at),
+        "finishedAt": millis(job.finished_at),
+        "dispatchCount": job.dispatch_count,
+        "replica": job.replica or None,
+        "failure": None
+        if job.failure is None
+        else {"kind": job.failure.kind.value, "message": job.failure.message},
+        "result": None
+        if result is None
+        else {
+            "size": result.size,
+            "retained": result.chunks is not None,
+            **_preview(result.preview, complete=len(result.preview) == result.size),
+        },
+        "uploading": job.uploading and job.state is JobState.RUNNING,
+    }
+
+
+def _preview(data: bytes, *, complete: bool) -> dict[str, Any]:
+    try:
+        return {
+            "preview": data.decode("utf-8"),
+            "previewEncoding": "utf-8",
+            "previewComplete": complete,
+        }
+    except UnicodeDecodeError:
+        return {
+            "preview": base64.b64encode(data).decode("ascii"),
+            "previewEncoding": "base64",
+            "previewComplete": complete,
+        }
+
+
+def schema_to_json(schema: Any) -> dict[str, Any]:
+    return {
+        "functionName": schema.name,
+        "schema": schema.payload,
+        "postedAt": millis(schema.posted_at),
+    }

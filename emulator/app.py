@@ -22,7 +22,7 @@ from .control import control_blueprint
 from .errors import ApiError, FamilyMap, framework_error
 from .http import error_response
 from .rawasgi import RawDispatcher, merge_routes
-from .requestlog import RequestLog
+from .requestlog import ASGIApp, RequestLog
 from .seeds import Seed
 from .service import Endpoints, Service, ServiceContext, ServiceInstance
 from .settings import Settings
@@ -95,18 +95,22 @@ def build_emulator(
         endpoints=context.endpoints,
         services=instances,
         families=families,
+        request_log=RequestLog(settings.request_log_size),
     )
 
 
-def create_asgi(emulator: Emulator) -> RawDispatcher:
-    """The ASGI app the server runs: the services' raw routes (emulator.rawasgi) in front of
-    `create_app`'s Quart app."""
+def create_asgi(emulator: Emulator) -> ASGIApp:
+    """The ASGI app the server runs: the request log around the services' raw routes
+    (emulator.rawasgi), which sit in front of `create_app`'s Quart app."""
     groups = []
     for service in emulator.services.values():
         routes = getattr(service, "asgi_routes", None)
         if routes is not None:
             groups.append(routes())
-    return RawDispatcher(create_app(emulator), merge_routes(groups), emulator.families)
+    dispatcher = RawDispatcher(create_app(emulator), merge_routes(groups), emulator.families)
+    if emulator.request_log.capacity == 0:
+        return dispatcher
+    return emulator.request_log.middleware(dispatcher, emulator.families)
 
 
 def create_app(emulator: Emulator) -> QuartTrio:
@@ -115,8 +119,6 @@ def create_app(emulator: Emulator) -> QuartTrio:
     # enforces its own limits per route instead (emulator.http).
     app.config.update(MAX_CONTENT_LENGTH=None, BODY_TIMEOUT=None, RESPONSE_TIMEOUT=None)
     app.extensions["emulator"] = emulator
-    logged = emulator.request_log.middleware(app.asgi_app, emulator.families)
-    app.asgi_app = logged  # type: ignore[method-assign,assignment]
     app.register_blueprint(control_blueprint(emulator))
     for service in emulator.services.values():
         for blueprint in service.blueprints():

@@ -100,7 +100,7 @@ class RequestLog:
     sequence: int = 0
 
     def __attrs_post_init__(self) -> None:
-        self.records = deque(maxlen=self.capacity)
+        self.records = deque(maxlen=max(self.capacity, 1))
 
     def clear(self) -> None:
         self.records.clear()

@@ -53,6 +53,8 @@ class Settings:
     max_header_bytes: int = 64 * 1024
     # A JSON or form body must arrive within this many seconds (a trickling client gets 408).
     body_timeout: float = 30.0
+    # How many recent requests /_emulate/requests keeps; 0 turns the request log off.
+    request_log_size: int = 1000
 
     def __attrs_post_init__(self) -> None:
         for name in ("port", "tls_port"):
@@ -67,6 +69,8 @@ class Settings:
             raise SettingsError(f"base URL must start with http:// or https://: {self.base_url}")
         if self.graceful_timeout < 0 or self.keep_alive_timeout <= 0 or self.body_timeout <= 0:
             raise SettingsError("timeouts must be positive")
+        if self.request_log_size < 0:
+            raise SettingsError("the request log size cannot be negative")
         if self.max_body_bytes < 1024 or self.max_header_bytes < 1024:
             raise SettingsError("body and header limits must be at least 1024 bytes")
 

@@ -1222,3 +1222,20 @@ def test_core_user_must_be_an_active_human() -> None:
         with pytest.raises(NotFound):
             server.issue_code(request, username, 1000.0)
     assert server.codes == {}
+
+
+async def test_contour_auth_follows_a_reset(emulator) -> None:  # type: ignore[no-untyped-def]
+    """Bearer checks built with the blueprints read the identity of the current state."""
+    async with emulator.client() as client:
+        token = emulator.foundry.identity.tokens.issue(
+            emulator.foundry.context.randomness, username="jane", scopes=(), client_id=None,
+            ttl=60, now=emulator.foundry.context.clock.now(), origin="test",
+        )[0]
+        status_path = "/contour-backend-multiplexer/api/module-group-multiplexer/jobs/nope/status"
+        before = await client.get(status_path, headers={"Authorization": f"Bearer {token}"})
+        assert before.status_code == 404
+        assert (await client.post("/_emulate/reset")).status_code == 200
+        after = await client.get(status_path, headers={"Authorization": f"Bearer {token}"})
+        assert after.status_code == 401
+        seeded = await client.get(status_path, headers={"Authorization": "Bearer local-token-jane"})
+        assert seeded.status_code == 404

@@ -34,7 +34,7 @@ def stable_uuid(*parts: str) -> str:
 
 def _rid(node: Node) -> str:
     text = node.as_str()
-    if not RID_PATTERN.match(text):
+    if not RID_PATTERN.fullmatch(text):
         raise node.error(
             f"{text!r} is not a resource identifier (ri.<service>.<instance>.<type>.<locator>)"
         )

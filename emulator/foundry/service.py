@@ -53,13 +53,13 @@ class FoundryInstance:
     def __init__(self, seed: FoundrySeed, context: ServiceContext) -> None:
         self.seed = seed
         self.context = context
+        self.auth = BearerAuth(lambda: self.identity, context.clock)
         self._build_state()
 
     def _build_state(self) -> None:
         """(Re)create every area's state from the seed."""
         now = self.context.clock.now()
         self.identity = Identity.from_seed(self.seed, now)
-        self.auth = BearerAuth(self.identity, self.context.clock)
         self.oauth = OAuthServer.from_seed(
             self.seed, self.identity.directory, self.identity.tokens, self.context.randomness
         )

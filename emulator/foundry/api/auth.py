@@ -45,8 +45,15 @@ def bearer_token() -> str | None:
 
 @attrs.frozen
 class BearerAuth:
-    identity: Identity
+    """Built once per service instance; it reads the current Identity on every request, so
+    decorators made when the blueprints were built keep working after a reset."""
+
+    identity_source: Callable[[], Identity]
     clock: Clock
+
+    @property
+    def identity(self) -> Identity:
+        return self.identity_source()
 
     def require(
         self,

@@ -88,7 +88,7 @@ def runtime_base(instance: FoundryInstance, runtime_id: str) -> str:
 
 def _replica(params: Mapping[str, str]) -> str:
     replica = params.get("replica", "")
-    if replica and not REPLICA_PATTERN.match(replica):
+    if replica and not REPLICA_PATTERN.fullmatch(replica):
         raise COMPUTE_MODULE.error(
             404, "not_found", "A replica name has 1 to 64 letters, digits, '.', '_' or '-'."
         )

@@ -95,13 +95,13 @@ class RuntimeRequest:
         if not isinstance(runtime_id, str) or not runtime_id.strip():
             raise InvalidArgument("invalid_request", "The runtimeId field is required.")
         runtime_id = runtime_id.strip()
-        if not RUNTIME_ID_PATTERN.match(runtime_id):
+        if not RUNTIME_ID_PATTERN.fullmatch(runtime_id):
             raise InvalidArgument(
                 "invalid_request",
                 "runtimeId must be at most 200 characters, without '/', spaces or controls.",
             )
         rid = _optional_text(data, "deployedAppRid")
-        if rid is not None and not RID_PATTERN.match(rid):
+        if rid is not None and not RID_PATTERN.fullmatch(rid):
             raise InvalidArgument(
                 "invalid_request", f"deployedAppRid {rid!r} is not a resource identifier."
             )

@@ -1,0 +1,1 @@
+"""The benchmark suite of foundry-emulator (see run.py)."""

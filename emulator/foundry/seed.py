@@ -344,7 +344,7 @@ class OntologySeed:
 @attrs.frozen
 class RuntimeSeed:
     runtime_id: str
-    # None: the emulator makes one at start (shown in the banner).
+    # None: the emulator makes one at start (`foundry-emulator module env` prints it).
     module_auth_token: str | None
     # What the restart notification does with jobs the module had taken: "fail" or "requeue".
     on_restart: str = "fail"
@@ -404,6 +404,10 @@ class JobLimitsSeed:
     max_retained_jobs: int = 10000
     # Largest result the emulator keeps for later fetches (bytes); larger ones stream through only.
     max_retained_result_bytes: int = 64 * 1024 * 1024
+    # Largest result kept when it was streamed to a waiting synchronous caller, which already has
+    # it (bytes; the smaller of this and max_retained_result_bytes applies). Results nobody waited
+    # for (async jobs, callers gone before the first byte) keep max_retained_result_bytes.
+    max_retained_streamed_result_bytes: int = 1024 * 1024
     # How long a job may wait for a runtime to take it before it is cancelled (async jobs; a
     # synchronous caller's own execute_timeout usually ends its job first).
     queue_timeout: float = 600.0
@@ -425,6 +429,11 @@ class JobLimitsSeed:
             max_retained_jobs=f.int("max_retained_jobs", d.max_retained_jobs, minimum=1),
             max_retained_result_bytes=f.int(
                 "max_retained_result_bytes", d.max_retained_result_bytes, minimum=0
+            ),
+            max_retained_streamed_result_bytes=f.int(
+                "max_retained_streamed_result_bytes",
+                d.max_retained_streamed_result_bytes,
+                minimum=0,
             ),
             queue_timeout=f.float("queue_timeout", d.queue_timeout, minimum=0.01),
             max_retained_total_bytes=f.int(

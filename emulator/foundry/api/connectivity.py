@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response
 
-from ...errors import ApiError
 from ...http import json_response, parse_json, read_body
 from ..core.connectivity import (
     Connection,
@@ -25,24 +24,14 @@ from ..core.connectivity import (
     Worker,
     read_secret_update,
 )
-from ..core.errors import Conflict, DomainError, NotFound
-from .errors import FOUNDRY_API
+from ..core.errors import DomainError
+from .errors import FOUNDRY_API, conjure_error
 
 if TYPE_CHECKING:
     from ..service import FoundryInstance
 
 READ_SCOPE = "api:connectivity-connection-read"
 WRITE_SCOPE = "api:connectivity-connection-write"
-
-
-def api_error(error: DomainError) -> ApiError:
-    """A core error as a Conjure error (its code is the errorName)."""
-    status = 400  # InvalidArgument, and anything else the request caused
-    if isinstance(error, NotFound):
-        status = 404
-    elif isinstance(error, Conflict):
-        status = 409
-    return FOUNDRY_API.error(status, error.code, error.message, parameters=error.parameters)
 
 
 # Serializers ----------------------------------------------------------------------------------
@@ -156,7 +145,7 @@ def connectivity_blueprint(instance: FoundryInstance) -> Blueprint:
                 now=context.clock.now(),
             )
         except DomainError as error:
-            raise api_error(error) from None
+            raise conjure_error(error) from None
         return json_response(connection_to_json(connection))
 
     @blueprint.get("/connections/<connection_rid>")
@@ -166,7 +155,7 @@ def connectivity_blueprint(instance: FoundryInstance) -> Blueprint:
         try:
             connection = instance.connectivity.get(connection_rid)
         except DomainError as error:
-            raise api_error(error) from None
+            raise conjure_error(error) from None
         return json_response(connection_to_json(connection))
 
     @blueprint.get("/connections/<connection_rid>/getConfiguration")
@@ -175,7 +164,7 @@ def connectivity_blueprint(instance: FoundryInstance) -> Blueprint:
         try:
             connection = instance.connectivity.get(connection_rid)
         except DomainError as error:
-            raise api_error(error) from None
+            raise conjure_error(error) from None
         return json_response(configuration_to_json(connection))
 
     @blueprint.post("/connections/<connection_rid>/updateSecrets")
@@ -185,7 +174,7 @@ def connectivity_blueprint(instance: FoundryInstance) -> Blueprint:
             # A missing connection is reported before a bad body, as Foundry does.
             instance.connectivity.get(connection_rid)
         except DomainError as error:
-            raise api_error(error) from None
+            raise conjure_error(error) from None
         data = await read_json()
         try:
             secrets = read_secret_update(data)
@@ -193,7 +182,7 @@ def connectivity_blueprint(instance: FoundryInstance) -> Blueprint:
                 connection_rid, secrets, now=instance.context.clock.now()
             )
         except DomainError as error:
-            raise api_error(error) from None
+            raise conjure_error(error) from None
         return Response(b"", status=204)
 
     return blueprint

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ...errors import ErrorFamily
+from ...errors import ApiError, ErrorFamily
+from ..core.errors import Conflict, DomainError, NotFound
 
 # RFC 6749 errors of the Multipass OAuth endpoints: {"error", "error_description"}.
 OAUTH = ErrorFamily("oauth", "oauth")
@@ -18,3 +19,13 @@ PREFIXES: tuple[tuple[str, ErrorFamily], ...] = (
     ("/_emulate/foundry/compute-modules", COMPUTE_MODULE),
     ("/contour-backend-multiplexer", COMPUTE_MODULE),
 )
+
+
+def conjure_error(error: DomainError) -> ApiError:
+    """A core error as a Foundry (Conjure) error: its code is the errorName."""
+    status = 400  # InvalidArgument, and anything else the request caused
+    if isinstance(error, NotFound):
+        status = 404
+    elif isinstance(error, Conflict):
+        status = 409
+    return FOUNDRY_API.error(status, error.code, error.message, parameters=error.parameters)

@@ -16,26 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, request
 
-from ...errors import ApiError
 from ...http import json_response, parse_json, read_body
-from ..core.errors import Conflict, DomainError, NotFound
+from ..core.errors import DomainError
 from ..core.ontologies import Ontology
-from .errors import FOUNDRY_API
+from .errors import FOUNDRY_API, conjure_error
 
 if TYPE_CHECKING:
     from ..service import FoundryInstance
 
 READ_SCOPE = "api:ontologies-read"
-
-
-def api_error(error: DomainError) -> ApiError:
-    """A core error as a Conjure error (its code is the errorName)."""
-    status = 400  # InvalidArgument, and anything else the request caused
-    if isinstance(error, NotFound):
-        status = 404
-    elif isinstance(error, Conflict):
-        status = 409
-    return FOUNDRY_API.error(status, error.code, error.message, parameters=error.parameters)
 
 
 def ontology_to_json(ontology: Ontology) -> dict[str, Any]:
@@ -97,7 +86,7 @@ def ontologies_blueprint(instance: FoundryInstance) -> Blueprint:
         try:
             page = instance.ontologies.page(page_size, request.args.get("pageToken"))
         except DomainError as error:
-            raise api_error(error) from None
+            raise conjure_error(error) from None
         body: dict[str, Any] = {"data": [ontology_to_json(o) for o in page.data]}
         if page.next_page_token is not None:
             body["nextPageToken"] = page.next_page_token
@@ -109,7 +98,7 @@ def ontologies_blueprint(instance: FoundryInstance) -> Blueprint:
         try:
             found = instance.ontologies.resolve(ontology)
         except DomainError as error:
-            raise api_error(error) from None
+            raise conjure_error(error) from None
         return json_response(ontology_to_json(found))
 
     @blueprint.post("/<ontology>/queries/<query_api_name>/execute")
@@ -122,7 +111,7 @@ def ontologies_blueprint(instance: FoundryInstance) -> Blueprint:
             found = instance.ontologies.resolve(ontology)
             query = found.query(query_api_name)
         except DomainError as error:
-            raise api_error(error) from None
+            raise conjure_error(error) from None
         settings = instance.context.settings
         data = await read_body(FOUNDRY_API, settings.max_body_bytes, settings.body_timeout)
         parameters = (
@@ -133,7 +122,7 @@ def ontologies_blueprint(instance: FoundryInstance) -> Blueprint:
         try:
             value = query.evaluate(parameters, found.api_name)
         except DomainError as error:
-            raise api_error(error) from None
+            raise conjure_error(error) from None
         return json_response({"value": value})
 
     return blueprint

@@ -9,10 +9,12 @@ Uses only the standard library's HTTP client: it runs wherever the emulator is i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -44,10 +46,14 @@ class LauncherError(Exception):
 
 @attrs.frozen
 class RuntimeSession:
+    """What the runtime-creation route answered (`moduleAuthToken` and `environment`)."""
+
     runtime_id: str
-    module_auth_token: str
+    module_auth_token: str = attrs.field(repr=False)
     variables: Mapping[str, str]
     ca_path: str | None
+    # The runtime's URLs for one named replica: "{replica}" stands for its name.
+    replica_template: str | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> RuntimeSession:
@@ -62,15 +68,31 @@ class RuntimeSession:
         if missing:
             raise LauncherError(f"the emulator did not give {', '.join(missing)}")
         ca = environment.get("CONNECTIONS_TO_OTHER_PODS_CA_PATH") or data.get("caPath")
+        template = data.get("replicaUriTemplate")
         return cls(
             runtime_id=str(data.get("runtimeId", "")),
             module_auth_token=token,
             variables=variables,
             ca_path=str(ca) if ca else None,
+            replica_template=template if isinstance(template, str) else None,
         )
 
-    def environment(self, token_file: Path) -> dict[str, str]:
+    @property
+    def has_tls(self) -> bool:
+        return bool(self.variables.get("RUNTIME_PORT")) and self.variables[
+            "GET_JOB_URI"
+        ].startswith("https://")
+
+    def environment(self, token_file: Path, replica: str = "") -> dict[str, str]:
+        """Every variable both module libraries read; `replica` gives the process its own
+        runtime paths (so its restart notification ends only its own jobs)."""
         env = dict(self.variables)
+        if replica and self.replica_template is not None:
+            base = self.replica_template.replace("{replica}", replica)
+            env["GET_JOB_URI"] = base + "/job"
+            env["POST_RESULT_URI"] = base + "/results"
+            env["POST_SCHEMA_URI"] = base + "/schemas"
+            env["RESTART_NOTIFICATION_URI"] = base + "/restart"
         env["MODULE_AUTH_TOKEN"] = str(token_file)
         if self.ca_path:
             env["CONNECTIONS_TO_OTHER_PODS_CA_PATH"] = self.ca_path
@@ -117,6 +139,8 @@ def create_session(
 
 def _reason(error: BaseException) -> str:
     reason = getattr(error, "reason", error)
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS failed: {reason}; give the plain HTTP URL, e.g. {DEFAULT_EMULATOR_URL}"
     return str(reason)
 
 
@@ -134,41 +158,86 @@ def write_token_file(token: str, path: Path | None = None) -> Path:
         fd, name = tempfile.mkstemp(prefix="foundry-module-token-")
         path = Path(name)
     else:
+        # Absolute: the module may run in another directory (or a container mounting it).
+        path = path.absolute()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # An existing file keeps its mode through O_CREAT: make it private either way.
     os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
         handle.write(token)
     return path
 
 
+def replica_names(replicas: int) -> list[str]:
+    """One process: the runtime's own paths. Several: each its own replica path."""
+    if replicas == 1:
+        return [""]
+    return [f"replica-{number}" for number in range(1, replicas + 1)]
+
+
+def warnings_for(session: RuntimeSession, env: Mapping[str, str]) -> list[str]:
+    notes = []
+    if not session.has_tls:
+        notes.append(
+            "the emulator has no HTTPS listener; the Python compute-module library needs one "
+            "(serve without --no-tls)"
+        )
+    if env.get("NODE_ENV") == "development":
+        notes.append("NODE_ENV=development makes @palantir/compute-module skip polling")
+    return notes
+
+
+def exit_code(returncode: int) -> int:
+    """A child's status as a shell reports it: 128+N for death by signal N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
 def run_module(session: RuntimeSession, command: Sequence[str], *, replicas: int = 1) -> int:
-    """Run `replicas` copies of the module; returns the exit code to pass on."""
+    """Run `replicas` copies of the module; returns the exit code to pass on.
+
+    Each copy runs in its own process group, and SIGINT/SIGTERM reach the launcher only once
+    (not also through the terminal's process group) and are passed to every copy's group, so
+    a module's worker pool stops with it, as in a container.
+    """
     if not command:
         raise LauncherError("give the module command after --, e.g. -- python app.py")
+    if replicas < 1:
+        raise LauncherError("--replicas must be at least 1")
     token_file = write_token_file(session.module_auth_token)
-    env = {**os.environ, **session.environment(token_file)}
     processes: list[subprocess.Popen[bytes]] = []
+    stopping: list[int] = []
 
     def forward(signum: int, _frame: FrameType | None) -> None:
+        stopping.append(signum)
         for process in processes:
             if process.poll() is None:
-                process.send_signal(signum)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        try:
-            for _ in range(replicas):
-                processes.append(subprocess.Popen(list(command), env=env))
-        except OSError as error:
-            forward(signal.SIGTERM, None)
-            raise LauncherError(f"cannot start {command[0]}: {error.strerror}") from None
+        for replica in replica_names(replicas):
+            if stopping:
+                break
+            env = {**os.environ, **session.environment(token_file, replica)}
+            if replica:
+                env["FOUNDRY_EMULATOR_REPLICA"] = replica
+            for note in warnings_for(session, env) if not processes else ():
+                print_warning(note)
+            try:
+                processes.append(subprocess.Popen(list(command), env=env, process_group=0))
+            except OSError as error:
+                forward(signal.SIGTERM, None)
+                for process in processes:
+                    process.wait()
+                raise LauncherError(f"cannot start {command[0]}: {error.strerror}") from None
         codes = [process.wait() for process in processes]
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         token_file.unlink(missing_ok=True)
-    return next((code for code in codes if code != 0), 0)
+    return next((exit_code(code) for code in codes if code != 0), 0)
 
 
 def format_environment(env: Mapping[str, str], style: str) -> str:
@@ -184,3 +253,7 @@ def format_environment(env: Mapping[str, str], style: str) -> str:
 
 def print_error(message: str) -> None:
     print(f"foundry-emulator: error: {message}", file=sys.stderr)
+
+
+def print_warning(message: str) -> None:
+    print(f"foundry-emulator: warning: {message}", file=sys.stderr, flush=True)

@@ -22,6 +22,7 @@ from .api.admin import admin_blueprint
 from .api.auth import BearerAuth
 from .api.connectivity import connectivity_blueprint
 from .api.contour import contour_blueprint, contour_routes
+from .api.inspector import compute_modules_to_json, inspector_blueprint
 from .api.oauth import oauth_blueprint
 from .api.ontologies import ontologies_blueprint
 from .api.runtime import runtime_blueprint, runtime_routes
@@ -86,6 +87,7 @@ class FoundryInstance:
             ontologies_blueprint(self),
             runtime_blueprint(self),
             contour_blueprint(self),
+            inspector_blueprint(self),
         ]
 
     def asgi_routes(self) -> Sequence[RawRoute]:
@@ -126,6 +128,8 @@ class FoundryInstance:
             "runtimes": len(self.runtimes.runtimes),
             "deployedApps": len(self.runtimes.bindings),
             "jobs": self.broker.jobs.counts(),
+            # Runtimes, deployed apps and recent jobs for the inspector page; never a token.
+            "computeModules": compute_modules_to_json(self),
         }
 
     def banner_lines(self) -> list[str]:

@@ -39,8 +39,8 @@ class Settings:
     tls_enabled: bool = True
     cert_hosts: tuple[str, ...] = ()
     base_url: str | None = None
-    state_dir: Path = attrs.field(factory=default_state_dir)
-    seed_path: Path | None = None
+    state_dir: Path = attrs.field(factory=default_state_dir, converter=Path)
+    seed_path: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     log_level: str = "info"
     access_log: bool = False
     # How long in-flight requests may finish after SIGINT/SIGTERM before they are cut.

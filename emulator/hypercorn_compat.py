@@ -46,6 +46,20 @@ fixed it: remove that patch, and this module once all four are gone.
    refuses every frame. Patch: `CompatH2Protocol` ends the stream from the task handling
    `EndBody`, before anything else can happen on the connection.
 
+Besides the four fixes, some tuning. Hypercorn reads at most 64 KiB per `receive_some`
+(`hypercorn.trio.tcp_server.MAX_RECV`), which caps a large upload (a streamed result) at one
+64 KiB piece per scheduler pass: `CompatTCPServer._read_data` reads `READ_SIZE` instead (and
+opens no timeout scope per read when there is no read timeout). The buffer exists only
+during one `recv` call and is shrunk to the bytes received, so an idle connection holds none of
+it: memory grows with the bytes actually in flight, not with the number of connections.
+
+Two more changes cut the work per response on HTTP/1.1, without changing a byte on the wire:
+`CompatH11Protocol` sends the head of a response that declares a Content-Length together with
+its first body bytes (or its end), instead of as a write of its own, and
+`CompatTCPServer.protocol_send` skips the empty write h11 produces at the end of such a body.
+So a small response is one `send()` instead of three. A response without a Content-Length
+(a stream) still sends its head at once.
+
 If the installed Hypercorn is not the version these were measured on, `apply()` logs a
 warning and still applies them (run the tests to see which are still needed); if the
 internals they hook have changed shape, it raises RuntimeError, so the server fails at
@@ -69,16 +83,26 @@ import hypercorn.protocol
 import hypercorn.trio.run as hypercorn_run
 import trio
 from hypercorn.events import Closed, Event, RawData
-from hypercorn.protocol.events import EndBody, EndData
+from hypercorn.protocol.events import EndBody, EndData, Response
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import TrioSingleTask
 from hypercorn.typing import TaskGroup
 
-__all__ = ["MEASURED_VERSION", "BatchingListener", "CompatH2Protocol", "CompatTCPServer", "apply"]
+__all__ = [
+    "MEASURED_VERSION",
+    "BatchingListener",
+    "CompatH2Protocol",
+    "CompatH11Protocol",
+    "CompatTCPServer",
+    "apply",
+]
 
 MEASURED_VERSION = "0.18.0"
+# Largest read per receive_some on a connection (Hypercorn's own is 64 KiB); see module doc.
+READ_SIZE = 1024 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +110,7 @@ log = logging.getLogger(__name__)
 _HOOKED_METHODS = {
     TCPServer: ("run", "protocol_send", "_read_data", "_close", "_initiate_server_close"),
     H2Protocol: ("stream_send", "_flush"),
+    H11Protocol: ("stream_send", "_send_h11_event"),
 }
 
 
@@ -150,6 +175,9 @@ class CompatTCPServer(TCPServer):
 
     async def protocol_send(self, event: Event) -> None:
         if isinstance(event, RawData):
+            if not event.data:
+                # h11's end of a body with a Content-Length: nothing to write.
+                return
             try:
                 with trio.CancelScope(shield=True):
                     async with self.send_lock:
@@ -163,7 +191,22 @@ class CompatTCPServer(TCPServer):
         await super().protocol_send(event)
 
     async def _read_data(self) -> None:
-        await super()._read_data()
+        # Hypercorn's loop, reading READ_SIZE at a time, and without a `fail_after` scope per
+        # read when there is no read timeout (the emulator's case).
+        timeout = self.config.read_timeout
+        while True:
+            try:
+                if timeout:
+                    with trio.fail_after(timeout):
+                        data = await self.stream.receive_some(READ_SIZE)
+                else:
+                    data = await self.stream.receive_some(READ_SIZE)
+            except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+                break
+            await self.protocol.handle(RawData(bytes(data)))
+            if not data:
+                break
+        await self.protocol.handle(Closed())
         # The client left (or the read timed out): release the connection now, not at the
         # end of the keep-alive period.
         self.idle_task.close_soon()
@@ -182,6 +225,56 @@ class CompatH2Protocol(H2Protocol):
             except h2.exceptions.ProtocolError:
                 return
             await self._flush()
+
+
+class CompatH11Protocol(H11Protocol):
+    """Hypercorn's HTTP/1.1 protocol, sending a sized response's head with its body (module doc).
+
+    Wraps the `send` callable it was given: the bytes of a head held back are prepended to the
+    next bytes written, or written on their own before any other event, and at the latest when
+    the stream event that follows the head has been handled.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._send_out = self.send
+        self._hold_next = False
+        self._held: bytes | None = None
+        self.send = self._coalescing_send
+
+    async def _coalescing_send(self, event: Event) -> None:
+        if isinstance(event, RawData):
+            if self._hold_next:
+                self._hold_next = False
+                self._held = event.data
+                return
+            if self._held is not None:
+                event = RawData(data=self._held + event.data)
+                self._held = None
+        elif self._held is not None:
+            await self._flush_held()
+        await self._send_out(event)
+
+    async def _flush_held(self) -> None:
+        held, self._held = self._held, None
+        if held:
+            await self._send_out(RawData(data=held))
+
+    async def stream_send(self, event: StreamEvent) -> None:
+        if (
+            isinstance(event, Response)
+            and event.status_code >= 200
+            and any(name.lower() == b"content-length" for name, _ in event.headers)
+        ):
+            self._hold_next = True
+            try:
+                await super().stream_send(event)
+            finally:
+                self._hold_next = False
+            return
+        await super().stream_send(event)
+        if self._held is not None:
+            await self._flush_held()
 
 
 class BatchingListener(trio.abc.Listener[trio.SocketStream]):
@@ -253,6 +346,7 @@ def apply() -> None:
     if (
         run_globals.get("TCPServer") is not TCPServer
         or protocol_globals.get("H2Protocol") is not H2Protocol
+        or protocol_globals.get("H11Protocol") not in (H11Protocol, CompatH11Protocol)
         or not all(hasattr(cls, name) for cls, names in _HOOKED_METHODS.items() for name in names)
     ):
         raise RuntimeError(
@@ -262,5 +356,6 @@ def apply() -> None:
     seen = _TrioSeenByHypercorn("trio")
     seen.SocketListener = _batching_socket_listener  # type: ignore[attr-defined]
     protocol_globals["H2Protocol"] = CompatH2Protocol
+    protocol_globals["H11Protocol"] = CompatH11Protocol
     run_globals["TCPServer"] = CompatTCPServer
     run_globals["trio"] = seen

@@ -177,14 +177,22 @@ class RawRequest:
         if declared is not None and declared > limit:
             raise framework_error(self.family, 413, self.path, self.method)
         chunks = bytearray()
+        if self.body_done:
+            await trio.lowlevel.checkpoint()
+            return b""
+        # One timeout scope for the whole body (each piece's idle wait is within it anyway).
         with trio.move_on_after(seconds):
-            more = True
-            while more:
-                chunk, more = await self.receive_chunk(seconds)
-                chunks += chunk
+            while True:
+                message = await self._receive()
+                kind = message["type"]
+                if kind != "http.request":
+                    raise ClientGone(f"{kind} while reading the request body")
+                chunks += message.get("body", b"")
                 if len(chunks) > limit:
                     raise framework_error(self.family, 413, self.path, self.method)
-            return bytes(chunks)
+                if not message.get("more_body", False):
+                    self.body_done = True
+                    return bytes(chunks)
         raise framework_error(self.family, 408, self.path, self.method)
 
     async def wait_disconnect(self) -> None:

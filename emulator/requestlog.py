@@ -93,11 +93,18 @@ class RequestRecord:
         }
 
 
+# What the middleware stores per request; a RequestRecord is made only when someone reads the
+# log (naming the family then), so serving a request costs one tuple: (sequence, time, method,
+# path, redacted query, status, duration ms, HTTP version, principal).
+_Entry = tuple[int, float, str, str, str, int, float, str, "str | None"]
+
+
 @attrs.define
 class RequestLog:
     capacity: int = 1000
-    records: deque[RequestRecord] = attrs.field(init=False)
+    records: deque[_Entry] = attrs.field(init=False)
     sequence: int = 0
+    families: FamilyMap = attrs.field(factory=FamilyMap, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.records = deque(maxlen=max(self.capacity, 1))
@@ -107,51 +114,68 @@ class RequestLog:
 
     def recent(self, limit: int | None = None) -> list[RequestRecord]:
         items = list(self.records)
-        return items if limit is None else items[-limit:]
+        if limit is not None:
+            items = items[-limit:]
+        return [self._record(entry) for entry in items]
+
+    def _record(self, entry: _Entry) -> RequestRecord:
+        sequence, at, method, path, query, status, duration_ms, http_version, principal = entry
+        return RequestRecord(
+            sequence=sequence,
+            time=at,
+            method=method,
+            path=path,
+            query=query,
+            status=status,
+            duration_ms=duration_ms,
+            http_version=http_version,
+            family=self.families.for_path(path).name,
+            principal=principal,
+        )
+
+    def _append(self, scope: Scope, path: str, status: int, started: float) -> None:
+        self.sequence += 1
+        self.records.append(
+            (
+                self.sequence,
+                time.time(),
+                scope.get("method", ""),
+                path,
+                redact_query(query) if (query := scope.get("query_string", b"")) else "",
+                status,
+                (time.perf_counter() - started) * 1000,
+                scope.get("http_version", ""),
+                scope.get(PRINCIPAL_KEY),
+            )
+        )
 
     def middleware(self, app: ASGIApp, families: FamilyMap) -> ASGIApp:
+        self.families = families
+
         async def logged(scope: Scope, receive: Receive, send: Send) -> None:
             path = scope.get("path", "")
             if scope["type"] != "http" or path in QUIET_PATHS or path.startswith(QUIET_PREFIXES):
                 await app(scope, receive, send)
                 return
             started = time.perf_counter()
-            status = CLIENT_CLOSED
-            recorded = False
-
-            def record() -> None:
-                nonlocal recorded
-                recorded = True
-                self.sequence += 1
-                self.records.append(
-                    RequestRecord(
-                        sequence=self.sequence,
-                        time=time.time(),
-                        method=scope.get("method", ""),
-                        path=path,
-                        query=redact_query(scope.get("query_string", b"")),
-                        status=status,
-                        duration_ms=(time.perf_counter() - started) * 1000,
-                        http_version=scope.get("http_version", ""),
-                        family=families.for_path(path).name,
-                        principal=scope.get(PRINCIPAL_KEY),
-                    )
-                )
+            # [status, recorded]: one small list instead of closures over nonlocals.
+            state = [CLIENT_CLOSED, False]
 
             async def observed_send(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = int(message["status"])
-                elif message["type"] == "http.response.body" and not message.get("more_body"):
+                kind = message["type"]
+                if kind == "http.response.start":
+                    state[0] = int(message["status"])
+                elif kind == "http.response.body" and not message.get("more_body"):
                     # Recorded before the last bytes leave, so a client that has its answer
                     # always finds the request in the log.
-                    record()
+                    state[1] = True
+                    self._append(scope, path, state[0], started)
                 await send(message)
 
             try:
                 await app(scope, receive, observed_send)
             finally:
-                if not recorded:
-                    record()
+                if not state[1]:
+                    self._append(scope, path, state[0], started)
 
         return logged

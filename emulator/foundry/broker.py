@@ -124,8 +124,12 @@ class ResultPipe:
 class ResultUpload:
     """One runtime's result post for one job, fed chunk by chunk.
 
-    The bytes are copied for later fetches (up to `max_retained_result_bytes`) and forwarded to
-    the waiting caller as they arrive, except while they may still turn out to be a
+    The bytes are copied for later fetches and forwarded to the waiting caller as they arrive.
+    The copy is kept up to `max_retained_result_bytes`, or, once bytes are streaming to a
+    synchronous caller (who already gets them), up to the smaller
+    `max_retained_streamed_result_bytes`: so a large streamed result is not held in memory
+    twice. A caller that leaves mid-stream does not bring back bytes already dropped. Forwarding
+    happens as they arrive, except while they may still turn out to be a
     function-failure report (a JSON object whose first key is "exception" or "error"): such a
     body is held back until it is complete (at most FAILURE_BODY_LIMIT bytes), so the caller can
     get an error instead of a 200.
@@ -161,7 +165,7 @@ class ResultUpload:
             return
         self.size += len(chunk)
         if self.copy is not None:
-            if self.size <= self.broker.limits.max_retained_result_bytes:
+            if self.size <= self._retention_limit():
                 self.copy.append(chunk)
             else:
                 self.copy = None
@@ -188,6 +192,13 @@ class ResultUpload:
             await trio.lowlevel.checkpoint()
             return
         await self._forward(chunk)
+
+    def _retention_limit(self) -> int:
+        limits = self.broker.limits
+        if self.pipe is None or not self.pipe.delivered:
+            # Nobody is streaming it (yet): a held-back failure report stays fetchable.
+            return limits.max_retained_result_bytes
+        return min(limits.max_retained_result_bytes, limits.max_retained_streamed_result_bytes)
 
     def _head(self) -> bytes:
         head = b""
@@ -361,6 +372,21 @@ class Broker:
         finally:
             queue.polling -= 1
             self._notify()
+
+    def take_nowait(self, runtime: Runtime, replica: str = "") -> Job | None:
+        """The next job for `runtime` if one is queued right now (dispatched, as `take` returns
+        it), else None: the poll route's fast path, with no waiting to cancel."""
+        if self.closed is not None:
+            return None
+        queue = self._queues.get(runtime.runtime_id)
+        if queue is None or not queue.jobs:
+            return None
+        job = queue.pop_queued()
+        if job is None:
+            return None
+        runtime.last_poll_at = self.clock.now()
+        self._dispatch(job, replica)
+        return job
 
     def give_back(self, job: Job) -> None:
         """A job `take` returned could not be delivered: back to the front of its queue."""

@@ -30,7 +30,7 @@ from ..core.errors import AuthenticationError, DomainError
 from ..core.jobs import Failure, FailureKind, Job, JobSpec, JobState
 from .auth import Caller, unauthorized
 from .errors import COMPUTE_MODULE
-from .runtime import BODY_TIMEOUT, closed_error, domain_error, millis
+from .runtime import closed_error, domain_error, millis
 
 if TYPE_CHECKING:
     from ..core.principals import Principal
@@ -75,7 +75,8 @@ def contour_routes(instance: FoundryInstance) -> list[RawRoute]:
 
     async def execute(raw: RawRequest) -> None:
         principal = authenticate(raw)
-        body = await raw.read_body(instance.context.settings.max_body_bytes, BODY_TIMEOUT)
+        settings = instance.context.settings
+        body = await raw.read_body(settings.max_body_bytes, settings.body_timeout)
         spec = _parse_spec(body)
         broker = instance.broker
         job = _submit(instance, spec, principal, sync=True)
@@ -213,7 +214,8 @@ def contour_blueprint(instance: FoundryInstance) -> Blueprint:
 
     async def body_json() -> Any:
         return parse_json(
-            await read_body(COMPUTE_MODULE, settings.max_body_bytes, BODY_TIMEOUT), COMPUTE_MODULE
+            await read_body(COMPUTE_MODULE, settings.max_body_bytes, settings.body_timeout),
+            COMPUTE_MODULE,
         )
 
     def own_job(caller: Caller, job_id: str) -> Job:
@@ -302,8 +304,10 @@ def result_response(job: Job, broker: Broker) -> Response:
             409,
             "result_not_retained",
             f"The result of compute-module job '{job.job_id}' ({result.size} bytes) was larger "
-            f"than max_retained_result_bytes ({broker.limits.max_retained_result_bytes}); it was "
-            "only streamed to its synchronous caller.",
+            f"than max_retained_result_bytes ({broker.limits.max_retained_result_bytes}), or "
+            "than max_retained_streamed_result_bytes "
+            f"({broker.limits.max_retained_streamed_result_bytes}) while it streamed to its "
+            "synchronous caller; it was only streamed through.",
         )
     # For a failed job this is the module's own failure report, kept so it can be read.
     return Response(body, status=200, content_type="application/octet-stream")

@@ -15,6 +15,7 @@ returned only by the creation route, never by inspect, and never logged.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, cast
@@ -27,7 +28,7 @@ from ...errors import ApiError
 from ...http import json_response, parse_json, read_body
 from ...rawasgi import JSON_HEADERS, ClientGone, RawRequest, RawRoute
 from ...requestlog import note_principal
-from ..broker import BrokerClosed
+from ..broker import Broker, BrokerClosed
 from ..core.errors import (
     AuthenticationError,
     Conflict,
@@ -45,8 +46,6 @@ if TYPE_CHECKING:
 
 PREFIX = "/_emulate/foundry/compute-modules"
 RUNTIMES = PREFIX + "/runtimes"
-# How long a JSON request body may take to arrive.
-BODY_TIMEOUT = 30.0
 # How long handing a job to a poll may take before the job goes back to the queue.
 DELIVERY_TIMEOUT = 30.0
 # Where the emulator's own paths for one runtime live (plain, or for one named replica).
@@ -130,31 +129,24 @@ def runtime_routes(instance: FoundryInstance) -> list[RawRoute]:
         runtime = _authenticate(
             instance, raw.params["runtime_id"], raw.header(b"module-auth-token"), raw.scope
         )
-        await raw.read_body(instance.context.settings.max_body_bytes, BODY_TIMEOUT)
+        settings = instance.context.settings
+        await raw.read_body(settings.max_body_bytes, settings.body_timeout)
         broker = instance.broker
+        # Fast path: a job is waiting already, so there is no wait a disconnect must cut short.
+        ready = broker.take_nowait(runtime, replica)
+        if ready is not None:
+            await _deliver(raw, broker, ready)
+            return
         job: Job | None = None
-        delivered = False
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_when_gone, raw, nursery.cancel_scope)
-            try:
-                with trio.move_on_after(broker.limits.poll_timeout):
-                    job = await broker.take(runtime, replica)
-                if job is None:
+            with trio.move_on_after(broker.limits.poll_timeout):
+                job = await broker.take(runtime, replica)
+            if job is None:
+                with contextlib.suppress(ClientGone):
                     await raw.respond(204)
-                else:
-                    # A client that closes its connection right after reading the answer
-                    # (`Connection: close`) makes the disconnect arrive while this send is still
-                    # returning: shield it, and count the job delivered once its bytes are out.
-                    with trio.CancelScope(shield=True) as sending:
-                        sending.deadline = trio.current_time() + DELIVERY_TIMEOUT
-                        await raw.respond(200, job_envelope(job), JSON_HEADERS)
-                        delivered = True
-            except ClientGone:
-                pass
-            finally:
-                if job is not None and not delivered:
-                    # Taken but not handed over (the poller went away): first in line again.
-                    broker.give_back(job)
+            else:
+                await _deliver(raw, broker, job)
             nursery.cancel_scope.cancel()
 
     async def post_result(raw: RawRequest) -> None:
@@ -195,6 +187,25 @@ def runtime_routes(instance: FoundryInstance) -> list[RawRoute]:
     return routes
 
 
+async def _deliver(raw: RawRequest, broker: Broker, job: Job) -> None:
+    """Send a taken job to its poller; if that fails, the job is first in line again."""
+    delivered = False
+    try:
+        # A client that closes its connection right after reading the answer (`Connection:
+        # close`) makes the disconnect arrive while this send is still returning: shield it, and
+        # count the job delivered once its bytes are out.
+        with trio.CancelScope(shield=True) as sending:
+            sending.deadline = trio.current_time() + DELIVERY_TIMEOUT
+            await raw.respond(200, job_envelope(job), JSON_HEADERS)
+            delivered = True
+    except ClientGone:
+        pass
+    finally:
+        if not delivered:
+            # Taken but not handed over (the poller went away): first in line again.
+            broker.give_back(job)
+
+
 async def _cancel_when_gone(raw: RawRequest, scope: trio.CancelScope) -> None:
     await raw.wait_disconnect()
     scope.cancel()
@@ -216,7 +227,7 @@ def runtime_blueprint(instance: FoundryInstance) -> Blueprint:
         )
 
     async def json_body() -> Any:
-        data = await read_body(COMPUTE_MODULE, settings.max_body_bytes, BODY_TIMEOUT)
+        data = await read_body(COMPUTE_MODULE, settings.max_body_bytes, settings.body_timeout)
         return parse_json(data, COMPUTE_MODULE)
 
     @blueprint.post("/runtimes")
@@ -252,7 +263,7 @@ def runtime_blueprint(instance: FoundryInstance) -> Blueprint:
         _replica({"replica": replica})
         runtime = authenticated(runtime_id)
         # The Python library sends no body; read whatever comes so the connection stays usable.
-        await read_body(COMPUTE_MODULE, settings.max_body_bytes, BODY_TIMEOUT)
+        await read_body(COMPUTE_MODULE, settings.max_body_bytes, settings.body_timeout)
         # The Python library needs 200 and a JSON array of strings, or it exits.
         return json_response(instance.broker.restart(runtime, replica))
 

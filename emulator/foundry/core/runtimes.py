@@ -138,8 +138,40 @@ def _optional_text(data: dict[str, Any], key: str) -> str | None:
 
 @attrs.define
 class RuntimeRegistry:
+    """Runtimes by id, and bindings by (deployed app RID, branch).
+
+    `bindings` is read-only from outside: `_bind`/`_unbind` keep it and two indexes (bindings by
+    RID, binding keys by runtime id) in step, so resolving a deployed app and resetting a runtime
+    cost the same with one binding or ten thousand.
+    """
+
     runtimes: dict[str, Runtime] = attrs.field(factory=dict)
     bindings: dict[tuple[str, str], Binding] = attrs.field(factory=dict)
+    _by_rid: dict[str, dict[str, Binding]] = attrs.field(factory=dict, init=False)
+    _by_runtime: dict[str, dict[tuple[str, str], None]] = attrs.field(factory=dict, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        for binding in list(self.bindings.values()):
+            self._bind(binding)
+
+    def _bind(self, binding: Binding) -> None:
+        key = (binding.deployed_app_rid, binding.branch)
+        if key in self.bindings:
+            self._unbind(key)
+        self.bindings[key] = binding
+        self._by_rid.setdefault(binding.deployed_app_rid, {})[binding.branch] = binding
+        self._by_runtime.setdefault(binding.runtime_id, {})[key] = None
+
+    def _unbind(self, key: tuple[str, str]) -> None:
+        binding = self.bindings.pop(key)
+        branches = self._by_rid[binding.deployed_app_rid]
+        del branches[binding.branch]
+        if not branches:
+            del self._by_rid[binding.deployed_app_rid]
+        keys = self._by_runtime[binding.runtime_id]
+        del keys[key]
+        if not keys:
+            del self._by_runtime[binding.runtime_id]
 
     @classmethod
     def from_seed(
@@ -174,13 +206,15 @@ class RuntimeRegistry:
                 reset_at=now,
             )
         for app in seed.deployed_apps:
-            registry.bindings[(app.deployed_app_rid, app.branch)] = Binding(
-                deployed_app_rid=app.deployed_app_rid,
-                branch=app.branch,
-                runtime_id=app.runtime_id,
-                display_name=app.display_name,
-                active=app.active,
-                seeded=True,
+            registry._bind(
+                Binding(
+                    deployed_app_rid=app.deployed_app_rid,
+                    branch=app.branch,
+                    runtime_id=app.runtime_id,
+                    display_name=app.display_name,
+                    active=app.active,
+                    seeded=True,
+                )
             )
         return registry
 
@@ -199,7 +233,7 @@ class RuntimeRegistry:
         return runtime
 
     def bindings_of(self, runtime_id: str) -> list[Binding]:
-        return [binding for binding in self.bindings.values() if binding.runtime_id == runtime_id]
+        return [self.bindings[key] for key in self._by_runtime.get(runtime_id, ())]
 
     def create_or_reset(
         self, request: RuntimeRequest, now: float, randomness: Randomness
@@ -236,17 +270,17 @@ class RuntimeRegistry:
             runtime.schemas = {}
         if request.deployed_app_rid is not None:
             branch = request.branch or DEFAULT_BRANCH
-            for key in [
-                key for key, b in self.bindings.items() if b.runtime_id == runtime.runtime_id
-            ]:
-                del self.bindings[key]
-            self.bindings[(request.deployed_app_rid, branch)] = Binding(
-                deployed_app_rid=request.deployed_app_rid,
-                branch=branch,
-                runtime_id=runtime.runtime_id,
-                display_name=request.display_name or request.deployed_app_rid,
-                active=True,
-                seeded=False,
+            for key in list(self._by_runtime.get(runtime.runtime_id, ())):
+                self._unbind(key)
+            self._bind(
+                Binding(
+                    deployed_app_rid=request.deployed_app_rid,
+                    branch=branch,
+                    runtime_id=runtime.runtime_id,
+                    display_name=request.display_name or request.deployed_app_rid,
+                    active=True,
+                    seeded=False,
+                )
             )
         return runtime, existing is not None
 
@@ -262,16 +296,14 @@ class RuntimeRegistry:
                     {"deployedAppRid": deployed_app_rid, "deployedAppBranch": branch},
                 )
         else:
-            candidates = [
-                b for b in self.bindings.values() if b.deployed_app_rid == deployed_app_rid
-            ]
+            by_branch = self._by_rid.get(deployed_app_rid, {})
+            candidates = list(by_branch.values())
             if not candidates:
                 raise NotFound(
                     "not_found",
                     f"No compute-module runtime is bound to deployed app '{deployed_app_rid}'.",
                     {"deployedAppRid": deployed_app_rid},
                 )
-            by_branch = {b.branch: b for b in candidates}
             if DEFAULT_BRANCH in by_branch:
                 binding = by_branch[DEFAULT_BRANCH]
             elif len(candidates) == 1:

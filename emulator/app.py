@@ -8,9 +8,11 @@ state: each call builds a fresh graph, so every test gets its own.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 from quart import Response, request
@@ -95,7 +97,7 @@ def build_emulator(
         endpoints=context.endpoints,
         services=instances,
         families=families,
-        request_log=RequestLog(settings.request_log_size),
+        request_log=RequestLog(settings.request_log_size, access_log=settings.access_log),
     )
 
 
@@ -108,9 +110,44 @@ def create_asgi(emulator: Emulator) -> ASGIApp:
         if routes is not None:
             groups.append(routes())
     dispatcher = RawDispatcher(create_app(emulator), merge_routes(groups), emulator.families)
-    if emulator.request_log.capacity == 0:
-        return dispatcher
-    return emulator.request_log.middleware(dispatcher, emulator.families)
+    app: ASGIApp = dispatcher
+    request_log = emulator.request_log
+    if request_log.capacity or request_log.access_log:
+        app = request_log.middleware(dispatcher, emulator.families)
+    return limit_request_head(app, emulator.settings.max_header_bytes, emulator.families)
+
+
+def limit_request_head(app: ASGIApp, max_bytes: int, families: FamilyMap) -> ASGIApp:
+    """Answer 431 when the path, query and headers together exceed `max_bytes`.
+
+    Hypercorn enforces its own limit only on a request head that arrives in pieces; one that
+    arrives in a single read is let through, so the emulator checks every request here.
+    """
+
+    async def limited(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+            for name, value in scope["headers"]:
+                size += len(name) + len(value)
+            if size > max_bytes:
+                path = str(scope.get("path", ""))
+                error = framework_error(families.for_path(path), 431, path, scope.get("method", ""))
+                body = json.dumps(error.body()).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 431,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await app(scope, receive, send)
+
+    return limited
 
 
 def create_app(emulator: Emulator) -> QuartTrio:

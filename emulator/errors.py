@@ -27,6 +27,7 @@ CONJURE_CODES: Mapping[int, str] = {
     409: "CONFLICT",
     413: "REQUEST_ENTITY_TOO_LARGE",
     415: "INVALID_ARGUMENT",
+    431: "INVALID_ARGUMENT",
     429: "RATE_LIMITED",
     503: "SERVICE_UNAVAILABLE",
     504: "TIMEOUT",
@@ -132,6 +133,15 @@ def framework_error(family: ErrorFamily, status: int, path: str, method: str) ->
     if status == 413:
         code = "Default:RequestEntityTooLarge" if family.style == "conjure" else "request_too_large"
         return family.error(413, code, "The request body is larger than the emulator accepts.")
+    if status == 431:
+        code = (
+            "Default:RequestHeaderFieldsTooLarge"
+            if family.style == "conjure"
+            else "request_header_fields_too_large"
+        )
+        return family.error(
+            431, code, "The request's headers are larger than the emulator accepts."
+        )
     if status == 408:
         code = "Default:RequestTimeout" if family.style == "conjure" else "request_timeout"
         return family.error(408, code, "The request body did not arrive in time.")

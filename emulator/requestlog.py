@@ -8,6 +8,7 @@ Bodies and headers are never recorded; query values of secret-bearing keys are r
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -23,6 +24,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[..., Awaitable[None]]
+
+access_log = logging.getLogger("emulator.access")
 
 REDACTED = "[redacted]"
 SECRET_KEYS = frozenset(
@@ -102,6 +105,8 @@ _Entry = tuple[int, float, str, str, str, int, float, str, "str | None"]
 @attrs.define
 class RequestLog:
     capacity: int = 1000
+    # Also write one redacted line per request to the `emulator.access` logger (--access-log).
+    access_log: bool = False
     records: deque[_Entry] = attrs.field(init=False)
     sequence: int = 0
     families: FamilyMap = attrs.field(factory=FamilyMap, init=False)
@@ -135,19 +140,31 @@ class RequestLog:
 
     def _append(self, scope: Scope, path: str, status: int, started: float) -> None:
         self.sequence += 1
-        self.records.append(
-            (
-                self.sequence,
-                time.time(),
-                scope.get("method", ""),
-                path,
-                redact_query(query) if (query := scope.get("query_string", b"")) else "",
-                status,
-                (time.perf_counter() - started) * 1000,
-                scope.get("http_version", ""),
-                scope.get(PRINCIPAL_KEY),
-            )
+        entry = (
+            self.sequence,
+            time.time(),
+            scope.get("method", ""),
+            path,
+            redact_query(query) if (query := scope.get("query_string", b"")) else "",
+            status,
+            (time.perf_counter() - started) * 1000,
+            scope.get("http_version", ""),
+            scope.get(PRINCIPAL_KEY),
         )
+        if self.capacity:
+            self.records.append(entry)
+        if self.access_log:
+            # Built from the redacted entry, never from headers (they carry credentials).
+            access_log.info(
+                "%s %s%s HTTP/%s %d %.1fms %s",
+                entry[2],
+                path,
+                f"?{entry[4]}" if entry[4] else "",
+                entry[7],
+                status,
+                entry[6],
+                entry[8] or "-",
+            )
 
     def middleware(self, app: ASGIApp, families: FamilyMap) -> ASGIApp:
         self.families = families

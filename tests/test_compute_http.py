@@ -1007,3 +1007,47 @@ async def test_shutdown_answers_polls_and_callers(running: Running) -> None:
     assert answers["poll"].status_code == 204
     assert answers["call"].status_code == 503
     assert answers["call"].json()["error"] == "shutting_down"
+
+
+async def test_results_streamed_to_a_sync_caller_are_kept_only_up_to_the_streamed_cap(
+    start_emulator: StartEmulator,
+) -> None:
+    running = await start_emulator(seed(poll_timeout=30, max_retained_streamed_result_bytes=1024))
+    piece = bytes(range(256)) * 4  # 1 KiB, not text
+    first_bytes_seen = trio.Event()
+    received = bytearray()
+
+    async def upload() -> AsyncIterator[bytes]:
+        yield piece
+        await first_bytes_seen.wait()  # the caller is being streamed to now
+        for _ in range(3):
+            yield piece
+
+    async with running.client() as caller, running.client() as module:
+        async with trio.open_nursery() as nursery:
+
+            async def execute() -> None:
+                async with caller.stream("POST", EXECUTE, headers=JANE, json=CALL) as answer:
+                    async for chunk in answer.aiter_raw():
+                        received.extend(chunk)
+                        first_bytes_seen.set()
+
+            nursery.start_soon(execute)
+            job = await take_job(module)
+            posted = await module.post(
+                f"{RUNTIME}/results/{job['jobId']}", headers=MODULE, content=upload()
+            )
+            assert posted.status_code == 204
+        assert bytes(received) == piece * 4
+        refused = await caller.put(RESULT, headers=JANE, json={"id": job["jobId"]})
+        assert refused.status_code == 409
+        assert refused.json()["error"] == "result_not_retained"
+
+        # Nobody streams an async job's result: it is kept up to max_retained_result_bytes.
+        handle = await submit_async(caller)
+        queued = await take_job(module)
+        assert queued["jobId"] == handle["id"]
+        await module.post(f"{RUNTIME}/results/{queued['jobId']}", headers=MODULE, content=piece * 4)
+        kept = await caller.put(RESULT, headers=JANE, json={"id": handle["id"]})
+        assert kept.status_code == 200
+        assert kept.content == piece * 4

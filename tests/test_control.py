@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from conftest import Running
+import logging
+
+import pytest
+from conftest import Running, StartEmulator
 
 
 async def test_state_describes_services_without_secrets(emulator: Running) -> None:
@@ -88,3 +91,22 @@ def _quart_rules(emulator_graph: object) -> list[object]:
 
     app = create_app(emulator_graph)  # type: ignore[arg-type]
     return [rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"]
+
+
+async def test_access_log_lines_are_redacted(
+    start_emulator: StartEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    running = await start_emulator(access_log=True, tls_enabled=False)
+    async with running.client() as client:
+        await client.get(
+            "/api/v2/admin/users/getCurrent?code=topsecretcode",
+            headers={"Authorization": "Bearer local-token-jane"},
+        )
+    lines = [r.getMessage() for r in caplog.records if r.name == "emulator.access"]
+    assert any("GET /api/v2/admin/users/getCurrent?code=%5Bredacted%5D" in line for line in lines)
+    assert any(" 200 " in line and line.endswith("jane") for line in lines)
+    server_records = [r for r in caplog.records if r.name.startswith(("emulator", "hypercorn"))]
+    everything = "\n".join(r.getMessage() + repr(r.args) for r in server_records)
+    assert "local-token-jane" not in everything
+    assert "topsecretcode" not in everything

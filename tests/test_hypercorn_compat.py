@@ -32,6 +32,7 @@ import trio.testing
 from hypercorn.config import Config
 from hypercorn.events import Closed, RawData
 from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from quart_trio import QuartTrio
@@ -45,6 +46,7 @@ _STOCK: list[tuple[dict[str, Any], str, object]] = [
     (_RUN_GLOBALS, "TCPServer", TCPServer),
     (_RUN_GLOBALS, "trio", trio),
     (_PROTOCOL_GLOBALS, "H2Protocol", H2Protocol),
+    (_PROTOCOL_GLOBALS, "H11Protocol", H11Protocol),
 ]
 
 KEEP_ALIVE = 0.2  # seconds; the keep-alive tests wait at most 5x this for the close

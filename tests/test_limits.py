@@ -126,6 +126,23 @@ async def test_a_header_over_max_header_bytes_is_refused_and_the_server_still_se
         assert ok.status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("path", "key"), [("/api/v2/ontologies", "errorName"), (f"{CONTOUR}/jobs/x/status", "error")]
+)
+async def test_a_head_over_max_header_bytes_in_one_read_gets_431_in_the_family(
+    start_emulator: StartEmulator, path: str, key: str
+) -> None:
+    # 8 KB arrives in one read, which Hypercorn's own limit lets through.
+    running = await start(start_emulator, max_header_bytes=2048)
+    async with running.client() as client:
+        response = await client.get(path, headers={"X-Big": "y" * 8000, **JANE})
+        assert response.status_code == 431
+        body = response.json()
+        assert key in body
+        assert "y" * 100 not in response.text
+        assert (await client.get("/api/v2/ontologies", headers=JANE)).status_code == 200
+
+
 @pytest.mark.parametrize(("path", "style"), [(p, s) for p, s, *_ in ROUTES])
 async def test_a_client_trickling_its_body_is_cut_after_body_timeout(
     start_emulator: StartEmulator, path: str, style: str

@@ -537,9 +537,14 @@ class Broker:
                     f"No runtime took the job within the queue timeout "
                     f"({self.limits.queue_timeout:g} s).",
                 )
+        forgot = False
         while self._retention and self._retention[0][0] <= now:
             _, job_id = self._retention.popleft()
             self.jobs.forget(job_id)
+            forgot = True
+        if forgot:
+            # Waiters on the job table (wait_until) see jobs leave it, not only change state.
+            self._notify()
 
     # Internals ----------------------------------------------------------------------------------
 

@@ -148,33 +148,27 @@ def connectivity_blueprint(instance: FoundryInstance) -> Blueprint:
             raise conjure_error(error) from None
         return json_response(connection_to_json(connection))
 
+    def existing(connection_rid: str) -> Connection:
+        try:
+            return instance.connectivity.get(connection_rid)
+        except DomainError as error:
+            raise conjure_error(error) from None
+
     @blueprint.get("/connections/<connection_rid>")
     async def get_connection(connection_rid: str) -> Response:
         # The SDK declares no permission error for get; this name follows Foundry's pattern.
         authorize(READ_SCOPE, "GetConnectionPermissionDenied", connection_rid)
-        try:
-            connection = instance.connectivity.get(connection_rid)
-        except DomainError as error:
-            raise conjure_error(error) from None
-        return json_response(connection_to_json(connection))
+        return json_response(connection_to_json(existing(connection_rid)))
 
     @blueprint.get("/connections/<connection_rid>/getConfiguration")
     async def get_configuration(connection_rid: str) -> Response:
         authorize(READ_SCOPE, "GetConfigurationPermissionDenied", connection_rid)
-        try:
-            connection = instance.connectivity.get(connection_rid)
-        except DomainError as error:
-            raise conjure_error(error) from None
-        return json_response(configuration_to_json(connection))
+        return json_response(configuration_to_json(existing(connection_rid)))
 
     @blueprint.post("/connections/<connection_rid>/updateSecrets")
     async def update_secrets(connection_rid: str) -> Response:
         authorize(WRITE_SCOPE, "UpdateSecretsForConnectionPermissionDenied", connection_rid)
-        try:
-            # A missing connection is reported before a bad body, as Foundry does.
-            instance.connectivity.get(connection_rid)
-        except DomainError as error:
-            raise conjure_error(error) from None
+        existing(connection_rid)  # a missing connection is reported before a bad body
         data = await read_json()
         try:
             secrets = read_secret_update(data)

@@ -383,20 +383,20 @@ async def test_execute_timeout_is_a_cancel_scope_at_the_call_site(
 async def test_job_timeout_restarts_with_each_dispatch(broker: Broker, autojump_clock: Any) -> None:
     job = submit(broker)
     await broker.take(runtime(broker))
-    await trio.sleep(500)
+    await trio.sleep(500)  # allowed: virtual time on the autojump clock
     broker.give_back(job)
     await broker.take(runtime(broker))
-    await trio.sleep(500)
+    await trio.sleep(500)  # allowed: virtual time on the autojump clock
     assert job.state is JobState.RUNNING
-    await trio.sleep(101)
+    await trio.sleep(101)  # allowed: virtual time on the autojump clock
     assert job.state is JobState.FAILED
 
 
 async def test_queue_timeout_cancels_a_job_nobody_took(broker: Broker, autojump_clock: Any) -> None:
     job = submit(broker)
-    await trio.sleep(899)
+    await trio.sleep(899)  # allowed: virtual time on the autojump clock
     assert job.state is JobState.QUEUED
-    await trio.sleep(2)
+    await trio.sleep(2)  # allowed: virtual time on the autojump clock
     assert job.state is JobState.CANCELLED
     assert job.failure is not None
     assert job.failure.kind is FailureKind.QUEUE_TIMEOUT
@@ -406,9 +406,9 @@ async def test_retention_forgets_finished_jobs(broker: Broker, autojump_clock: A
     job = submit(broker)
     await broker.take(runtime(broker))
     await upload(broker, job, b"1")
-    await trio.sleep(999)
+    await trio.sleep(999)  # allowed: virtual time on the autojump clock
     assert broker.jobs.get(job.job_id) is job
-    await trio.sleep(2)
+    await trio.sleep(2)  # allowed: virtual time on the autojump clock
     with pytest.raises(NotFound) as error:
         broker.jobs.get(job.job_id)
     assert error.value.code == "job_expired"
@@ -417,9 +417,9 @@ async def test_retention_forgets_finished_jobs(broker: Broker, autojump_clock: A
 async def test_the_sweep_sleeps_when_there_is_nothing_to_do(
     broker: Broker, autojump_clock: Any
 ) -> None:
-    await trio.sleep(10_000)
+    await trio.sleep(10_000)  # allowed: virtual time on the autojump clock
     job = submit(broker)
-    await trio.sleep(901)
+    await trio.sleep(901)  # allowed: virtual time on the autojump clock
     assert job.state is JobState.CANCELLED
 
 

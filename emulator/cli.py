@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
         "--base-url", help="URL the emulator advertises (default: the HTTP listener's)"
     )
     serve.add_argument("--state-dir", type=Path, help="where the CA and other state live")
+    serve.add_argument(
+        "--state-file",
+        type=Path,
+        metavar="PATH",
+        help="save tokens, connections and runtimes here (mode 0600) and restore them on start",
+    )
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     serve.add_argument("--access-log", action="store_const", const=True, help="log every request")
     serve.add_argument(
@@ -208,6 +214,7 @@ def _serve(args: argparse.Namespace) -> int:
             "tls_enabled",
             "base_url",
             "state_dir",
+            "state_file",
             "log_level",
             "access_log",
             "graceful_timeout",
@@ -229,6 +236,17 @@ def _serve(args: argparse.Namespace) -> int:
     except SeedError as error:
         _error(str(error))
         return 2
+    # Durable state (--state-file): restore what the last run saved before serving anything.
+    if settings.state_file is not None:
+        from .statefile import StateFileError, load_state, restore
+
+        try:
+            document = load_state(settings.state_file)
+            if document is not None:
+                restore(settings.state_file, emulator.services, document)
+        except StateFileError as error:
+            _error(str(error))
+            return 2
     from .server import ListenerError
 
     try:

@@ -23,6 +23,7 @@ from . import hypercorn_compat
 from .app import Emulator, create_asgi
 from .service import Endpoints
 from .settings import Settings
+from .statefile import collect, save_state
 from .tls import ensure_certificates
 
 log = logging.getLogger("emulator.server")
@@ -134,6 +135,9 @@ async def serve(
 
     sockets = Sockets(secure_sockets=secure, insecure_sockets=insecure, quic_sockets=[])
 
+    # One save at a time, so the last save at shutdown is the one that stays on disk.
+    saving = trio.Lock()
+
     async with trio.open_nursery() as nursery:
 
         async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
@@ -144,10 +148,37 @@ async def serve(
                 shutdown_trigger=trigger,
                 task_status=task_status,
             )
-            # Hypercorn has drained; the services' background work ends with it.
+            # Hypercorn has drained; save the durable state a last time (--state-file), then
+            # the services' background work ends with it.
+            await save_state_file(emulator, saving)
             nursery.cancel_scope.cancel()
 
         for service in emulator.services.values():
             await nursery.start(service.run)
         await nursery.start(run_http)
+        if settings.state_file is not None:
+            nursery.start_soon(save_state_periodically, emulator, saving)
         task_status.started(endpoints)
+
+
+async def save_state_file(emulator: Emulator, saving: trio.Lock) -> None:
+    """Save the services' durable state to `--state-file`, if set. A failure is logged (one
+    line, no secret) and does not stop the server."""
+    path = emulator.settings.state_file
+    if path is None:
+        return
+    # Snapshot on the trio thread (a consistent view), write in a worker thread (blocking I/O).
+    async with saving:
+        document = collect(emulator.services)
+        try:
+            await trio.to_thread.run_sync(save_state, path, document)
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            log.error("cannot save the state file %s: %s", path, reason)
+
+
+async def save_state_periodically(emulator: Emulator, saving: trio.Lock) -> None:
+    """Save the durable state every `state_save_interval` seconds (a timer, not a wait)."""
+    while True:
+        await trio.sleep(emulator.settings.state_save_interval)
+        await save_state_file(emulator, saving)

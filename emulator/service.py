@@ -74,6 +74,14 @@ class ServiceInstance(Protocol):
     #
     #     def asgi_routes(self) -> Sequence[emulator.rawasgi.RawRoute]:
     #         """Hot routes served as raw ASGI in front of the Quart app (emulator.rawasgi)."""
+    #
+    #     def snapshot(self) -> dict[str, Any]:
+    #         """The durable state as JSON-ready data, for `--state-file` (emulator/statefile.py).
+    #         May hold secrets: the file is written with mode 0600."""
+    #
+    #     def restore(self, data: dict[str, Any]) -> None:
+    #         """Take back what `snapshot` returned (called before serving). Validate all of it
+    #         first, then replace state: on bad data raise ValueError and change nothing."""
 
 
 class Service(Protocol):

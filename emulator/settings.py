@@ -41,6 +41,10 @@ class Settings:
     base_url: str | None = None
     state_dir: Path = attrs.field(factory=default_state_dir, converter=Path)
     seed_path: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    # Durable state (tokens, connections, runtimes) saved here and restored on start; None: off.
+    state_file: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    # Seconds between saves of the state file (it is also saved at shutdown).
+    state_save_interval: float = 30.0
     log_level: str = "info"
     access_log: bool = False
     # How long in-flight requests may finish after SIGINT/SIGTERM before they are cut.
@@ -69,6 +73,8 @@ class Settings:
             raise SettingsError(f"base URL must start with http:// or https://: {self.base_url}")
         if self.graceful_timeout < 0 or self.keep_alive_timeout <= 0 or self.body_timeout <= 0:
             raise SettingsError("timeouts must be positive")
+        if self.state_save_interval <= 0:
+            raise SettingsError("the state save interval must be positive")
         if self.request_log_size < 0:
             raise SettingsError("the request log size cannot be negative")
         if self.max_body_bytes < 1024 or self.max_header_bytes < 1024:

@@ -118,6 +118,41 @@ class FoundryInstance:
         self.broker.close(FailureKind.EMULATOR_RESET)
         self._build_state()
 
+    def snapshot(self) -> dict[str, Any]:
+        """The durable state for `--state-file` (emulator/foundry/persistence.py); has secrets."""
+        from . import persistence
+
+        return persistence.snapshot(
+            self.identity.directory,
+            self.identity.tokens.by_digest,
+            self.oauth.grants,
+            self.oauth.refresh_tokens,
+            self.connectivity.connections,
+            self.runtimes,
+        )
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Lay saved state over the seed's (ValueError, changing nothing, if it is malformed)."""
+        from . import persistence
+
+        # Checks everything before anything changes.
+        saved = persistence.read_snapshot(data, self.identity.directory)
+        runtimes = saved.overlay_runtimes(self.runtimes)
+        saved.add_service_principals(self.identity.directory)
+        self.identity.tokens.by_digest.update(saved.tokens)
+        self.oauth.grants.update(saved.grants)
+        self.oauth.refresh_tokens.update(saved.refresh_tokens)
+        self.connectivity.connections.update(saved.connections)
+        # The broker resolves deployed apps through the registry: give it the restored one.
+        self.broker.close(FailureKind.EMULATOR_RESET)
+        self.runtimes = runtimes
+        self.broker = Broker.build(
+            self.runtimes,
+            self.seed.compute_modules.limits,
+            self.context.clock,
+            self.context.randomness,
+        )
+
     def describe(self) -> dict[str, Any]:
         return {
             "users": len(self.identity.directory.principals),

@@ -151,7 +151,10 @@ class RuntimeRegistry:
     _by_runtime: dict[str, dict[tuple[str, str], None]] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
-        for binding in list(self.bindings.values()):
+        # Build the indexes from the bindings given (they start empty).
+        given = list(self.bindings.values())
+        self.bindings = {}
+        for binding in given:
             self._bind(binding)
 
     def _bind(self, binding: Binding) -> None:

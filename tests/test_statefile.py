@@ -1,0 +1,332 @@
+"""Durable state (`--state-file`): the file format, Foundry's snapshot/restore, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from emulator.app import build_emulator
+from emulator.foundry.core.tokens import digest
+from emulator.server import save_state_periodically
+from emulator.settings import Settings
+from emulator.statefile import StateFileError, load_state, restore, save_state
+from tests.conftest import StartEmulator, make_seed
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "/multipass/api/oauth2/token"
+REVOKE = "/multipass/api/oauth2/revoke_token"
+GET_CURRENT = "/api/v2/admin/users/getCurrent"
+CONNECTIONS = "/api/v2/connectivity/connections"
+RUNTIMES = "/_emulate/foundry/compute-modules/runtimes"
+JANE = {"Authorization": "Bearer local-token-jane"}
+SERVICE = {"client_id": "foundry-service", "client_secret": "foundry-service-secret"}
+APP = "ri.foundry.main.deployed-app.kept"
+
+
+# The file format ----------------------------------------------------------------------------
+
+
+def test_save_then_load_round_trip_with_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    document = {"foundry": {"tokens": [{"digest": "ab", "n": 1.5}], "note": "é"}}
+    save_state(path, document)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_state(path) == document
+    # Atomic: nothing is left beside the file (the temporary file was renamed over it).
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+    # Saving again replaces the file and keeps its mode.
+    save_state(path, {"foundry": {}})
+    assert load_state(path) == {"foundry": {}}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_missing_file_is_no_state(tmp_path: Path) -> None:
+    assert load_state(tmp_path / "absent.json") is None
+
+
+def _refused(path: Path, fragment: str) -> None:
+    with pytest.raises(StateFileError) as caught:
+        load_state(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_truncated_edited_and_foreign_files_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    save_state(path, {"foundry": {"tokens": [{"username": "jane"}]}})
+    whole = path.read_bytes()
+
+    path.write_bytes(whole[: len(whole) // 2])
+    _refused(path, "not valid JSON")
+
+    envelope = json.loads(whole)
+    envelope["services"]["foundry"]["tokens"][0]["username"] = "mallory"
+    path.write_text(json.dumps(envelope))
+    _refused(path, "checksum mismatch")
+
+    envelope = json.loads(whole)
+    envelope["version"] = 2
+    path.write_text(json.dumps(envelope))
+    _refused(path, "unsupported version 2")
+
+    envelope = json.loads(whole)
+    envelope["format"] = "something-else"
+    path.write_text(json.dumps(envelope))
+    _refused(path, "not a foundry-emulator state file")
+
+    path.write_bytes(b"\xff\xfe not json")
+    _refused(path, "not valid JSON")
+
+    path.write_text("[1, 2]")
+    _refused(path, "not a JSON object")
+
+
+# Foundry snapshot and restore ---------------------------------------------------------------
+
+
+async def _client_credentials_token(client: httpx.AsyncClient) -> str:
+    response = await client.post(
+        TOKEN, data={"grant_type": "client_credentials", "scope": "api:admin-read", **SERVICE}
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+async def _current_user_status(client: httpx.AsyncClient, token: str) -> int:
+    response = await client.get(GET_CURRENT, headers={"Authorization": f"Bearer {token}"})
+    return response.status_code
+
+
+CONNECTION_BODY: dict[str, Any] = {
+    "parentFolderRid": "ri.compass.main.folder.4a1b2c3d",
+    "displayName": "Kept API",
+    "configuration": {
+        "type": "rest",
+        "domains": [
+            {
+                "host": "api.kept.example",
+                "port": 443,
+                "scheme": "HTTPS",
+                "auth": {
+                    "type": "bearerToken",
+                    "bearerToken": {"type": "asPlaintextValue", "value": "kept-bearer-1"},
+                },
+            }
+        ],
+        "additionalSecrets": {
+            "type": "asSecretsWithPlaintextValues",
+            "secrets": {"KEY": "kept-key-2"},
+        },
+    },
+    "worker": {"type": "foundryWorker", "networkEgressPolicyRids": []},
+}
+
+
+async def test_restored_emulator_keeps_tokens_connections_and_runtimes(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    path = tmp_path / "state.json"
+    with trio.fail_after(30):
+        first = await start_emulator()
+        async with first.client() as client:
+            kept = await _client_credentials_token(client)
+            revoked = await _client_credentials_token(client)
+            response = await client.post(REVOKE, data={"token": revoked, **SERVICE})
+            assert response.status_code == 200, response.text
+            assert await _current_user_status(client, revoked) == 401
+            created = await client.post(
+                CONNECTIONS + "?preview=true", json=CONNECTION_BODY, headers=JANE
+            )
+            assert created.status_code == 200, created.text
+            rid = created.json()["rid"]
+            runtime = await client.post(RUNTIMES, json={"runtimeId": "kept", "deployedAppRid": APP})
+            assert runtime.status_code == 200, runtime.text
+            module_token = runtime.json()["moduleAuthToken"]
+        secrets = dict(first.foundry.connectivity.connections[rid].secrets)
+        assert sorted(secrets.values()) == ["kept-bearer-1", "kept-key-2"]
+        save_state(path, {"foundry": first.foundry.snapshot()})
+        # The file holds digests of access tokens, never their values.
+        assert kept not in path.read_text()
+
+        second = await start_emulator()
+        async with second.client() as client:
+            assert await _current_user_status(client, kept) == 401
+            document = load_state(path)
+            assert document is not None
+            restore(path, second.emulator.services, document)
+            assert await _current_user_status(client, kept) == 200
+            assert await _current_user_status(client, revoked) == 401
+            assert second.foundry.identity.tokens.by_digest[digest(revoked)].revoked
+            # Seeded tokens still work.
+            assert (await client.get(GET_CURRENT, headers=JANE)).status_code == 200
+            got = await client.get(f"{CONNECTIONS}/{rid}?preview=true", headers=JANE)
+            assert got.status_code == 200, got.text
+            assert got.json()["displayName"] == "Kept API"
+            assert "kept-bearer-1" not in got.text
+            assert "kept-key-2" not in got.text
+        assert second.foundry.connectivity.connections[rid].secrets == secrets
+        foundry = second.foundry
+        assert foundry.runtimes.authenticate("kept", module_token).runtime_id == "kept"
+        assert foundry.runtimes.resolve(APP, None).runtime_id == "kept"
+        assert foundry.broker.runtimes is foundry.runtimes
+
+
+async def test_bad_data_is_refused_and_changes_nothing(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    path = tmp_path / "state.json"
+    with trio.fail_after(30):
+        first = await start_emulator()
+        async with first.client() as client:
+            kept = await _client_credentials_token(client)
+            runtime = await client.post(RUNTIMES, json={"runtimeId": "kept", "deployedAppRid": APP})
+            assert runtime.status_code == 200, runtime.text
+        data = first.foundry.snapshot()
+        # Valid tokens come first; the bad runtime comes last: nothing may be loaded.
+        data["runtimes"][-1]["token"] = 12
+        second = await start_emulator()
+        before = second.foundry.identity.tokens.count()
+        with pytest.raises(StateFileError) as caught:
+            restore(path, second.emulator.services, {"foundry": data})
+        assert str(path) in str(caught.value)
+        assert "runtimes[" in str(caught.value)
+        assert second.foundry.identity.tokens.count() == before
+        assert "kept" not in second.foundry.runtimes.runtimes
+        async with second.client() as client:
+            assert await _current_user_status(client, kept) == 401
+        with pytest.raises(StateFileError, match="no service 'elsewhere'"):
+            restore(path, second.emulator.services, {"elsewhere": {}})
+
+
+def test_settings_read_the_state_file_from_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    settings = Settings.resolve({"FOUNDRY_EMULATOR_STATE_FILE": str(path)})
+    assert settings.state_file == path
+    assert Settings().state_file is None
+
+
+async def test_state_is_saved_at_intervals(autojump_clock: Any, tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    emulator = build_emulator(
+        Settings(state_file=path, state_save_interval=30.0, state_dir=tmp_path), make_seed(None)
+    )
+    saving = trio.Lock()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(save_state_periodically, emulator, saving)
+        await trio.sleep(29)  # virtual time (autojump clock)
+        assert load_state(path) is None
+        await trio.sleep(2)
+        # The save that started at 30 s holds the lock until its file is written.
+        async with saving:
+            document = load_state(path)
+        nursery.cancel_scope.cancel()
+    assert document is not None
+    assert {entry["digest"] for entry in document["foundry"]["tokens"]} == {
+        digest(token).hex() for token in ("local-token-jane", "local-token-bob")
+    }
+
+
+# The command line ---------------------------------------------------------------------------
+
+
+async def _start(tmp_path: Path, state_file: Path, stderr: Any) -> trio.Process:
+    return await trio.lowlevel.open_process(
+        [
+            sys.executable, "-m", "emulator", "serve",
+            "--port", "0", "--no-tls",
+            "--state-dir", str(tmp_path),
+            "--state-file", str(state_file),
+            "--log-level", "info",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        cwd=ROOT,
+    )  # fmt: skip
+
+
+async def _banner_url(process: trio.Process) -> str:
+    assert process.stdout is not None
+    seen = b""
+    while b"Stop with" not in seen:
+        chunk = await process.stdout.receive_some()
+        assert chunk, seen.decode(errors="replace")
+        seen += chunk
+    line = next(x for x in seen.decode().splitlines() if x.startswith("HTTP:"))
+    return line.split()[1]
+
+
+async def _stop(process: trio.Process) -> int:
+    process.send_signal(signal.SIGTERM)
+    return await process.wait()
+
+
+async def test_cli_saves_on_sigterm_and_restores_on_start(tmp_path: Path) -> None:
+    state_file = tmp_path / "state.json"
+    log_path = tmp_path / "stderr.txt"
+    with trio.fail_after(60), log_path.open("wb") as stderr:
+        process = await _start(tmp_path, state_file, stderr)
+        try:
+            url = await _banner_url(process)
+            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+                token = await _client_credentials_token(client)
+            code = await _stop(process)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        assert code == 0, log_path.read_text()[-2000:]
+        assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
+
+        process = await _start(tmp_path, state_file, stderr)
+        try:
+            url = await _banner_url(process)
+            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+                assert await _current_user_status(client, token) == 200
+            code = await _stop(process)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        assert code == 0
+    log = log_path.read_text()
+    assert "Traceback" not in log
+    assert token not in log
+
+
+async def test_cli_refuses_a_corrupt_state_file(tmp_path: Path) -> None:
+    state_file = tmp_path / "state.json"
+    save_state(state_file, {"foundry": {}})
+    state_file.write_bytes(state_file.read_bytes()[:-10])
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [
+                sys.executable, "-m", "emulator", "serve",
+                "--port", "0", "--no-tls",
+                "--state-dir", str(tmp_path),
+                "--state-file", str(state_file),
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("foundry-emulator: error: state file ")
+    assert str(state_file) in lines[0]
+    assert "Traceback" not in result.stderr.decode()

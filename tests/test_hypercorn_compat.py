@@ -395,7 +395,6 @@ async def test_patched_idle_keepalive_connection_closed_after_timeout(
             await client.aclose()
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open descriptors")
 @pytest.mark.parametrize("protocol", ["h11", "h2"])
 async def test_patched_connection_released_when_client_leaves(
     patched_hypercorn: None, protocol: str

@@ -226,9 +226,9 @@ async def test_state_is_saved_at_intervals(autojump_clock: Any, tmp_path: Path) 
     saving = trio.Lock()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(save_state_periodically, emulator, saving)
-        await trio.sleep(29)  # virtual time (autojump clock)
+        await trio.sleep(29)  # allowed: virtual time on the autojump clock
         assert load_state(path) is None
-        await trio.sleep(2)
+        await trio.sleep(2)  # allowed: virtual time on the autojump clock
         # The save that started at 30 s holds the lock until its file is written.
         async with saving:
             document = load_state(path)

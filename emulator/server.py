@@ -1,9 +1,11 @@
-"""Serving an emulator over HTTP/1.1, h2c and HTTPS (HTTP/2 by ALPN) on Hypercorn's trio worker.
+"""Serving an emulator: HTTP/1.1 and h2c on one port, HTTPS (HTTP/2 by ALPN) on another.
 
-Owns binding the listeners (a port in use is a one-line `ListenerError`), the TLS files, the
-Hypercorn configuration, service background tasks, and graceful shutdown: when the shutdown
-trigger fires, services first answer every waiting request (long-polls, sync executes), then
-Hypercorn stops accepting and gives in-flight requests `graceful_timeout` to finish.
+Owns binding the listeners (a port in use is a one-line `ListenerError`), the TLS files,
+accepting connections and choosing who serves each: HTTP/1.1 (plain or TLS) goes to the
+emulator's own server (emulator.h1), HTTP/2 to Hypercorn's connection handler (with the
+compatibility patches). Also the service background tasks and graceful shutdown: when the
+shutdown trigger fires, services first answer every waiting request (long-polls, sync
+executes), then the server stops accepting and gives in-flight requests `graceful_timeout`.
 The only module that imports hypercorn (besides the compatibility patches it applies).
 """
 
@@ -12,15 +14,23 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
 
 import trio
-from hypercorn.config import Config, Sockets
-from hypercorn.trio.run import worker_serve
+from hypercorn.config import Config
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
 from . import hypercorn_compat
 from .app import Emulator, create_asgi
+from .h1 import H1Limits, H1Server
+from .hypercorn_compat import BatchingListener
+from .hypercorn_compat import CompatTCPServer as TCPServer
 from .service import Endpoints
 from .settings import Settings
 from .statefile import collect, save_state
@@ -133,23 +143,16 @@ async def serve(
         log.info("shutting down: answering waiting requests, then draining")
         emulator.begin_shutdown()
 
-    sockets = Sockets(secure_sockets=secure, insecure_sockets=insecure, quic_sockets=[])
-
     # One save at a time, so the last save at shutdown is the one that stays on disk.
     saving = trio.Lock()
 
     async with trio.open_nursery() as nursery:
 
-        async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
-            await worker_serve(
-                wrap_app(app, config.wsgi_max_body_size, "asgi"),
-                config,
-                sockets=sockets,
-                shutdown_trigger=trigger,
-                task_status=task_status,
-            )
-            # Hypercorn has drained; save the durable state a last time (--state-file), then
-            # the services' background work ends with it.
+        async def run_http(task_status: trio.TaskStatus[None]) -> None:
+            connections = Connections(emulator, app, config)
+            await connections.serve(secure, insecure, trigger, task_status=task_status)
+            # Every connection has drained; save the durable state a last time
+            # (--state-file), then the services' background work ends with it.
             await save_state_file(emulator, saving)
             nursery.cancel_scope.cancel()
 
@@ -159,6 +162,135 @@ async def serve(
         if settings.state_file is not None:
             nursery.start_soon(save_state_periodically, emulator, saving)
         task_status.started(endpoints)
+
+
+class _Replayed:
+    """A stream whose first read returns bytes already read from it (the HTTP/2 preface the
+    HTTP/1.1 side sniffed); everything else is the wrapped stream's."""
+
+    def __init__(self, stream: trio.SocketStream, data: bytes) -> None:
+        self._stream = stream
+        self._data = data
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._data:
+            data, self._data = self._data, b""
+            await trio.lowlevel.checkpoint()
+            return data
+        return bytes(await self._stream.receive_some(max_bytes))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class Connections:
+    """Accepting and serving connections: HTTP/1.1 on the emulator's own server (emulator.h1),
+    HTTP/2 (h2c with prior knowledge, or ALPN "h2" over TLS) on Hypercorn's connection handler.
+
+    Shutdown mirrors Hypercorn's own worker: stop accepting, tell every connection (idle ones
+    close at once, busy ones after their response), give them `graceful_timeout`, then cut.
+    """
+
+    def __init__(self, emulator: Emulator, app: Any, config: Config) -> None:
+        settings = emulator.settings
+        self.config = config
+        self.lifespan_state: dict[str, Any] = {}
+        self.h1 = H1Server(
+            app,
+            H1Limits(
+                max_header_bytes=settings.max_header_bytes,
+                keep_alive_timeout=settings.keep_alive_timeout,
+                head_timeout=settings.body_timeout,
+            ),
+            emulator.families,
+            self.lifespan_state,
+        )
+        self.h2_app = wrap_app(app, config.wsgi_max_body_size, "asgi")
+        self.h2_context = WorkerContext(None)
+        self.ssl_context: ssl.SSLContext | None = None
+
+    async def _http2(self, stream: Any) -> None:
+        state = ConnectionState(self.lifespan_state.copy())
+        await TCPServer(self.h2_app, self.config, self.h2_context, state, stream).run()
+
+    async def _plain(self, stream: trio.SocketStream) -> None:
+        try:
+            preface = await self.h1.serve_connection(stream, scheme="http", sniff_h2=True)
+            if preface is not None:
+                await self._http2(_Replayed(stream, preface))
+        except Exception as error:
+            log.error("connection failed; dropped it", exc_info=error)
+
+    async def _secure(self, stream: trio.SocketStream) -> None:
+        assert self.ssl_context is not None
+        tls = trio.SSLStream(stream, self.ssl_context, server_side=True, https_compatible=True)
+        try:
+            with trio.fail_after(self.config.ssl_handshake_timeout):
+                await tls.do_handshake()
+        except (trio.BrokenResourceError, trio.TooSlowError):
+            await trio.aclose_forcefully(tls)
+            return
+        try:
+            if tls.selected_alpn_protocol() == "h2":
+                await self._http2(tls)
+            else:
+                await self.h1.serve_connection(tls, scheme="https")
+        except Exception as error:
+            log.error("connection failed; dropped it", exc_info=error)
+
+    async def serve(
+        self,
+        secure: list[socket.socket],
+        insecure: list[socket.socket],
+        trigger: Callable[[], Awaitable[None]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        if secure:
+            self.ssl_context = self.config.create_ssl_context()
+        lifespan = Lifespan(self.h2_app, self.config, self.lifespan_state)
+        async with trio.open_nursery() as lifespan_nursery:
+            await lifespan_nursery.start(lifespan.handle_lifespan)
+            await lifespan.wait_for_startup()
+            async with trio.open_nursery() as timers:
+                timers.start_soon(self.h1.expire_connections)
+                await self._serve_until(secure, insecure, trigger, task_status)
+                timers.cancel_scope.cancel()
+            await lifespan.wait_for_shutdown()
+            lifespan_nursery.cancel_scope.cancel()
+
+
+    async def _serve_until(
+        self,
+        secure: list[socket.socket],
+        insecure: list[socket.socket],
+        trigger: Callable[[], Awaitable[None]],
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        async with trio.open_nursery() as connections:
+            listeners: list[tuple[BatchingListener, Callable[..., Awaitable[None]]]] = [
+                *((_listener(sock), self._secure) for sock in secure),
+                *((_listener(sock), self._plain) for sock in insecure),
+            ]
+            async with trio.open_nursery() as accepting:
+                for listener, handler in listeners:
+                    accepting.start_soon(
+                        partial(
+                            trio.serve_listeners, handler, [listener], handler_nursery=connections
+                        )
+                    )
+                task_status.started()
+                await trigger()
+                accepting.cancel_scope.cancel()
+            for listener, _ in listeners:
+                await listener.aclose()
+            self.h1.drain()
+            await self.h2_context.terminated.set()
+            connections.cancel_scope.deadline = trio.current_time() + self.config.graceful_timeout
+
+
+def _listener(sock: socket.socket) -> BatchingListener:
+    return BatchingListener(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
 
 
 async def save_state_file(emulator: Emulator, saving: trio.Lock) -> None:

@@ -1,0 +1,544 @@
+"""HTTP/1.1 connections served by the emulator itself: h11 on trio, calling the ASGI app directly.
+
+Owns everything about an HTTP/1.1 connection: reading requests (keep-alive, pipelining, the
+request-head limit, a deadline for a head that has begun), the ASGI `http` exchange for each
+request (a body read only when the app asks for it, so a slow reader pushes back on the sender;
+`http.disconnect` when the client goes away), writing responses (a sized response goes out in one
+`send`), and closing: at the keep-alive timeout, after a response the client or the server wants
+to be the last, and at shutdown (`H1Server.drain`: idle connections close at once, busy ones
+after their response).
+
+Why the emulator has its own: on the job plane every job is three short requests, and Hypercorn
+spends more per request than the emulator's own work for it (see the README's Performance
+section). HTTP/2 stays with Hypercorn: a connection that opens with the HTTP/2 preface is handed
+back to the caller of `serve_connection` with the bytes read so far.
+
+Generic: knows nothing about Foundry; imports neither quart nor hypercorn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote
+
+import attrs
+import h11
+import trio
+
+from .errors import FamilyMap, framework_error
+
+log = logging.getLogger("emulator.h1")
+
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# Largest read per receive_some: big enough that a streamed upload moves in large pieces.
+READ_SIZE = 256 * 1024
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
+# How much of an unwanted request body is read and dropped to keep the connection.
+DISCARD_BYTES = 4 * 1024 * 1024
+DISCARD_SECONDS = 2.0
+# What a connection is waiting for (see `_Connection.expire`).
+IDLE = "idle"  # the first byte of the next request
+HEAD = "head"  # the rest of a request head
+BUSY = "busy"  # the app
+CLOSING = "closing"
+REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
+
+
+@attrs.frozen
+class H1Limits:
+    """What one HTTP/1.1 connection may hold, in bytes and seconds."""
+
+    max_header_bytes: int
+    # How long an idle keep-alive connection stays open.
+    keep_alive_timeout: float
+    # How long a request head may take once its first byte has arrived.
+    head_timeout: float
+
+
+class _DateHeader:
+    """The `date` header value, formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def value(self) -> bytes:
+        second = int(time.time())
+        if second != self._second:
+            self._second = second
+            self._value = formatdate(second, usegmt=True).encode("ascii")
+        return self._value
+
+
+class H1Server:
+    """The HTTP/1.1 side of every listener: one ASGI app, shared limits, the open connections."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits: H1Limits,
+        families: FamilyMap,
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        self.app = app
+        self.limits = limits
+        self.families = families
+        self.state = state if state is not None else {}
+        self.draining = False
+        self.date = _DateHeader()
+        self._connections: set[_Connection] = set()
+
+    def drain(self) -> None:
+        """Stop keeping connections alive: idle ones close now, busy ones after their response."""
+        self.draining = True
+        for connection in list(self._connections):
+            connection.close_if_idle()
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
+    async def expire_connections(self) -> None:
+        """Close connections idle past `keep_alive_timeout` and those whose request head takes
+        longer than `head_timeout` (408). One sweep per interval for all connections, instead
+        of a timer per request. Runs until cancelled."""
+        limits = self.limits
+        interval = min(1.0, limits.keep_alive_timeout / 4, limits.head_timeout / 4)
+        while True:
+            await trio.sleep(interval)
+            now = trio.current_time()
+            for connection in list(self._connections):
+                connection.expire(now)
+
+    async def serve_connection(
+        self, stream: trio.abc.Stream, *, scheme: str, sniff_h2: bool = False
+    ) -> bytes | None:
+        """Serve `stream` until it closes. With `sniff_h2`, a connection that opens with the
+        HTTP/2 preface is left open and the bytes read from it are returned (else None)."""
+        connection = _Connection(self, stream, scheme)
+        self._connections.add(connection)
+        try:
+            return await connection.run(sniff_h2)
+        finally:
+            self._connections.discard(connection)
+
+
+def _address(stream: trio.abc.Stream) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
+    transport = getattr(stream, "transport_stream", stream)
+    sock = getattr(transport, "socket", None)
+    if sock is None:
+        return None, None
+    try:
+        peer = sock.getpeername()
+        local = sock.getsockname()
+    except OSError:
+        return None, None
+    return (str(peer[0]), int(peer[1])), (str(local[0]), int(local[1]))
+
+
+class _Exchange:
+    """One request and its response: the ASGI `receive` and `send` callables."""
+
+    __slots__ = (
+        "body_done",
+        "connection",
+        "disconnected",
+        "finished",
+        "head_only",
+        "headers",
+        "lookahead",
+        "sent_head",
+        "started",
+        "status",
+    )
+
+    def __init__(self, connection: _Connection, head_only: bool) -> None:
+        self.connection = connection
+        self.head_only = head_only
+        self.body_done = False
+        self.disconnected = False
+        self.lookahead: h11.Data | h11.EndOfMessage | None = None
+        self.started = False
+        self.sent_head = False
+        self.finished = False
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    async def receive(self) -> dict[str, Any]:
+        connection = self.connection
+        if self.body_done or self.disconnected:
+            await connection.wait_for_disconnect(self)
+            return {"type": "http.disconnect"}
+        event = self.lookahead
+        self.lookahead = None
+        if event is None:
+            event = await connection.next_body_event()
+            if event is None:
+                self.disconnected = True
+                return {"type": "http.disconnect"}
+        if isinstance(event, h11.EndOfMessage):
+            self.body_done = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        # Tell the app at once when this was the last piece already here (most small bodies).
+        following = connection.buffered_body_event()
+        if isinstance(following, h11.EndOfMessage):
+            self.body_done = True
+            return {"type": "http.request", "body": bytes(event.data), "more_body": False}
+        self.lookahead = following
+        return {"type": "http.request", "body": bytes(event.data), "more_body": True}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("http.response.start sent twice")
+            self.started = True
+            self.status = int(message["status"])
+            self.headers = list(message.get("headers", ()))
+            return
+        if kind != "http.response.body":
+            return
+        if not self.started:
+            raise RuntimeError("http.response.body before http.response.start")
+        if self.finished:
+            return
+        body = bytes(message.get("body", b""))
+        more = bool(message.get("more_body", False))
+        if not more:
+            self.finished = True
+        connection = self.connection
+        if connection.broken:
+            return
+        h11c = connection.h11
+        out = b""
+        if not self.sent_head:
+            self.sent_head = True
+            out = h11c.send(self._response(body, more))
+        if body and not self.head_only:
+            out += h11c.send(h11.Data(data=body))
+        if not more:
+            out += h11c.send(h11.EndOfMessage())
+        if out:
+            await connection.write(out)
+
+    def _response(self, body: bytes, more: bool) -> h11.Response:
+        headers = self.headers
+        sized = False
+        for name, _ in headers:
+            lowered = name.lower()
+            if lowered == b"content-length" or lowered == b"transfer-encoding":
+                sized = True
+                break
+        server = self.connection.server
+        extra: list[tuple[bytes, bytes]] = [(b"date", server.date.value())]
+        if not sized and not more and self.status >= 200 and self.status not in (204, 304):
+            extra.append((b"content-length", str(len(body)).encode("ascii")))
+        if server.draining:
+            extra.append((b"connection", b"close"))
+        return h11.Response(
+            status_code=self.status,
+            headers=[*headers, *extra],
+            reason=REASONS.get(self.status, b""),
+        )
+
+
+class _Connection:
+    """One HTTP/1.1 connection: the request loop and the socket reads and writes."""
+
+    def __init__(self, server: H1Server, stream: trio.abc.Stream, scheme: str) -> None:
+        self.server = server
+        self.stream = stream
+        self.scheme = scheme
+        self.h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=server.limits.max_header_bytes
+        )
+        self.client, self.local = _address(stream)
+        # Set when bytes may have been lost on the way out: the connection must close.
+        self.broken = False
+        self.eof = False
+        self.phase = IDLE
+        self.since = trio.current_time()
+        # Set when the head took longer than `head_timeout` (the sweeper stopped the reads).
+        self.timed_out = False
+        self._head_start = b""
+
+    def _enter(self, phase: str) -> None:
+        self.phase = phase
+        self.since = trio.current_time()
+
+    def expire(self, now: float) -> None:
+        """Called by `H1Server.expire_connections`: end a wait that has lasted too long."""
+        limits = self.server.limits
+        if self.phase is IDLE:
+            if self.server.draining or now - self.since >= limits.keep_alive_timeout:
+                self._stop_reading()
+        elif self.phase is HEAD and now - self.since >= limits.head_timeout:
+            self.timed_out = True
+            self._stop_reading()
+
+    def close_if_idle(self) -> None:
+        if self.phase is IDLE:
+            self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        """Make the pending read see the end of the input (the connection then closes on its
+        own path); writing stays possible, for a 408. Cheaper than a cancel scope per wait."""
+        self.phase = CLOSING
+        transport = getattr(self.stream, "transport_stream", self.stream)
+        sock = getattr(transport, "socket", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)
+
+    # The request loop ----------------------------------------------------------------------------
+
+    async def run(self, sniff_h2: bool) -> bytes | None:
+        handed_over = False
+        try:
+            if sniff_h2:
+                preface = await self._sniff_h2()
+                if preface is not None:
+                    handed_over = True
+                    return preface
+            while True:
+                request = await self._next_request()
+                if request is None:
+                    return None
+                await self._exchange(request)
+                if self.h11.their_state is h11.SEND_BODY and not self.broken:
+                    await self._discard_body()
+                if (
+                    self.broken
+                    or self.server.draining
+                    or self.h11.our_state is not h11.DONE
+                    or self.h11.their_state is not h11.DONE
+                ):
+                    return None
+                self.h11.start_next_cycle()
+        finally:
+            if not handed_over:
+                await trio.aclose_forcefully(self.stream)
+
+    async def _receive(self) -> bytes:
+        """The next bytes from the client (b"" once it is gone)."""
+        if self.eof:
+            await trio.lowlevel.checkpoint()
+            return b""
+        try:
+            data = await self.stream.receive_some(READ_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        if not data:
+            self.eof = True
+        return bytes(data)
+
+    async def _sniff_h2(self) -> bytes | None:
+        """Read until the first bytes decide between HTTP/1.1 and the HTTP/2 preface."""
+        if self.server.draining:
+            self.eof = True
+            return None
+        self._enter(IDLE)
+        seen = await self._receive()
+        if seen:
+            self._enter(HEAD)
+        while seen and len(seen) < len(H2_PREFACE) and H2_PREFACE.startswith(seen):
+            data = await self._receive()
+            if not data:
+                break
+            seen += data
+        if seen.startswith(H2_PREFACE):
+            return seen
+        self._head_start = seen[:1024]
+        self.h11.receive_data(seen)
+        if self.eof:
+            self.h11.receive_data(b"")
+        return None
+
+    async def _next_request(self) -> h11.Request | None:
+        """The next request, or None when the connection should close."""
+        try:
+            event = self.h11.next_event()
+            if event is h11.NEED_DATA:
+                if not self._head_start:
+                    if self.server.draining:
+                        return None
+                    # Idle between requests: wait for the first byte of the next one.
+                    self._enter(IDLE)
+                    data = await self._receive()
+                    if not data:
+                        return None
+                    self._enter(HEAD)
+                    self._head_start = data[:1024]
+                    self.h11.receive_data(data)
+                    event = self.h11.next_event()
+                while event is h11.NEED_DATA:
+                    self.h11.receive_data(await self._receive())
+                    event = self.h11.next_event()
+        except h11.RemoteProtocolError as error:
+            await self._refuse(408 if self.timed_out else error.error_status_hint)
+            return None
+        self._enter(BUSY)
+        self._head_start = b""
+        if isinstance(event, h11.Request):
+            return event
+        # ConnectionClosed (the client left between requests) or PAUSED after a close.
+        return None
+
+    async def _refuse(self, status: int) -> None:
+        """Answer a request the server could not read (400, 408, 431) and close."""
+        path = ""
+        method = ""
+        first_line = self._head_start.split(b"\r\n", 1)[0].split(b" ")
+        if len(first_line) >= 2:
+            method = first_line[0].decode("latin-1")
+            path = first_line[1].split(b"?", 1)[0].decode("latin-1")
+        self._head_start = b""
+        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        error = framework_error(self.server.families.for_path(path), status, path, method)
+        body = json.dumps(error.body()).encode("utf-8")
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode("ascii")),
+            (b"connection", b"close"),
+        ]
+        try:
+            out = self.h11.send(
+                h11.Response(status_code=status, headers=headers, reason=REASONS.get(status, b""))
+            )
+            out += self.h11.send(h11.Data(data=body)) + self.h11.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            return
+        with trio.move_on_after(self.server.limits.head_timeout):
+            await self.write(out)
+
+    # One exchange --------------------------------------------------------------------------------
+
+    def _scope(self, request: h11.Request) -> dict[str, Any]:
+        target = bytes(request.target)
+        raw_path, _, query = target.partition(b"?")
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path, encoding="utf-8", errors="replace")
+        return {
+            "type": "http",
+            "asgi": ASGI_VERSION,
+            "http_version": request.http_version.decode("ascii"),
+            "method": request.method.decode("ascii"),
+            "scheme": self.scheme,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": "",
+            "headers": list(request.headers),
+            "client": self.client,
+            "server": self.local,
+            "extensions": {},
+            "state": dict(self.server.state),
+        }
+
+    async def _exchange(self, request: h11.Request) -> None:
+        scope = self._scope(request)
+        exchange = _Exchange(self, head_only=request.method == b"HEAD")
+        try:
+            await self.server.app(scope, exchange.receive, exchange.send)
+        except Exception as error:
+            log.error(
+                "unhandled error on %s %s", scope["method"], scope["path"], exc_info=error
+            )
+        if exchange.finished:
+            return
+        if exchange.sent_head or self.broken or exchange.disconnected or self.eof:
+            # A response cut short: closing the connection is the only honest ending.
+            self.broken = True
+            return
+        # The app ended without answering.
+        family = self.server.families.for_path(scope["path"])
+        error_body = framework_error(family, 500, scope["path"], scope["method"]).body()
+        exchange.started = False
+        await exchange.send(
+            {
+                "type": "http.response.start",
+                "status": 500,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await exchange.send(
+            {"type": "http.response.body", "body": json.dumps(error_body).encode("utf-8")}
+        )
+
+    async def _discard_body(self) -> None:
+        """Read and drop the rest of a body the app did not want (e.g. after a 413), so the
+        client reads the answer instead of a reset; a body too long or too slow closes."""
+        left = DISCARD_BYTES
+        with trio.move_on_after(DISCARD_SECONDS):
+            while left > 0:
+                event = await self.next_body_event()
+                if event is None or isinstance(event, h11.EndOfMessage):
+                    return
+                left -= len(event.data)
+        self.broken = True
+
+    # Reading a body, watching for the client to leave --------------------------------------------
+
+    def buffered_body_event(self) -> h11.Data | h11.EndOfMessage | None:
+        """The next body event if it is already buffered (no read), else None."""
+        try:
+            event = self.h11.next_event()
+        except h11.RemoteProtocolError:
+            return None
+        if isinstance(event, (h11.Data, h11.EndOfMessage)):
+            return event
+        return None
+
+    async def next_body_event(self) -> h11.Data | h11.EndOfMessage | None:
+        """The next piece of the request body, reading as needed; None if the client left or
+        broke the framing (the connection then closes after the response)."""
+        h11c = self.h11
+        if h11c.they_are_waiting_for_100_continue:
+            await self.write(h11c.send(h11.InformationalResponse(status_code=100, headers=[])))
+        try:
+            while True:
+                event = h11c.next_event()
+                if event is h11.NEED_DATA:
+                    h11c.receive_data(await self._receive())
+                    continue
+                if isinstance(event, (h11.Data, h11.EndOfMessage)):
+                    return event
+                self.broken = True
+                return None
+        except h11.RemoteProtocolError:
+            self.broken = True
+            return None
+
+    async def wait_for_disconnect(self, exchange: _Exchange) -> None:
+        """Return once the client has gone away; bytes of a pipelined next request are kept."""
+        while not self.eof and not self.broken:
+            data = await self._receive()
+            if data:
+                self.h11.receive_data(data)
+        exchange.disconnected = True
+
+    async def write(self, data: bytes) -> None:
+        """Send bytes already taken from the h11 state machine; a failed or interrupted write
+        breaks the connection (the client would otherwise see a desynchronised stream)."""
+        if self.broken:
+            return
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.broken = True
+            self.eof = True
+        except BaseException:
+            self.broken = True
+            raise

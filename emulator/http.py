@@ -57,15 +57,30 @@ def _reject_constant(name: str) -> Any:
 
 def parse_form(data: bytes, family: ErrorFamily, code: str = "invalid_request") -> dict[str, str]:
     """Decode an application/x-www-form-urlencoded body; the last value of a repeated key wins."""
+    return dict(parse_form_pairs(data, family, code))
+
+
+def parse_form_pairs(
+    data: bytes, family: ErrorFamily, code: str = "invalid_request"
+) -> list[tuple[str, str]]:
+    """The (name, value) pairs of an application/x-www-form-urlencoded body, in order and with
+    repeats, for callers that must see repeated names; ApiError 400 when it cannot be read."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise family.error(400, code, "The request body is not valid UTF-8.") from None
     try:
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors="strict")
+        return parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors="strict")
     except (ValueError, UnicodeDecodeError):
         raise family.error(400, code, "The request body is not a valid form.") from None
-    return dict(pairs)
+
+
+def mimetype_of(content_type: str | None) -> str:
+    """The media type of a Content-Type value, lower-cased and without parameters ("" if none):
+    what Quart's `request.mimetype` gives, for routes served without Quart (emulator.rawasgi)."""
+    if not content_type:
+        return ""
+    return content_type.partition(";")[0].strip(" \t").lower()
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -15,6 +15,10 @@ Two things a raw handler must do itself, because no framework does it: notice a 
 went away (`wait_disconnect`, or `ClientGone` from the body reader; the server does not cancel a
 raw handler), and never start a response twice (`started`).
 
+`with_automatic_methods` adds what Quart does by itself for every route: HEAD served by the
+GET handler (the server drops the body) and OPTIONS answered 200 with `Allow`, so moving a route
+from a blueprint to the raw table changes nothing on the wire.
+
 A path matched by a raw route belongs wholly to the raw table: another method on it is a 405
 with the raw methods in `Allow`, never a fall-through. Generic: knows nothing about Foundry;
 imports neither quart nor hypercorn.
@@ -349,3 +353,33 @@ def headers_of(mapping: Mapping[str, str]) -> Headers:
     return [
         (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in mapping.items()
     ]
+
+
+# Quart's automatic OPTIONS answer has an empty HTML body.
+_OPTIONS_TYPE = (b"content-type", b"text/html; charset=utf-8")
+
+
+def with_automatic_methods(routes: Iterable[RawRoute]) -> list[RawRoute]:
+    """`routes` plus a HEAD route beside each GET route and an OPTIONS route per path."""
+    result = list(routes)
+    methods: dict[str, set[str]] = {}
+    for route in result:
+        methods.setdefault(route.pattern, set()).add(route.method)
+    for route in list(result):
+        if route.method == "GET" and "HEAD" not in methods[route.pattern]:
+            result.append(RawRoute("HEAD", route.pattern, route.handler, route.summary))
+            methods[route.pattern].add("HEAD")
+    for pattern, known in methods.items():
+        if "OPTIONS" not in known:
+            allow = ", ".join(sorted(known | {"OPTIONS"}))
+            result.append(RawRoute("OPTIONS", pattern, _options(allow)))
+    return result
+
+
+def _options(allow: str) -> Handler:
+    headers = [_OPTIONS_TYPE, (b"allow", allow.encode("ascii"))]
+
+    async def options(raw: RawRequest) -> None:
+        await raw.respond(200, b"", headers)
+
+    return options

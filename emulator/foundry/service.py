@@ -18,12 +18,12 @@ from ..rawasgi import RawRoute
 from ..seedschema import Node, TokenSeed
 from ..service import ServiceContext
 from .api import errors as api_errors
-from .api.admin import admin_blueprint
+from .api.admin import admin_blueprint, admin_routes
 from .api.auth import BearerAuth
 from .api.connectivity import connectivity_blueprint
 from .api.contour import contour_blueprint, contour_routes
 from .api.inspector import compute_modules_to_json, inspector_blueprint
-from .api.oauth import oauth_blueprint
+from .api.oauth import oauth_blueprint, oauth_routes
 from .api.ontologies import ontologies_blueprint
 from .api.runtime import runtime_blueprint, runtime_routes
 from .broker import Broker
@@ -91,8 +91,14 @@ class FoundryInstance:
         ]
 
     def asgi_routes(self) -> Sequence[RawRoute]:
-        """The compute-module hot paths, served as raw ASGI in front of Quart."""
-        return [*runtime_routes(self), *contour_routes(self)]
+        """The hot paths (the compute-module job plane, the token endpoint and the current-user
+        routes), served as raw ASGI in front of Quart."""
+        return [
+            *runtime_routes(self),
+            *contour_routes(self),
+            *oauth_routes(self),
+            *admin_routes(self),
+        ]
 
     def openapi_routes(self) -> list[tuple[str, tuple[str, ...], str]]:
         """The raw routes as (rule, methods, summary), for the OpenAPI document."""

@@ -6,6 +6,9 @@ its typed exceptions) and `GET /multipass/api/me` (any valid bearer token; exact
 `username` and `attributes`, because foundry-dev-tools' `User.me()` passes the keys on as
 keyword arguments and breaks on any other). Serializers sit beside the routes.
 
+The two current-user routes are raw ASGI routes (`admin_routes`, emulator.rawasgi): they are
+called on every SDK start and by load tests, and Quart's per-request cost dominated them.
+
 Imports quart and the core; nothing from hypercorn or yaml.
 """
 
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from quart import Blueprint, Response
 
 from ...http import json_response
+from ...rawasgi import RawRequest, RawRoute, with_automatic_methods
 from ..core.principals import Principal
 from ..seed import EnrollmentSeed
 from .errors import FOUNDRY_API, OAUTH
@@ -83,19 +87,42 @@ def enrollment_to_json(enrollment: EnrollmentSeed, started_at: float) -> dict[st
     }
 
 
+def admin_routes(instance: FoundryInstance) -> list[RawRoute]:
+    """getCurrent and /multipass/api/me as raw routes (with HEAD and OPTIONS, as Quart had)."""
+
+    async def get_current_user(raw: RawRequest) -> None:
+        # `instance.auth` is looked up per request: reset() replaces it.
+        caller = instance.auth.require_raw(
+            raw, FOUNDRY_API, scope=ADMIN_READ, denied="GetCurrentUserPermissionDenied"
+        )
+        await raw.respond_json(200, user_to_json(caller.principal))
+
+    async def multipass_me(raw: RawRequest) -> None:
+        caller = instance.auth.require_raw(raw, OAUTH)
+        await raw.respond_json(200, me_to_json(caller.principal))
+
+    return with_automatic_methods(
+        [
+            RawRoute(
+                "GET",
+                "/api/v2/admin/users/getCurrent",
+                get_current_user,
+                "The user (or service principal) the bearer token stands for.",
+            ),
+            RawRoute(
+                "GET",
+                "/multipass/api/me",
+                multipass_me,
+                "foundry-dev-tools' current-user call: exactly id, username and attributes.",
+            ),
+        ]
+    )
+
+
 def admin_blueprint(instance: FoundryInstance) -> Blueprint:
     blueprint = Blueprint("admin", __name__)
     # The enrollment's createdTime when the seed gives none: when the emulator was built.
     started_at = instance.context.clock.now()
-
-    @blueprint.get("/api/v2/admin/users/getCurrent")
-    async def get_current_user() -> Response:
-        """The user (or service principal) the bearer token stands for."""
-        # `instance.auth` is looked up per request: reset() replaces it.
-        caller = instance.auth.require(
-            FOUNDRY_API, scope=ADMIN_READ, denied="GetCurrentUserPermissionDenied"
-        )
-        return json_response(user_to_json(caller.principal))
 
     @blueprint.get("/api/v2/admin/enrollments/getCurrent")
     async def get_current_enrollment() -> Response:
@@ -104,11 +131,5 @@ def admin_blueprint(instance: FoundryInstance) -> Blueprint:
             FOUNDRY_API, scope=ADMIN_READ, denied="GetCurrentEnrollmentPermissionDenied"
         )
         return json_response(enrollment_to_json(instance.seed.enrollment, started_at))
-
-    @blueprint.get("/multipass/api/me")
-    async def multipass_me() -> Response:
-        """foundry-dev-tools' current-user call: exactly id, username and attributes."""
-        caller = instance.auth.require(OAUTH)
-        return json_response(me_to_json(caller.principal))
 
     return blueprint

@@ -2,7 +2,8 @@
 
 A missing, unknown, expired or revoked token is a 401 in the route's error family; a token
 without the route's scope is a 403 whose `errorName` is the one the Foundry SDK declares for
-that endpoint, so the SDK raises its typed exception.
+that endpoint, so the SDK raises its typed exception. One check (`BearerAuth.verify`) serves
+both Quart routes (`require`, `bearer`) and raw ASGI routes (`require_raw`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from quart import request
 
 from ...clock import Clock
 from ...errors import ApiError, ErrorFamily
+from ...rawasgi import RawRequest
 from ...requestlog import note_principal
 from ..core.errors import AuthenticationError
 from ..core.identity import Identity
@@ -35,9 +37,13 @@ class Caller:
 
 
 def bearer_token() -> str | None:
-    """The token of an `Authorization: Bearer ...` header (scheme case-insensitive), if any."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.strip().partition(" ")
+    """The bearer token of the current Quart request, if any."""
+    return bearer_value(request.headers.get("Authorization"))
+
+
+def bearer_value(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer ...` value (scheme case-insensitive), if any."""
+    scheme, _, value = (header or "").strip().partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
@@ -63,9 +69,45 @@ class BearerAuth:
         denied: str = "PermissionDenied",
         parameters: Mapping[str, Any] | None = None,
     ) -> Caller:
-        """Authenticate the current request or raise the family's 401/403 ApiError."""
+        """Authenticate the current Quart request or raise the family's 401/403 ApiError."""
+        return self.verify(
+            family,
+            request.headers.get("Authorization"),
+            cast(MutableMapping[str, Any], request.scope),
+            scope=scope,
+            denied=denied,
+            parameters=parameters,
+        )
+
+    def require_raw(
+        self,
+        raw: RawRequest,
+        family: ErrorFamily,
+        *,
+        scope: str | None = None,
+        denied: str = "PermissionDenied",
+    ) -> Caller:
+        """`require` for a raw ASGI route (emulator.rawasgi)."""
+        return self.verify(
+            family, raw.header(b"authorization"), raw.scope, scope=scope, denied=denied
+        )
+
+    def verify(
+        self,
+        family: ErrorFamily,
+        authorization: str | None,
+        asgi_scope: MutableMapping[str, Any],
+        *,
+        scope: str | None = None,
+        denied: str = "PermissionDenied",
+        parameters: Mapping[str, Any] | None = None,
+    ) -> Caller:
+        """Check an Authorization header value for a bearer token with `scope`; `asgi_scope`
+        is the request's, where the request log learns who made the request."""
         try:
-            principal, token = self.identity.authenticate(bearer_token(), self.clock.now())
+            principal, token = self.identity.authenticate(
+                bearer_value(authorization), self.clock.now()
+            )
         except AuthenticationError as error:
             raise unauthorized(family, error.code, error.message) from None
         if scope is not None and scope not in token.scopes:
@@ -76,7 +118,7 @@ class BearerAuth:
                 parameters=parameters,
             )
         # The request log shows who made each request (a name, never the token).
-        note_principal(cast(MutableMapping[str, Any], request.scope), principal.username)
+        note_principal(asgi_scope, principal.username)
         return Caller(principal=principal, token=token)
 
     def bearer(

@@ -5,6 +5,10 @@ revoke_token; reading client credentials from form fields or HTTP Basic; the red
 6749 section 4.1.2; and rendering the sign-in and error pages from `templates/` with a tiny
 template helper that escapes every value. The protocol itself lives in `core/oauth.py`.
 
+The token endpoint is a raw ASGI route (`oauth_routes`, emulator.rawasgi), because every
+client hits it and Quart's per-request cost dominated it; the pages and revoke_token are a
+Quart blueprint. Both read forms and client credentials with the same functions below.
+
 Codes, tokens and secrets are never logged. Imports quart and the core; nothing from
 hypercorn or yaml.
 """
@@ -27,7 +31,8 @@ import attrs
 from quart import Blueprint, Response, request
 
 from ...errors import ApiError
-from ...http import json_response, parse_form, read_body
+from ...http import mimetype_of, parse_form, parse_form_pairs, read_body
+from ...rawasgi import RawRequest, RawRoute, headers_of, with_automatic_methods
 from ..core.errors import NotFound
 from ..core.oauth import (
     SCOPE_DESCRIPTIONS,
@@ -50,12 +55,14 @@ log = logging.getLogger("emulator.foundry.oauth")
 
 PREFIX = "/multipass/api/oauth2"
 AUTHORIZE_PATH = f"{PREFIX}/authorize"
+TOKEN_PATH = f"{PREFIX}/token"
 CALLBACK_PATH = f"{PREFIX}/authorize/callback"
 FORM_TYPE = "application/x-www-form-urlencoded"
 # OAuth forms are small; a larger one is a mistake, answered 413 before it is read whole.
 MAX_FORM_BYTES = 64 * 1024
 # RFC 6749 section 5.1: token responses (and, here, their errors) must not be cached.
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+NO_STORE_HEADERS = headers_of(NO_STORE)
 # For the HTML pages. No form-action: Chrome applies it to the redirect that follows the form
 # post, which must be free to reach any registered redirect URI.
 PAGE_HEADERS = {
@@ -244,19 +251,35 @@ def field(form: Mapping[str, str], name: str) -> str | None:
 
 
 async def read_oauth_form(limit: int, deadline: float) -> dict[str, str]:
-    """The form body of a token or revocation request; repeated parameters are refused."""
-    if request.mimetype != FORM_TYPE:
-        got = request.mimetype or "no Content-Type"
+    """The form body of a token or revocation request (Quart); see `oauth_form`."""
+    check_form_type(request.mimetype)
+    return oauth_form(await read_body(OAUTH, limit, deadline))
+
+
+async def read_raw_oauth_form(raw: RawRequest, limit: int, deadline: float) -> dict[str, str]:
+    """`read_oauth_form` for a raw route."""
+    check_form_type(mimetype_of(raw.header(b"content-type")))
+    return oauth_form(await raw.read_body(limit, deadline))
+
+
+def check_form_type(mimetype: str) -> None:
+    if mimetype != FORM_TYPE:
+        got = mimetype or "no Content-Type"
         raise OAUTH.error(
             400,
             "invalid_request",
             f"Content-Type must be {FORM_TYPE} (got {got}).",
             headers=NO_STORE,
         )
-    data = await read_body(OAUTH, limit, deadline)
-    form = parse_form(data, OAUTH)
-    repeated = sorted(name for name, count in _names(data).items() if count > 1)
-    if repeated:
+
+
+def oauth_form(data: bytes) -> dict[str, str]:
+    """The fields of a token or revocation form; repeated parameters are refused."""
+    pairs = parse_form_pairs(data, OAUTH)
+    form = dict(pairs)
+    if len(form) != len(pairs):
+        counts = Counter(name for name, _ in pairs)
+        repeated = sorted(name for name, count in counts.items() if count > 1)
         raise OAUTH.error(
             400,
             "invalid_request",
@@ -266,16 +289,12 @@ async def read_oauth_form(limit: int, deadline: float) -> dict[str, str]:
     return form
 
 
-def _names(data: bytes) -> Counter[str]:
-    return Counter(name for name, _ in parse_qsl(data.decode("utf-8"), keep_blank_values=True))
-
-
-def client_credentials(form: Mapping[str, str]) -> ClientCredentials:
-    """Client authentication from HTTP Basic (client_secret_basic) or form fields
-    (client_secret_post); both at once is invalid_request (RFC 6749 section 2.3)."""
+def client_credentials(form: Mapping[str, str], header: str | None) -> ClientCredentials:
+    """Client authentication from HTTP Basic (client_secret_basic; `header` is the request's
+    Authorization value) or form fields (client_secret_post); both at once is invalid_request
+    (RFC 6749 section 2.3)."""
     form_id = field(form, "client_id")
     form_secret = field(form, "client_secret")
-    header = request.headers.get("Authorization")
     if not header:
         method = "client_secret_post" if form_secret is not None else "none"
         return ClientCredentials(form_id, form_secret, method)
@@ -399,61 +418,11 @@ def oauth_blueprint(instance: FoundryInstance) -> Blueprint:
             extra.append(("state", checked.state))
         return redirect(with_query(checked.redirect_uri, extra), 303)
 
-    @blueprint.post("/token")
-    async def token() -> Response:
-        """Token exchange for the authorization_code, refresh_token and client_credentials
-        grants (form-encoded; client authentication by form fields or HTTP Basic)."""
-        form = await read_oauth_form(form_limit, settings.body_timeout)
-        grant_type = field(form, "grant_type")
-        if grant_type is None:
-            raise oauth_api_error(
-                OAuthError("invalid_request", "The grant_type parameter is required.")
-            )
-        if grant_type not in GRANT_TYPES:
-            raise oauth_api_error(
-                OAuthError(
-                    "unsupported_grant_type",
-                    f"grant_type {grant_type!r} is not supported; use one of "
-                    f"{', '.join(GRANT_TYPES)}.",
-                )
-            )
-        credentials = client_credentials(form)
-        oauth = instance.oauth
-        now = clock.now()
-        try:
-            client = oauth.authenticate_client(credentials)
-            if grant_type == "authorization_code":
-                issued = oauth.exchange_code(
-                    client,
-                    field(form, "code"),
-                    field(form, "redirect_uri"),
-                    field(form, "code_verifier"),
-                    now,
-                )
-            elif grant_type == "refresh_token":
-                issued = oauth.refresh(
-                    client, field(form, "refresh_token"), field(form, "scope"), now
-                )
-            else:
-                issued = oauth.client_credentials(client, field(form, "scope"), now)
-        except OAuthError as error:
-            log.info(
-                "token request refused (grant %s): %s: %s", grant_type, error.code, error.message
-            )
-            raise oauth_api_error(error) from None
-        log.debug(
-            "issued tokens for grant %s to client %s (client authentication: %s)",
-            grant_type,
-            client.client_id,
-            credentials.method,
-        )
-        return json_response(issued_to_json(issued), headers=dict(NO_STORE))
-
     @blueprint.post("/revoke_token")
     async def revoke_token() -> Response:
         """RFC 7009 revocation (the SDK's sign_out): 200 even for an unknown token."""
         form = await read_oauth_form(form_limit, settings.body_timeout)
-        credentials = client_credentials(form)
+        credentials = client_credentials(form, request.headers.get("Authorization"))
         oauth = instance.oauth
         try:
             client = oauth.authenticate_client(credentials)
@@ -467,3 +436,73 @@ def oauth_blueprint(instance: FoundryInstance) -> Blueprint:
         return response
 
     return blueprint
+
+
+def oauth_routes(instance: FoundryInstance) -> list[RawRoute]:
+    """The token endpoint as a raw route (POST; OPTIONS as Quart answered it)."""
+    settings = instance.context.settings
+    clock = instance.context.clock
+    form_limit = min(settings.max_body_bytes, MAX_FORM_BYTES)
+
+    async def token(raw: RawRequest) -> None:
+        form = await read_raw_oauth_form(raw, form_limit, settings.body_timeout)
+        issued = exchange(instance, form, raw.header(b"authorization"), clock.now())
+        await raw.respond_json(200, issued_to_json(issued), NO_STORE_HEADERS)
+
+    return with_automatic_methods(
+        [
+            RawRoute(
+                "POST",
+                TOKEN_PATH,
+                token,
+                "Token exchange for the authorization_code, refresh_token and "
+                "client_credentials grants",
+            )
+        ]
+    )
+
+
+def exchange(
+    instance: FoundryInstance, form: Mapping[str, str], authorization: str | None, now: float
+) -> IssuedTokens:
+    """Token exchange for the authorization_code, refresh_token and client_credentials grants
+    (client authentication by form fields or HTTP Basic); an OAUTH ApiError otherwise."""
+    grant_type = field(form, "grant_type")
+    if grant_type is None:
+        raise oauth_api_error(
+            OAuthError("invalid_request", "The grant_type parameter is required.")
+        )
+    if grant_type not in GRANT_TYPES:
+        raise oauth_api_error(
+            OAuthError(
+                "unsupported_grant_type",
+                f"grant_type {grant_type!r} is not supported; use one of "
+                f"{', '.join(GRANT_TYPES)}.",
+            )
+        )
+    credentials = client_credentials(form, authorization)
+    oauth = instance.oauth  # looked up per request: reset() replaces it
+    try:
+        client = oauth.authenticate_client(credentials)
+        if grant_type == "authorization_code":
+            issued = oauth.exchange_code(
+                client,
+                field(form, "code"),
+                field(form, "redirect_uri"),
+                field(form, "code_verifier"),
+                now,
+            )
+        elif grant_type == "refresh_token":
+            issued = oauth.refresh(client, field(form, "refresh_token"), field(form, "scope"), now)
+        else:
+            issued = oauth.client_credentials(client, field(form, "scope"), now)
+    except OAuthError as error:
+        log.info("token request refused (grant %s): %s: %s", grant_type, error.code, error.message)
+        raise oauth_api_error(error) from None
+    log.debug(
+        "issued tokens for grant %s to client %s (client authentication: %s)",
+        grant_type,
+        client.client_id,
+        credentials.method,
+    )
+    return issued

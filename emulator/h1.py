@@ -46,6 +46,8 @@ ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
 # How much of an unwanted request body is read and dropped to keep the connection.
 DISCARD_BYTES = 4 * 1024 * 1024
 DISCARD_SECONDS = 2.0
+# How long a refused request's answer may take to write, plus the lingering read after it.
+LINGER_SECONDS = 2.0
 # What a connection is waiting for (see `_Connection.expire`).
 IDLE = "idle"  # the first byte of the next request
 HEAD = "head"  # the rest of a request head
@@ -419,8 +421,22 @@ class _Connection:
             out += self.h11.send(h11.Data(data=body)) + self.h11.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
             return
-        with trio.move_on_after(self.server.limits.head_timeout):
+        with trio.move_on_after(LINGER_SECONDS):
             await self.write(out)
+            await self._linger()
+
+    async def _linger(self) -> None:
+        """Before closing on a client that may still be sending, end our side and read what
+        keeps coming for a moment: closing with unread input would reset the connection and
+        the client might lose the answer before reading it."""
+        send_eof = getattr(self.stream, "send_eof", None)
+        if send_eof is None or self.broken:
+            return
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await send_eof()
+        left = DISCARD_BYTES
+        while left > 0 and (data := await self._receive()):
+            left -= len(data)
 
     # One exchange --------------------------------------------------------------------------------
 

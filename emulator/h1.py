@@ -19,30 +19,30 @@ Generic: knows nothing about Foundry; imports neither quart nor hypercorn.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import socket
-import time
-from collections.abc import Awaitable, Callable
-from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import unquote
 
 import attrs
 import h11
 import trio
 
-from .errors import FamilyMap, framework_error
+from .errors import FamilyMap
+from .httpcommon import (
+    ASGI_VERSION,
+    READ_SIZE,
+    ASGIApp,
+    DateHeader,
+    decoded_path,
+    error_json,
+    peer_addresses,
+)
+from .rawasgi import BODY_EXTENSION
 
 log = logging.getLogger("emulator.h1")
 
-ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
-
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-# Largest read per receive_some: big enough that a streamed upload moves in large pieces.
-READ_SIZE = 256 * 1024
-ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
 # How much of an unwanted request body is read and dropped to keep the connection.
 DISCARD_BYTES = 4 * 1024 * 1024
 DISCARD_SECONDS = 2.0
@@ -67,21 +67,6 @@ class H1Limits:
     head_timeout: float
 
 
-class _DateHeader:
-    """The `date` header value, formatted once a second."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._value = b""
-
-    def value(self) -> bytes:
-        second = int(time.time())
-        if second != self._second:
-            self._second = second
-            self._value = formatdate(second, usegmt=True).encode("ascii")
-        return self._value
-
-
 class H1Server:
     """The HTTP/1.1 side of every listener: one ASGI app, shared limits, the open connections."""
 
@@ -97,7 +82,7 @@ class H1Server:
         self.families = families
         self.state = state if state is not None else {}
         self.draining = False
-        self.date = _DateHeader()
+        self.date = DateHeader()
         self._connections: set[_Connection] = set()
 
     def drain(self) -> None:
@@ -135,19 +120,6 @@ class H1Server:
             self._connections.discard(connection)
 
 
-def _address(stream: trio.abc.Stream) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
-    transport = getattr(stream, "transport_stream", stream)
-    sock = getattr(transport, "socket", None)
-    if sock is None:
-        return None, None
-    try:
-        peer = sock.getpeername()
-        local = sock.getsockname()
-    except OSError:
-        return None, None
-    return (str(peer[0]), int(peer[1])), (str(local[0]), int(local[1]))
-
-
 class _Exchange:
     """One request and its response: the ASGI `receive` and `send` callables."""
 
@@ -158,7 +130,7 @@ class _Exchange:
         "finished",
         "head_only",
         "headers",
-        "lookahead",
+        "pending",
         "sent_head",
         "started",
         "status",
@@ -169,7 +141,8 @@ class _Exchange:
         self.head_only = head_only
         self.body_done = False
         self.disconnected = False
-        self.lookahead: h11.Data | h11.EndOfMessage | None = None
+        # Body events taken from h11 but not yet given to the app.
+        self.pending: list[h11.Data | h11.EndOfMessage] = []
         self.started = False
         self.sent_head = False
         self.finished = False
@@ -181,9 +154,10 @@ class _Exchange:
         if self.body_done or self.disconnected:
             await connection.wait_for_disconnect(self)
             return {"type": "http.disconnect"}
-        event = self.lookahead
-        self.lookahead = None
-        if event is None:
+        pending = self.pending
+        if pending:
+            event: h11.Data | h11.EndOfMessage | None = pending.pop(0)
+        else:
             event = await connection.next_body_event()
             if event is None:
                 self.disconnected = True
@@ -191,13 +165,33 @@ class _Exchange:
         if isinstance(event, h11.EndOfMessage):
             self.body_done = True
             return {"type": "http.request", "body": b"", "more_body": False}
+        assert event is not None
         # Tell the app at once when this was the last piece already here (most small bodies).
-        following = connection.buffered_body_event()
-        if isinstance(following, h11.EndOfMessage):
+        if not pending:
+            following = connection.buffered_body_event()
+            if following is not None:
+                pending.append(following)
+        if pending and isinstance(pending[0], h11.EndOfMessage):
+            pending.pop(0)
             self.body_done = True
             return {"type": "http.request", "body": bytes(event.data), "more_body": False}
-        self.lookahead = following
         return {"type": "http.request", "body": bytes(event.data), "more_body": True}
+
+    def prefetch_body(self) -> bytes | None:
+        """The whole body if it has already arrived with the head (no read), else None; the
+        events stay queued for `receive`."""
+        connection = self.connection
+        first = connection.buffered_body_event()
+        if first is None:
+            return None
+        self.pending.append(first)
+        if isinstance(first, h11.EndOfMessage):
+            return b""
+        second = connection.buffered_body_event()
+        if second is None:
+            return None
+        self.pending.append(second)
+        return bytes(first.data) if isinstance(second, h11.EndOfMessage) else None
 
     async def send(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -264,7 +258,7 @@ class _Connection:
         self.h11 = h11.Connection(
             h11.SERVER, max_incomplete_event_size=server.limits.max_header_bytes
         )
-        self.client, self.local = _address(stream)
+        self.client, self.local = peer_addresses(stream)
         # Set when bytes may have been lost on the way out: the connection must close.
         self.broken = False
         self.eof = False
@@ -407,8 +401,7 @@ class _Connection:
         self._head_start = b""
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        error = framework_error(self.server.families.for_path(path), status, path, method)
-        body = json.dumps(error.body()).encode("utf-8")
+        body = error_json(self.server.families, status, path, method)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode("ascii")),
@@ -443,9 +436,7 @@ class _Connection:
     def _scope(self, request: h11.Request) -> dict[str, Any]:
         target = bytes(request.target)
         raw_path, _, query = target.partition(b"?")
-        path = raw_path.decode("latin-1")
-        if "%" in path:
-            path = unquote(path, encoding="utf-8", errors="replace")
+        path = decoded_path(raw_path)
         return {
             "type": "http",
             "asgi": ASGI_VERSION,
@@ -466,6 +457,9 @@ class _Connection:
     async def _exchange(self, request: h11.Request) -> None:
         scope = self._scope(request)
         exchange = _Exchange(self, head_only=request.method == b"HEAD")
+        body = exchange.prefetch_body()
+        if body is not None:
+            scope["extensions"][BODY_EXTENSION] = body
         try:
             await self.server.app(scope, exchange.receive, exchange.send)
         except Exception as error:
@@ -479,8 +473,7 @@ class _Connection:
             self.broken = True
             return
         # The app ended without answering.
-        family = self.server.families.for_path(scope["path"])
-        error_body = framework_error(family, 500, scope["path"], scope["method"]).body()
+        error_body = error_json(self.server.families, 500, scope["path"], scope["method"])
         exchange.started = False
         await exchange.send(
             {
@@ -490,7 +483,7 @@ class _Connection:
             }
         )
         await exchange.send(
-            {"type": "http.response.body", "body": json.dumps(error_body).encode("utf-8")}
+            {"type": "http.response.body", "body": error_body}
         )
 
     async def _discard_body(self) -> None:

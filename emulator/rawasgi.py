@@ -50,6 +50,9 @@ Handler = Callable[["RawRequest"], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 
 JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
+# A server may put a request's whole body in `scope["extensions"]` under this key when it has
+# already arrived with the head (emulator.h1 does); `receive()` still delivers it as well.
+BODY_EXTENSION = "emulator.body"
 
 
 class ClientGone(Exception):
@@ -105,6 +108,7 @@ class RawRequest:
     """One request served by a raw route."""
 
     __slots__ = (
+        "_headers",
         "_receive",
         "_send",
         "body_done",
@@ -131,6 +135,7 @@ class RawRequest:
         self.started = False
         self.finished = False
         self.body_done = False
+        self._headers: dict[bytes, bytes] | None = None
 
     @property
     def method(self) -> str:
@@ -142,10 +147,14 @@ class RawRequest:
 
     def header(self, name: bytes) -> str | None:
         """The first value of a header (`name` in lower case), decoded as Latin-1."""
-        for key, value in self.scope["headers"]:
-            if key == name:
-                return bytes(value).decode("latin-1")
-        return None
+        headers = self._headers
+        if headers is None:
+            # Built once, from the last pair to the first, so the first value wins.
+            headers = self._headers = {
+                bytes(key): value for key, value in reversed(self.scope["headers"])
+            }
+        value = headers.get(name)
+        return None if value is None else bytes(value).decode("latin-1")
 
     def content_length(self) -> int | None:
         value = self.header(b"content-length")
@@ -164,6 +173,9 @@ class RawRequest:
         if self.body_done:
             await trio.lowlevel.checkpoint()
             return b"", False
+        ready = self._prefetched()
+        if ready is not None:
+            return ready, False
         with trio.move_on_after(idle_seconds):
             message = await self._receive()
             kind = message["type"]
@@ -175,11 +187,26 @@ class RawRequest:
             raise ClientGone(f"{kind} while reading the request body")
         raise framework_error(self.family, 408, self.path, self.method)
 
+    def _prefetched(self) -> bytes | None:
+        """The whole body if the server read it with the head (no wait, so no timer either);
+        it then counts as read."""
+        ready = (self.scope.get("extensions") or {}).get(BODY_EXTENSION)
+        if ready is None:
+            return None
+        self.body_done = True
+        return bytes(ready)
+
     async def read_body(self, limit: int, seconds: float) -> bytes:
         """The whole body (413 beyond `limit` bytes, 408 unless it arrives within `seconds`)."""
         declared = self.content_length()
         if declared is not None and declared > limit:
             raise framework_error(self.family, 413, self.path, self.method)
+        if not self.body_done:
+            ready = self._prefetched()
+            if ready is not None:
+                if len(ready) > limit:
+                    raise framework_error(self.family, 413, self.path, self.method)
+                return ready
         chunks = bytearray()
         if self.body_done:
             await trio.lowlevel.checkpoint()
@@ -255,8 +282,11 @@ def _split_path(scope: Scope) -> list[str] | None:
     raw = scope.get("raw_path")
     if not raw:
         return str(scope["path"]).split("/")[1:]
-    parts = bytes(raw).split(b"?", 1)[0].split(b"/")[1:]
+    path = bytes(raw).split(b"?", 1)[0]
     try:
+        if b"%" not in path:
+            return path.decode("utf-8").split("/")[1:]
+        parts = path.split(b"/")[1:]
         return [
             (unquote_to_bytes(part) if b"%" in part else part).decode("utf-8") for part in parts
         ]
@@ -273,6 +303,8 @@ class RawDispatcher:
         self.families = families
         # Routes grouped by segment count, so most requests compare against very few patterns.
         self._by_length: dict[int, tuple[RawRoute, ...]] = {}
+        # A route's error family follows from its literal prefix, so it is looked up once.
+        self._families = {id(route): families.for_path(route.pattern) for route in self.routes}
         for route in self.routes:
             key = len(route.segments)
             self._by_length[key] = (*self._by_length.get(key, ()), route)
@@ -301,7 +333,10 @@ class RawDispatcher:
         if route is None and not allowed:
             await self.fallback(scope, receive, send)
             return
-        family = self.families.for_path(str(scope["path"]))
+        if route is None:
+            family = self.families.for_path(str(scope["path"]))
+        else:
+            family = self._families[id(route)]
         request = RawRequest(scope, receive, send, params, family)
         if route is None:
             error = framework_error(family, 405, request.path, request.method)

@@ -481,3 +481,22 @@ async def test_close_answers_every_poll_and_caller(nursery: trio.Nursery) -> Non
     assert await broker.take(runtime(broker)) is None
     with pytest.raises(BrokerClosed):
         submit(broker)
+
+
+async def test_deadlines_of_ended_jobs_do_not_pile_up(broker: Broker) -> None:
+    # Without compaction every job would keep a queue and a job deadline entry for
+    # queue_timeout / job_timeout (900 s and 600 s here), long after it was forgotten.
+    from emulator.foundry.broker import COMPACT_EVERY
+
+    running = submit(broker, "runs without a result")
+    assert await broker.take(runtime(broker)) is running
+    for index in range(COMPACT_EVERY + 10):
+        job = submit(broker, index)
+        assert await broker.take(runtime(broker)) is job
+        await upload(broker, job, b"ok")
+        assert job.state is JobState.SUCCEEDED
+    # Left: the entries of the jobs that ended after the last compaction, and the running
+    # job's timeout, which must survive every compaction.
+    assert len(broker._queue_deadlines) <= 10
+    assert len(broker._job_deadlines) <= 11
+    assert any(entry[1] == running.job_id for entry in broker._job_deadlines)

@@ -56,6 +56,8 @@ from .core.runtimes import Runtime, RuntimeRegistry
 from .seed import JobLimitsSeed
 
 log = logging.getLogger("emulator.foundry.broker")
+# Deadline entries of ended jobs are dropped once this many jobs have ended since the last time.
+COMPACT_EVERY = 1024
 
 JOB_ID_PREFIX = "foundry_job_"
 # Result chunks buffered between a runtime's upload and its synchronous caller.
@@ -269,6 +271,7 @@ class Broker:
         # Entries name jobs by id, so a forgotten job's memory is not held until its deadline.
         self._job_deadlines: deque[tuple[float, str, int]] = deque()
         self._queue_deadlines: deque[tuple[float, str]] = deque()
+        self._ended_since_compaction = 0
         self._retention: deque[tuple[float, str]] = deque()
         self._wake = trio.Event()
         # Set (and dropped) at every change of a job's state or of a poll count, only while
@@ -584,6 +587,28 @@ class Broker:
         self._close_pipe(job)
         self._push_deadline(
             self._retention, (trio.current_time() + self.limits.retention_seconds, job.job_id)
+        )
+        self._ended_since_compaction += 1
+        if self._ended_since_compaction >= COMPACT_EVERY:
+            self._compact_deadlines()
+
+    def _compact_deadlines(self) -> None:
+        """Drop the queue and job deadlines of jobs that no longer need them (they ended, or
+        were dispatched again), so the deques hold live jobs, not every job of the last
+        `queue_timeout` seconds. Filtering keeps them in deadline order."""
+        self._ended_since_compaction = 0
+        table = self.jobs.jobs
+        self._queue_deadlines = deque(
+            entry
+            for entry in self._queue_deadlines
+            if (job := table.get(entry[1])) is not None and job.state is JobState.QUEUED
+        )
+        self._job_deadlines = deque(
+            entry
+            for entry in self._job_deadlines
+            if (job := table.get(entry[1])) is not None
+            and job.state is JobState.RUNNING
+            and job.dispatch_count == entry[2]
         )
 
     def _close_pipe(self, job: Job) -> None:

@@ -160,19 +160,41 @@ async def _answer(raw: RawRequest, broker: Broker, job: Job, pipe: ResultPipe) -
             await raw.respond(200, b"".join(chunks), OCTET_STREAM)
         return problem
     headers = list(OCTET_STREAM)
-    if pipe.declared_length is not None:
-        headers.append((b"content-length", str(pipe.declared_length).encode("ascii")))
+    declared = pipe.declared_length
+    if declared is not None:
+        headers.append((b"content-length", str(declared).encode("ascii")))
     await raw.start(200, headers)
+    # With a declared length, the bytes that complete the body would make the answer look
+    # whole to the caller: they are held back until the job has succeeded (a runtime reset
+    # can still fail it between the last byte and the result's end).
+    held = _HeldTail(declared)
     for chunk in chunks:
-        await raw.send_body(chunk, more=True)
+        await held.forward(raw, chunk)
     async for chunk in receive:
-        await raw.send_body(chunk, more=True)
+        await held.forward(raw, chunk)
     if job.state is JobState.SUCCEEDED:
-        await raw.send_body(b"", more=False)
+        await raw.send_body(held.tail, more=False)
         return None
     # The job failed or broke off after its bytes started flowing: cut the response, so the
     # caller sees a truncated body rather than a complete-looking one.
     raise ClientGone(f"job {job.job_id} ended {job.state.value} mid-stream")
+
+
+class _HeldTail:
+    """Passes a streamed result through, except the bytes that complete a declared length."""
+
+    def __init__(self, declared: int | None) -> None:
+        self.declared = declared
+        self.sent = 0
+        self.tail = b""
+
+    async def forward(self, raw: RawRequest, chunk: bytes) -> None:
+        if self.declared is not None and self.sent + len(chunk) >= self.declared:
+            self.tail += chunk
+            await trio.lowlevel.checkpoint()
+            return
+        self.sent += len(chunk)
+        await raw.send_body(chunk, more=True)
 
 
 def _end_problem(broker: Broker, job: Job) -> ApiError | None:

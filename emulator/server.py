@@ -1,11 +1,16 @@
 """Serving an emulator: HTTP/1.1 and h2c on one port, HTTPS (HTTP/2 by ALPN) on another.
 
 Owns binding the listeners (a port in use is a one-line `ListenerError`), the TLS files,
-accepting connections and choosing who serves each: HTTP/1.1 (plain or TLS) goes to the
-emulator's own server (emulator.h1), HTTP/2 to Hypercorn's connection handler (with the
-compatibility patches). Also the service background tasks and graceful shutdown: when the
-shutdown trigger fires, services first answer every waiting request (long-polls, sync
-executes), then the server stops accepting and gives in-flight requests `graceful_timeout`.
+accepting connections and choosing who serves each, the service background tasks and graceful
+shutdown: when the shutdown trigger fires, services first answer every waiting request
+(long-polls, sync executes), then the server stops accepting and gives in-flight requests
+`graceful_timeout`.
+
+Two servers speak HTTP (`Settings.http_server`). By default the emulator's own: HTTP/1.1 (plain
+or TLS) goes to emulator.h1, HTTP/2 (h2c with prior knowledge, or ALPN "h2") to emulator.h2;
+Hypercorn then only provides the configuration record (TLS context) and the ASGI lifespan.
+With "hypercorn", Hypercorn's trio worker serves everything, with the patches of
+emulator.hypercorn_compat (slower: see the README's Performance section).
 The only module that imports hypercorn (besides the compatibility patches it applies).
 """
 
@@ -20,17 +25,16 @@ from functools import partial
 from typing import Any
 
 import trio
-from hypercorn.config import Config
+from hypercorn.config import Config, Sockets
 from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import ConnectionState
+from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
 from . import hypercorn_compat
 from .app import Emulator, create_asgi
 from .h1 import H1Limits, H1Server
+from .h2 import H2Server
 from .hypercorn_compat import BatchingListener
-from .hypercorn_compat import CompatTCPServer as TCPServer
 from .service import Endpoints
 from .settings import Settings
 from .statefile import collect, save_state
@@ -101,8 +105,9 @@ async def serve(
     task_status: trio.TaskStatus[Endpoints] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Bind, then serve until `shutdown_trigger` returns (or forever); reports the endpoints."""
-    hypercorn_compat.apply()
     settings = emulator.settings
+    if settings.http_server == "hypercorn":
+        hypercorn_compat.apply()
     secure: list[socket.socket] = []
     insecure: list[socket.socket] = []
     try:
@@ -148,9 +153,20 @@ async def serve(
 
     async with trio.open_nursery() as nursery:
 
-        async def run_http(task_status: trio.TaskStatus[None]) -> None:
-            connections = Connections(emulator, app, config)
-            await connections.serve(secure, insecure, trigger, task_status=task_status)
+        async def run_http(task_status: trio.TaskStatus[Any]) -> None:
+            if settings.http_server == "hypercorn":
+                await worker_serve(
+                    wrap_app(app, config.wsgi_max_body_size, "asgi"),
+                    config,
+                    sockets=Sockets(
+                        secure_sockets=secure, insecure_sockets=insecure, quic_sockets=[]
+                    ),
+                    shutdown_trigger=trigger,
+                    task_status=task_status,
+                )
+            else:
+                connections = Connections(emulator, app, config)
+                await connections.serve(secure, insecure, trigger, task_status=task_status)
             # Every connection has drained; save the durable state a last time
             # (--state-file), then the services' background work ends with it.
             await save_state_file(emulator, saving)
@@ -164,28 +180,10 @@ async def serve(
         task_status.started(endpoints)
 
 
-class _Replayed:
-    """A stream whose first read returns bytes already read from it (the HTTP/2 preface the
-    HTTP/1.1 side sniffed); everything else is the wrapped stream's."""
-
-    def __init__(self, stream: trio.SocketStream, data: bytes) -> None:
-        self._stream = stream
-        self._data = data
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._data:
-            data, self._data = self._data, b""
-            await trio.lowlevel.checkpoint()
-            return data
-        return bytes(await self._stream.receive_some(max_bytes))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
 class Connections:
     """Accepting and serving connections: HTTP/1.1 on the emulator's own server (emulator.h1),
-    HTTP/2 (h2c with prior knowledge, or ALPN "h2" over TLS) on Hypercorn's connection handler.
+    HTTP/2 (h2c with prior knowledge, or ALPN "h2" over TLS) on its own HTTP/2 server
+    (emulator.h2).
 
     Shutdown mirrors Hypercorn's own worker: stop accepting, tell every connection (idle ones
     close at once, busy ones after their response), give them `graceful_timeout`, then cut.
@@ -195,29 +193,21 @@ class Connections:
         settings = emulator.settings
         self.config = config
         self.lifespan_state: dict[str, Any] = {}
-        self.h1 = H1Server(
-            app,
-            H1Limits(
-                max_header_bytes=settings.max_header_bytes,
-                keep_alive_timeout=settings.keep_alive_timeout,
-                head_timeout=settings.body_timeout,
-            ),
-            emulator.families,
-            self.lifespan_state,
+        limits = H1Limits(
+            max_header_bytes=settings.max_header_bytes,
+            keep_alive_timeout=settings.keep_alive_timeout,
+            head_timeout=settings.body_timeout,
         )
-        self.h2_app = wrap_app(app, config.wsgi_max_body_size, "asgi")
-        self.h2_context = WorkerContext(None)
+        self.h1 = H1Server(app, limits, emulator.families, self.lifespan_state)
+        self.h2 = H2Server(app, limits, emulator.families, self.lifespan_state)
+        self.lifespan_app = wrap_app(app, config.wsgi_max_body_size, "asgi")
         self.ssl_context: ssl.SSLContext | None = None
-
-    async def _http2(self, stream: Any) -> None:
-        state = ConnectionState(self.lifespan_state.copy())
-        await TCPServer(self.h2_app, self.config, self.h2_context, state, stream).run()
 
     async def _plain(self, stream: trio.SocketStream) -> None:
         try:
             preface = await self.h1.serve_connection(stream, scheme="http", sniff_h2=True)
             if preface is not None:
-                await self._http2(_Replayed(stream, preface))
+                await self.h2.serve_connection(stream, scheme="http", initial=preface)
         except Exception as error:
             log.error("connection failed; dropped it", exc_info=error)
 
@@ -232,7 +222,7 @@ class Connections:
             return
         try:
             if tls.selected_alpn_protocol() == "h2":
-                await self._http2(tls)
+                await self.h2.serve_connection(tls, scheme="https")
             else:
                 await self.h1.serve_connection(tls, scheme="https")
         except Exception as error:
@@ -248,12 +238,13 @@ class Connections:
     ) -> None:
         if secure:
             self.ssl_context = self.config.create_ssl_context()
-        lifespan = Lifespan(self.h2_app, self.config, self.lifespan_state)
+        lifespan = Lifespan(self.lifespan_app, self.config, self.lifespan_state)
         async with trio.open_nursery() as lifespan_nursery:
             await lifespan_nursery.start(lifespan.handle_lifespan)
             await lifespan.wait_for_startup()
             async with trio.open_nursery() as timers:
                 timers.start_soon(self.h1.expire_connections)
+                timers.start_soon(self.h2.expire_connections)
                 await self._serve_until(secure, insecure, trigger, task_status)
                 timers.cancel_scope.cancel()
             await lifespan.wait_for_shutdown()
@@ -285,7 +276,7 @@ class Connections:
             for listener, _ in listeners:
                 await listener.aclose()
             self.h1.drain()
-            await self.h2_context.terminated.set()
+            self.h2.drain()
             connections.cancel_scope.deadline = trio.current_time() + self.config.graceful_timeout
 
 

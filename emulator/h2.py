@@ -1,0 +1,688 @@
+"""HTTP/2 connections served by the emulator itself: the h2 library on trio, calling the ASGI
+app directly.
+
+Owns everything about an HTTP/2 connection (h2c with prior knowledge, whose preface the
+HTTP/1.1 side sniffed, or ALPN "h2" over TLS): one reader feeding the h2 state machine, one
+task per stream running the ASGI `http` exchange, flow control both ways (a request body is
+acknowledged only when the app has taken it, so a slow reader holds the sender; a response
+waits for the peer's window), one writer that sends every frame ready in the same scheduler
+pass in a single `send_all`, and closing: at the keep-alive timeout (no open stream), when the
+client goes away or breaks the protocol (GOAWAY, never a traceback), and at shutdown
+(`H2Server.drain`: idle connections get GOAWAY and close at once, busy ones when their last
+stream ends).
+
+A response the app starts but does not finish is reset (RST_STREAM), so the client sees it end;
+an app that answers nothing gets a 500 in the family of the path, as on HTTP/1.1.
+
+Generic: knows nothing about Foundry; imports neither quart nor hypercorn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import deque
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+import trio
+
+from .errors import FamilyMap
+from .h1 import H1Limits
+from .httpcommon import (
+    ASGI_VERSION,
+    READ_SIZE,
+    ASGIApp,
+    DateHeader,
+    decoded_path,
+    error_json,
+    peer_addresses,
+)
+from .rawasgi import BODY_EXTENSION
+
+log = logging.getLogger("emulator.h2")
+
+MAX_CONCURRENT_STREAMS = 1000
+# Flow-control windows granted to the client: per stream, and for the whole connection.
+STREAM_WINDOW = 1024 * 1024
+CONNECTION_WINDOW = 4 * 1024 * 1024
+DEFAULT_WINDOW = 65535
+# An app's send waits for the writer once this much is queued and not yet written.
+HIGH_WATER = 512 * 1024
+# How much of a request body nobody reads any more (the response is complete) is dropped
+# before the stream is reset.
+DISCARD_BYTES = 4 * 1024 * 1024
+# Response headers that have no meaning in HTTP/2 (RFC 9113, section 8.2.2).
+CONNECTION_HEADERS = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
+)
+STATUS = {status: str(status).encode("ascii") for status in range(100, 600)}
+NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
+INTERNAL_ERROR = h2.errors.ErrorCodes.INTERNAL_ERROR
+REFUSED_STREAM = h2.errors.ErrorCodes.REFUSED_STREAM
+
+
+class H2Server:
+    """The HTTP/2 side of every listener: one ASGI app, shared limits, the open connections."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits: H1Limits,
+        families: FamilyMap,
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        self.app = app
+        self.limits = limits
+        self.families = families
+        self.state = state if state is not None else {}
+        self.draining = False
+        self.date = DateHeader()
+        self._connections: set[_Connection] = set()
+
+    def drain(self) -> None:
+        """Stop keeping connections: idle ones get GOAWAY and close now, busy ones when their
+        last stream ends (see `_Connection.go_away`)."""
+        self.draining = True
+        for connection in list(self._connections):
+            connection.go_away()
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
+    async def expire_connections(self) -> None:
+        """Close connections without an open stream for `keep_alive_timeout`. One sweep per
+        interval for all connections. Runs until cancelled."""
+        interval = min(1.0, self.limits.keep_alive_timeout / 4)
+        while True:
+            await trio.sleep(interval)
+            now = trio.current_time()
+            for connection in list(self._connections):
+                connection.expire(now)
+
+    async def serve_connection(
+        self, stream: trio.abc.Stream, *, scheme: str, initial: bytes = b""
+    ) -> None:
+        """Serve `stream` until it closes; `initial` holds bytes already read from it (the
+        connection preface the HTTP/1.1 side sniffed)."""
+        connection = _Connection(self, stream, scheme)
+        self._connections.add(connection)
+        try:
+            await connection.run(initial)
+        finally:
+            self._connections.discard(connection)
+
+
+class _Stream:
+    """One request stream and its response: the ASGI `receive` and `send` callables."""
+
+    __slots__ = (
+        "body_ended",
+        "chunks",
+        "connection",
+        "delivered_end",
+        "ended_local",
+        "finished",
+        "gone",
+        "head_only",
+        "headers",
+        "id",
+        "recv_waiter",
+        "response_done",
+        "scope",
+        "send_waiter",
+        "sent_head",
+        "started",
+        "status",
+    )
+
+    def __init__(
+        self, connection: _Connection, stream_id: int, scope: dict[str, Any], ended: bool
+    ) -> None:
+        self.connection = connection
+        self.id = stream_id
+        self.scope = scope
+        self.head_only = scope["method"] == "HEAD"
+        # Request body pieces the app has not taken: (data, flow-controlled length).
+        self.chunks: deque[tuple[bytes, int]] = deque()
+        self.body_ended = ended
+        self.delivered_end = False
+        # The client reset the stream or the connection is gone: sends are no-ops.
+        self.gone = False
+        self.started = False
+        self.sent_head = False
+        self.finished = False
+        self.ended_local = False
+        self.response_done = False
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.recv_waiter: trio.Event | None = None
+        self.send_waiter: trio.Event | None = None
+
+    def wake(self) -> None:
+        if self.recv_waiter is not None:
+            self.recv_waiter.set()
+        if self.send_waiter is not None:
+            self.send_waiter.set()
+
+    def take_unread(self) -> int:
+        """Drop the body pieces nobody will read; their flow-controlled length."""
+        size = sum(length for _, length in self.chunks)
+        self.chunks.clear()
+        return size
+
+    async def receive(self) -> dict[str, Any]:
+        while True:
+            chunks = self.chunks
+            if chunks and not self.gone:
+                if len(chunks) == 1:
+                    body, size = chunks.popleft()
+                else:
+                    body = b"".join(data for data, _ in chunks)
+                    size = sum(length for _, length in chunks)
+                    chunks.clear()
+                self.connection.acknowledge(self.id, size)
+                more = not self.body_ended
+                if not more:
+                    self.delivered_end = True
+                return {"type": "http.request", "body": body, "more_body": more}
+            if self.gone:
+                return {"type": "http.disconnect"}
+            if self.body_ended and not self.delivered_end:
+                self.delivered_end = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            if self.delivered_end and self.response_done:
+                return {"type": "http.disconnect"}
+            waiter = self.recv_waiter = trio.Event()
+            try:
+                await waiter.wait()
+            finally:
+                self.recv_waiter = None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("http.response.start sent twice")
+            self.started = True
+            self.status = int(message["status"])
+            self.headers = list(message.get("headers", ()))
+            return
+        if kind != "http.response.body":
+            return
+        if not self.started:
+            raise RuntimeError("http.response.body before http.response.start")
+        if self.finished:
+            return
+        body = bytes(message.get("body", b""))
+        more = bool(message.get("more_body", False))
+        if not more:
+            self.finished = True
+        if self.gone or self.ended_local:
+            self._done_if(not more)
+            return
+        connection = self.connection
+        h2c = connection.h2
+        try:
+            if not self.sent_head:
+                self.sent_head = True
+                end = self.head_only or (not body and not more)
+                h2c.send_headers(self.id, self._response_headers(body, more), end_stream=end)
+                if end:
+                    self.ended_local = True
+                    connection.flush_soon()
+                    self._done_if(True)
+                    return
+            if body:
+                await self._send_body(body, not more)
+            elif not more:
+                h2c.end_stream(self.id)
+                self.ended_local = True
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            # The client reset the stream, or the connection is closing.
+            self.gone = True
+        connection.flush_soon()
+        self._done_if(not more)
+        if connection.queued > HIGH_WATER:
+            await connection.wait_written()
+
+    def _done_if(self, done: bool) -> None:
+        if done and not self.response_done:
+            self.response_done = True
+            if self.recv_waiter is not None:
+                self.recv_waiter.set()
+
+    async def _send_body(self, body: bytes, end: bool) -> None:
+        connection = self.connection
+        h2c = connection.h2
+        position = 0
+        total = len(body)
+        while position < total:
+            if self.gone:
+                return
+            window = h2c.local_flow_control_window(self.id)
+            if window <= 0:
+                connection.flush_soon()
+                await self._wait_window()
+                continue
+            size = min(window, h2c.max_outbound_frame_size, total - position)
+            piece = body if size == total else body[position : position + size]
+            position += size
+            last = end and position == total
+            h2c.send_data(self.id, piece, end_stream=last)
+            if last:
+                self.ended_local = True
+            elif connection.queued > HIGH_WATER:
+                connection.flush_soon()
+                await connection.wait_written()
+
+    async def _wait_window(self) -> None:
+        connection = self.connection
+        waiter = self.send_waiter = trio.Event()
+        connection.window_waiters.add(self)
+        try:
+            await waiter.wait()
+        finally:
+            self.send_waiter = None
+            connection.window_waiters.discard(self)
+
+    def _response_headers(self, body: bytes, more: bool) -> list[tuple[bytes, bytes]]:
+        status = self.status
+        headers = [(b":status", STATUS.get(status) or str(status).encode("ascii"))]
+        sized = False
+        for name, value in self.headers:
+            name = name.lower()
+            if name in CONNECTION_HEADERS:
+                continue
+            if name == b"content-length":
+                sized = True
+            headers.append((name, value))
+        headers.append((b"date", self.connection.server.date.value()))
+        if not sized and not more and status >= 200 and status not in (204, 304):
+            headers.append((b"content-length", str(len(body)).encode("ascii")))
+        return headers
+
+
+class _Connection:
+    """One HTTP/2 connection: the reader, the writer, and a task per stream."""
+
+    def __init__(self, server: H2Server, stream: trio.abc.Stream, scheme: str) -> None:
+        self.server = server
+        self.stream = stream
+        self.scheme = scheme
+        self.client, self.local = peer_addresses(stream)
+        config = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            # Response headers are built here from the app's (lower-cased, connection
+            # headers dropped): h2 need not check them again.
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+        self.h2 = h2.connection.H2Connection(config=config)
+        # Beyond this the header block is refused by h2 (the connection ends); below it, the
+        # app answers 431 for a head larger than max_header_bytes.
+        header_list_limit = 2 * server.limits.max_header_bytes
+        self.h2.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: header_list_limit,
+            },
+        )
+        self.h2.decoder.max_header_list_size = header_list_limit
+        # Streams whose app is running.
+        self.streams: dict[int, _Stream] = {}
+        # Streams whose response is complete while the client still sends a body: bytes dropped.
+        self.discarding: dict[int, int] = {}
+        self.window_waiters: set[_Stream] = set()
+        self.idle_since = trio.current_time()
+        # Bytes taken from h2, not yet written, and how many.
+        self._out: list[bytes] = []
+        self.queued = 0
+        self._wake_writer: trio.Event | None = None
+        self._written: trio.Event | None = None
+        self.closing = False
+        self.broken = False
+        self._ending = False
+        self._read_scope = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
+
+    # Writing ---------------------------------------------------------------------------------
+
+    def flush_soon(self) -> None:
+        """Queue whatever h2 has to send; the writer sends everything queued in this scheduler
+        pass in one write."""
+        data = self.h2.data_to_send()
+        if data:
+            self._queue(data)
+
+    def _queue(self, data: bytes) -> None:
+        if self.broken:
+            return
+        self._out.append(data)
+        self.queued += len(data)
+        if self._wake_writer is not None:
+            self._wake_writer.set()
+
+    async def wait_written(self) -> None:
+        """Wait until the writer has written what is queued (or the connection is gone)."""
+        while self.queued > HIGH_WATER and not self.broken:
+            if self._written is None:
+                self._written = trio.Event()
+            await self._written.wait()
+
+    async def _write_loop(self) -> None:
+        stream = self.stream
+        while True:
+            if not self._out:
+                if self._ending or self.broken:
+                    return
+                self._wake_writer = trio.Event()
+                await self._wake_writer.wait()
+                self._wake_writer = None
+                continue
+            data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+            self._out.clear()
+            self.queued = 0
+            try:
+                await stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._lost()
+            finally:
+                if self._written is not None:
+                    self._written.set()
+                    self._written = None
+
+    # Reading ---------------------------------------------------------------------------------
+
+    async def run(self, initial: bytes) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self.h2.initiate_connection()
+                self.h2.increment_flow_control_window(CONNECTION_WINDOW - DEFAULT_WINDOW)
+                self.flush_soon()
+                nursery.start_soon(self._write_loop)
+                if self.server.draining:
+                    self._close_now()
+                with self._read_scope:
+                    if not initial or self._feed(initial):
+                        await self._read_loop()
+                if not self.closing:
+                    # The client left or broke the protocol: nobody reads the answers.
+                    self._lost(keep_output=True)
+                self._ending = True
+                if self._wake_writer is not None:
+                    self._wake_writer.set()
+        finally:
+            await trio.aclose_forcefully(self.stream)
+
+    async def _read_loop(self) -> None:
+        stream = self.stream
+        while True:
+            try:
+                data = await stream.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data or not self._feed(data):
+                return
+
+    def _feed(self, data: bytes | bytearray) -> bool:
+        """Hand bytes to h2 and act on its events; False when the connection must end."""
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as error:
+            # h2 has queued a GOAWAY with the reason's code.
+            log.info("HTTP/2 protocol error from %s: %s", self._peer(), error)
+            self.flush_soon()
+            return False
+        keep = True
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived):
+                self._start_stream(event)
+            elif isinstance(event, h2.events.DataReceived):
+                self._data(event)
+            elif isinstance(event, h2.events.StreamEnded):
+                self._stream_ended(event.stream_id)
+            elif isinstance(event, h2.events.StreamReset):
+                self._stream_reset(event.stream_id)
+            elif isinstance(event, h2.events.WindowUpdated):
+                self._window_opened(event.stream_id)
+            elif isinstance(event, h2.events.RemoteSettingsChanged):
+                self._window_opened(0)
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                keep = False
+        self.flush_soon()
+        return keep
+
+    def _peer(self) -> str:
+        return f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+
+    def _start_stream(self, event: h2.events.RequestReceived) -> None:
+        stream_id = event.stream_id
+        if stream_id is None or event.headers is None:
+            return
+        if self.closing:
+            self._reset(stream_id, REFUSED_STREAM)
+            return
+        method = b"GET"
+        target = b"/"
+        authority = None
+        has_host = False
+        headers: list[tuple[bytes, bytes]] = []
+        for name, value in event.headers:
+            name = bytes(name)
+            value = bytes(value)
+            if name[:1] == b":":
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    target = value
+                elif name == b":authority":
+                    authority = value
+                continue
+            if name == b"host":
+                has_host = True
+            headers.append((name, value))
+        if authority is not None and not has_host:
+            headers.insert(0, (b"host", authority))
+        raw_path, _, query = target.partition(b"?")
+        scope = {
+            "type": "http",
+            "asgi": ASGI_VERSION,
+            "http_version": "2",
+            "method": method.decode("ascii", "replace"),
+            "scheme": self.scheme,
+            "path": decoded_path(raw_path),
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": "",
+            "headers": headers,
+            "client": self.client,
+            "server": self.local,
+            "extensions": {},
+            "state": dict(self.server.state),
+        }
+        stream = _Stream(self, stream_id, scope, event.stream_ended is not None)
+        self.streams[stream_id] = stream
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_stream, stream)
+
+    def _data(self, event: h2.events.DataReceived) -> None:
+        stream_id = event.stream_id
+        if stream_id is None:
+            return
+        size = event.flow_controlled_length or 0
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.gone:
+            # Nobody will read it: give the window back at once.
+            self.acknowledge(stream_id, size)
+            dropped = self.discarding.get(stream_id)
+            if dropped is not None:
+                dropped += size
+                if dropped > DISCARD_BYTES:
+                    del self.discarding[stream_id]
+                    self._reset(stream_id, NO_ERROR)
+                else:
+                    self.discarding[stream_id] = dropped
+            return
+        stream.chunks.append((bytes(event.data or b""), size))
+        if stream.recv_waiter is not None:
+            stream.recv_waiter.set()
+
+    def _stream_ended(self, stream_id: int | None) -> None:
+        if stream_id is None:
+            return
+        self.discarding.pop(stream_id, None)
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream.body_ended = True
+            if stream.recv_waiter is not None:
+                stream.recv_waiter.set()
+
+    def _stream_reset(self, stream_id: int | None) -> None:
+        if stream_id is None:
+            return
+        self.discarding.pop(stream_id, None)
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream.gone = True
+            self.acknowledge(stream_id, stream.take_unread())
+            stream.wake()
+
+    def _window_opened(self, stream_id: int | None) -> None:
+        if not self.window_waiters:
+            return
+        for stream in list(self.window_waiters):
+            if not stream_id or stream.id == stream_id:
+                stream.wake()
+
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        """The app has taken `size` flow-controlled bytes of a stream: the client may send more."""
+        if size <= 0 or self.closing or self.broken:
+            return
+        try:
+            self.h2.acknowledge_received_data(size, stream_id)
+        except h2.exceptions.ProtocolError:
+            return
+        self.flush_soon()
+
+    def _reset(self, stream_id: int, code: h2.errors.ErrorCodes) -> None:
+        try:
+            self.h2.reset_stream(stream_id, code)
+        except h2.exceptions.ProtocolError:
+            return
+        self.flush_soon()
+
+    # Streams ---------------------------------------------------------------------------------
+
+    async def _run_stream(self, stream: _Stream) -> None:
+        scope = stream.scope
+        if stream.body_ended and not stream.gone:
+            # The whole body came with the head: raw routes take it without a read (or a
+            # timer); `receive` still delivers it, and acknowledges it then.
+            scope["extensions"][BODY_EXTENSION] = b"".join(data for data, _ in stream.chunks)
+        try:
+            try:
+                await self.server.app(scope, stream.receive, stream.send)
+            except Exception as error:
+                log.error(
+                    "unhandled error on %s %s", scope["method"], scope["path"], exc_info=error
+                )
+            if not stream.finished and not stream.gone and not self.broken:
+                if stream.sent_head:
+                    # A response cut short: reset the stream so the client sees it end.
+                    self._reset(stream.id, INTERNAL_ERROR)
+                    stream.gone = True
+                else:
+                    await self._answer_500(stream)
+        finally:
+            self._stream_done(stream)
+
+    async def _answer_500(self, stream: _Stream) -> None:
+        scope = stream.scope
+        body = error_json(self.server.families, 500, scope["path"], scope["method"])
+        stream.started = False
+        await stream.send(
+            {
+                "type": "http.response.start",
+                "status": 500,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await stream.send({"type": "http.response.body", "body": body})
+
+    def _stream_done(self, stream: _Stream) -> None:
+        stream_id = stream.id
+        self.streams.pop(stream_id, None)
+        stream.response_done = True
+        unread = stream.take_unread()
+        if not stream.gone and not stream.body_ended and not self.broken:
+            # The client still sends a body nobody reads: drop it (up to DISCARD_BYTES), so
+            # it can finish sending and read the answer.
+            self.discarding[stream_id] = unread
+        stream.gone = True
+        stream.wake()
+        self.acknowledge(stream_id, unread)
+        if not self.streams:
+            self.idle_since = trio.current_time()
+            if self.server.draining:
+                self._close_now()
+
+    # Closing ---------------------------------------------------------------------------------
+
+    def go_away(self) -> None:
+        """At shutdown: GOAWAY and close at once if idle, else when the last stream ends.
+
+        Not GOAWAY first and the last responses after it: clients on the h2 library (httpx,
+        so the platform SDK) fail every stream still open when a GOAWAY arrives, even the
+        ones it lets finish, and the h2 state machine refuses to receive or send after it."""
+        if self.closing or self.broken:
+            return
+        if not self.streams:
+            self._close_now()
+
+    def expire(self, now: float) -> None:
+        """Called by `H2Server.expire_connections`: close a connection idle too long."""
+        if (
+            not self.streams
+            and not self.closing
+            and now - self.idle_since >= self.server.limits.keep_alive_timeout
+        ):
+            self._close_now()
+
+    def _close_now(self) -> None:
+        """GOAWAY and stop reading; the writer sends what is queued, then the socket closes."""
+        if self.closing:
+            return
+        self.closing = True
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.h2.close_connection()
+        self.flush_soon()
+        self._read_scope.cancel()
+
+    def _lost(self, *, keep_output: bool = False) -> None:
+        """The connection cannot carry answers any more: every stream is gone."""
+        if not keep_output:
+            self.broken = True
+            self._out.clear()
+            self.queued = 0
+        self.closing = True
+        self._read_scope.cancel()
+        for stream in list(self.streams.values()):
+            stream.gone = True
+            self.acknowledge(stream.id, stream.take_unread())
+            stream.wake()
+        if self._wake_writer is not None:
+            self._wake_writer.set()
+        if self._written is not None:
+            self._written.set()
+            self._written = None

@@ -76,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds in-flight requests get at shutdown (default 5)",
     )
+    serve.add_argument(
+        "--http-server",
+        choices=("emulator", "hypercorn"),
+        help="the emulator's own HTTP/1.1 and HTTP/2 servers (default), or Hypercorn's",
+    )
 
     check = commands.add_parser("check", help="validate a seed file and summarise it")
     check.add_argument("file", type=Path)
@@ -218,6 +223,7 @@ def _serve(args: argparse.Namespace) -> int:
             "log_level",
             "access_log",
             "graceful_timeout",
+            "http_server",
         )
     }
     if args.cert_hosts:

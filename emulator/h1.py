@@ -9,9 +9,9 @@ to be the last, and at shutdown (`H1Server.drain`: idle connections close at onc
 after their response).
 
 Why the emulator has its own: on the job plane every job is three short requests, and Hypercorn
-spends more per request than the emulator's own work for it (see the README's Performance
-section). HTTP/2 stays with Hypercorn: a connection that opens with the HTTP/2 preface is handed
-back to the caller of `serve_connection` with the bytes read so far.
+spent more per request than the emulator's own work for it (see the README's Performance
+section). A connection that opens with the HTTP/2 preface is handed back to the caller of
+`serve_connection` with the bytes read so far (emulator.h2 serves it).
 
 Generic: knows nothing about Foundry; imports neither quart nor hypercorn.
 """

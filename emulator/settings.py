@@ -16,6 +16,7 @@ import attrs
 
 ENV_PREFIX = "FOUNDRY_EMULATOR_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+HTTP_SERVERS = ("emulator", "hypercorn")
 
 
 class SettingsError(ValueError):
@@ -59,6 +60,9 @@ class Settings:
     body_timeout: float = 30.0
     # How many recent requests /_emulate/requests keeps; 0 turns the request log off.
     request_log_size: int = 1000
+    # Who speaks HTTP: "emulator" (its own HTTP/1.1 and HTTP/2 servers, emulator.h1/h2) or
+    # "hypercorn" (Hypercorn's trio worker with emulator.hypercorn_compat's patches).
+    http_server: str = "emulator"
 
     def __attrs_post_init__(self) -> None:
         for name in ("port", "tls_port"):
@@ -67,6 +71,8 @@ class Settings:
                 raise SettingsError(f"{name} must be between 0 and 65535, got {value}")
         if not (self.http_enabled or self.tls_enabled):
             raise SettingsError("--no-http and --no-tls together leave no listener")
+        if self.http_server not in HTTP_SERVERS:
+            raise SettingsError(f"http server must be one of {', '.join(HTTP_SERVERS)}")
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"log level must be one of {', '.join(LOG_LEVELS)}")
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):

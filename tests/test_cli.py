@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,6 +175,11 @@ def test_environment_variables_configure_serve(tmp_path: Path) -> None:
     else:
         message = ""
     assert "FOUNDRY_EMULATOR_PORT" in message
+    assert Settings.resolve({"FOUNDRY_EMULATOR_HTTP_SERVER": "hypercorn"}).http_server == (
+        "hypercorn"
+    )
+    with pytest.raises(SettingsError, match="http server must be one of emulator, hypercorn"):
+        Settings.resolve({"FOUNDRY_EMULATOR_HTTP_SERVER": "nginx"})
     env_run = subprocess.run(
         [PYTHON, "-m", "emulator", "serve", "--no-tls"],
         env={**os.environ, "FOUNDRY_EMULATOR_LOG_LEVEL": "loud"},

@@ -61,9 +61,10 @@ def seed(**limits: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-async def running(start_emulator: StartEmulator) -> Running:
-    return await start_emulator(seed(poll_timeout=30))
+@pytest.fixture(params=["emulator", "hypercorn"])
+async def running(start_emulator: StartEmulator, request: pytest.FixtureRequest) -> Running:
+    # Both HTTP servers (Settings.http_server) carry the job plane the same way.
+    return await start_emulator(seed(poll_timeout=30), http_server=request.param)
 
 
 def broker_of(running: Running) -> Broker:

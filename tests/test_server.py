@@ -1,4 +1,5 @@
-"""The server: health over HTTP/1.1, h2c and HTTPS+h2, error families for framework errors."""
+"""The server: health over HTTP/1.1, h2c and HTTPS+h2 on both HTTP servers, error families for
+framework errors."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from conftest import Running, StartEmulator
         (True, True, "HTTP/2"),
     ],
 )
+@pytest.mark.parametrize("server", ["emulator", "hypercorn"])
 async def test_health_on_every_listener_and_protocol(
-    emulator: Running, tls: bool, http2: bool, expected: str
+    start_emulator: StartEmulator, server: str, tls: bool, http2: bool, expected: str
 ) -> None:
+    emulator = await start_emulator(http_server=server)
     async with emulator.client(tls=tls, http2=http2) as client:
         response = await client.get("/_emulate/health")
     assert response.status_code == 200

@@ -266,6 +266,8 @@ class _Connection:
         self.since = trio.current_time()
         # Set when the head took longer than `head_timeout` (the sweeper stopped the reads).
         self.timed_out = False
+        # Bytes received ahead (a pipelined next request) while the current one is answered.
+        self.pipelined = 0
         self._head_start = b""
 
     def _enter(self, phase: str) -> None:
@@ -385,6 +387,7 @@ class _Connection:
             return None
         self._enter(BUSY)
         self._head_start = b""
+        self.pipelined = 0
         if isinstance(event, h11.Request):
             return event
         # ConnectionClosed (the client left between requests) or PAUSED after a close.
@@ -531,10 +534,17 @@ class _Connection:
             return None
 
     async def wait_for_disconnect(self, exchange: _Exchange) -> None:
-        """Return once the client has gone away; bytes of a pipelined next request are kept."""
+        """Return once the client has gone away; bytes of a pipelined next request are kept,
+        up to the size of one request head (more, while this request is still being answered,
+        is abuse: the connection is closed rather than buffering without end)."""
         while not self.eof and not self.broken:
             data = await self._receive()
             if data:
+                self.pipelined += len(data)
+                if self.pipelined > self.server.limits.max_header_bytes:
+                    log.info("closing a connection that sent %d bytes ahead", self.pipelined)
+                    self.broken = True
+                    break
                 self.h11.receive_data(data)
         exchange.disconnected = True
 

@@ -234,3 +234,32 @@ async def test_shutdown_closes_idle_connections_at_once(start_emulator: StartEmu
         # Well within the 30 s grace period: an idle connection has nothing to wait for.
         with trio.fail_after(5):
             assert await closed_by_server(stream) == b""
+
+
+async def test_bytes_sent_ahead_during_a_long_poll_are_bounded(
+    start_emulator: StartEmulator,
+) -> None:
+    seed = {
+        **SEED,
+        "foundry": {
+            **SEED["foundry"],
+            "compute_modules": {
+                "runtimes": [{"runtime_id": "r", "module_auth_token": "mod-tok"}],
+                "limits": {"poll_timeout": 60},
+            },
+        },
+    }
+    running = await start_emulator(seed, tls_enabled=False, max_header_bytes=4096)
+    broker = running.foundry.broker
+    stream, host = await connect(running.http_url)
+    async with stream:
+        poll = head("GET", "/_emulate/foundry/compute-modules/runtimes/r/job", host,
+                    {"Module-Auth-Token": "mod-tok"})  # fmt: skip
+        await stream.send_all(poll)
+        with trio.fail_after(10):
+            await broker.wait_until(lambda: broker.polling("r") == 1)
+            # A pipelined request that never ends, while the poll is parked: the server stops
+            # buffering it and closes the connection instead.
+            await stream.send_all(b"POST /x HTTP/1.1\r\nHost: h\r\nX-Pad: " + b"p" * 8192)
+            assert await closed_by_server(stream) == b""
+            await broker.wait_until(lambda: broker.polling("r") == 0)

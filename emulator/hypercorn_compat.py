@@ -1,7 +1,9 @@
 """Runtime patches for four defects of Hypercorn 0.18.0's trio worker.
 
-This module owns every monkeypatch the emulator applies to Hypercorn. `apply()` installs
-them (idempotent; call it before serving, as `emulator.server.serve` does): it replaces
+This module owns every monkeypatch the emulator applies to Hypercorn, which serves HTTP only
+with `--http-server hypercorn` (by default the emulator's own servers, emulator.h1 and
+emulator.h2, do). `apply()` installs them (idempotent; call it before serving, as
+`emulator.server.serve` does in that mode): it replaces
 `TCPServer` and the `trio` module seen by `hypercorn.trio.run`, and `H2Protocol` in
 `hypercorn.protocol`, so it covers every later `hypercorn.trio.serve` / `worker_serve` call
 in the process. Each patch exists because of a defect measured in the pinned stack

@@ -24,16 +24,13 @@ import socket
 from http import HTTPStatus
 from typing import Any
 
-import attrs
 import h11
 import trio
 
-from .errors import FamilyMap
 from .httpcommon import (
     ASGI_VERSION,
     READ_SIZE,
-    ASGIApp,
-    DateHeader,
+    ConnectionServer,
     decoded_path,
     error_json,
     peer_addresses,
@@ -56,56 +53,8 @@ CLOSING = "closing"
 REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 
 
-@attrs.frozen
-class H1Limits:
-    """What one HTTP/1.1 connection may hold, in bytes and seconds."""
-
-    max_header_bytes: int
-    # How long an idle keep-alive connection stays open.
-    keep_alive_timeout: float
-    # How long a request head may take once its first byte has arrived.
-    head_timeout: float
-
-
-class H1Server:
-    """The HTTP/1.1 side of every listener: one ASGI app, shared limits, the open connections."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        limits: H1Limits,
-        families: FamilyMap,
-        state: dict[str, Any] | None = None,
-    ) -> None:
-        self.app = app
-        self.limits = limits
-        self.families = families
-        self.state = state if state is not None else {}
-        self.draining = False
-        self.date = DateHeader()
-        self._connections: set[_Connection] = set()
-
-    def drain(self) -> None:
-        """Stop keeping connections alive: idle ones close now, busy ones after their response."""
-        self.draining = True
-        for connection in list(self._connections):
-            connection.close_if_idle()
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._connections)
-
-    async def expire_connections(self) -> None:
-        """Close connections idle past `keep_alive_timeout` and those whose request head takes
-        longer than `head_timeout` (408). One sweep per interval for all connections, instead
-        of a timer per request. Runs until cancelled."""
-        limits = self.limits
-        interval = min(1.0, limits.keep_alive_timeout / 4, limits.head_timeout / 4)
-        while True:
-            await trio.sleep(interval)
-            now = trio.current_time()
-            for connection in list(self._connections):
-                connection.expire(now)
+class H1Server(ConnectionServer["_Connection"]):
+    """The HTTP/1.1 side of every listener."""
 
     async def serve_connection(
         self, stream: trio.abc.Stream, *, scheme: str, sniff_h2: bool = False
@@ -113,11 +62,11 @@ class H1Server:
         """Serve `stream` until it closes. With `sniff_h2`, a connection that opens with the
         HTTP/2 preface is left open and the bytes read from it are returned (else None)."""
         connection = _Connection(self, stream, scheme)
-        self._connections.add(connection)
+        self.connections.add(connection)
         try:
             return await connection.run(sniff_h2)
         finally:
-            self._connections.discard(connection)
+            self.connections.discard(connection)
 
 
 class _Exchange:
@@ -275,7 +224,7 @@ class _Connection:
         self.since = trio.current_time()
 
     def expire(self, now: float) -> None:
-        """Called by `H1Server.expire_connections`: end a wait that has lasted too long."""
+        """Called by the server's sweep: end a wait that has lasted too long."""
         limits = self.server.limits
         if self.phase is IDLE:
             if self.server.draining or now - self.since >= limits.keep_alive_timeout:
@@ -284,7 +233,8 @@ class _Connection:
             self.timed_out = True
             self._stop_reading()
 
-    def close_if_idle(self) -> None:
+    def drain(self) -> None:
+        """At shutdown: close now if idle (a busy connection closes after its response)."""
         if self.phase is IDLE:
             self._stop_reading()
 

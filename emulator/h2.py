@@ -32,13 +32,10 @@ import h2.exceptions
 import h2.settings
 import trio
 
-from .errors import FamilyMap
-from .h1 import H1Limits
 from .httpcommon import (
     ASGI_VERSION,
     READ_SIZE,
-    ASGIApp,
-    DateHeader,
+    ConnectionServer,
     decoded_path,
     error_json,
     peer_addresses,
@@ -67,44 +64,8 @@ INTERNAL_ERROR = h2.errors.ErrorCodes.INTERNAL_ERROR
 REFUSED_STREAM = h2.errors.ErrorCodes.REFUSED_STREAM
 
 
-class H2Server:
-    """The HTTP/2 side of every listener: one ASGI app, shared limits, the open connections."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        limits: H1Limits,
-        families: FamilyMap,
-        state: dict[str, Any] | None = None,
-    ) -> None:
-        self.app = app
-        self.limits = limits
-        self.families = families
-        self.state = state if state is not None else {}
-        self.draining = False
-        self.date = DateHeader()
-        self._connections: set[_Connection] = set()
-
-    def drain(self) -> None:
-        """Stop keeping connections: idle ones get GOAWAY and close now, busy ones when their
-        last stream ends (see `_Connection.go_away`)."""
-        self.draining = True
-        for connection in list(self._connections):
-            connection.go_away()
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._connections)
-
-    async def expire_connections(self) -> None:
-        """Close connections without an open stream for `keep_alive_timeout`. One sweep per
-        interval for all connections. Runs until cancelled."""
-        interval = min(1.0, self.limits.keep_alive_timeout / 4)
-        while True:
-            await trio.sleep(interval)
-            now = trio.current_time()
-            for connection in list(self._connections):
-                connection.expire(now)
+class H2Server(ConnectionServer["_Connection"]):
+    """The HTTP/2 side of every listener (at drain, see `_Connection.drain`)."""
 
     async def serve_connection(
         self, stream: trio.abc.Stream, *, scheme: str, initial: bytes = b""
@@ -112,11 +73,11 @@ class H2Server:
         """Serve `stream` until it closes; `initial` holds bytes already read from it (the
         connection preface the HTTP/1.1 side sniffed)."""
         connection = _Connection(self, stream, scheme)
-        self._connections.add(connection)
+        self.connections.add(connection)
         try:
             await connection.run(initial)
         finally:
-            self._connections.discard(connection)
+            self.connections.discard(connection)
 
 
 class _Stream:
@@ -639,7 +600,7 @@ class _Connection:
 
     # Closing ---------------------------------------------------------------------------------
 
-    def go_away(self) -> None:
+    def drain(self) -> None:
         """At shutdown: GOAWAY and close at once if idle, else when the last stream ends.
 
         Not GOAWAY first and the last responses after it: clients on the h2 library (httpx,
@@ -651,7 +612,7 @@ class _Connection:
             self._close_now()
 
     def expire(self, now: float) -> None:
-        """Called by `H2Server.expire_connections`: close a connection idle too long."""
+        """Called by the server's sweep: close a connection idle too long."""
         if (
             not self.streams
             and not self.closing

@@ -1,9 +1,11 @@
 """What the emulator's HTTP/1.1 (emulator.h1) and HTTP/2 (emulator.h2) servers share.
 
-Owns the ASGI app type and version record, the read size per `receive_some`, the `date` header
-value (formatted once a second), the addresses of a connection's two ends, the percent-decoding
-of a request path, and the JSON body of a framework error (400, 408, 431, 500) in the family of
-the request's path.
+Owns `ServerLimits`, `ConnectionServer` (the app, limits, lifespan state and open connections
+of one protocol's server, the drain at shutdown and the one sweep that expires connections),
+the ASGI app type and version record, the read size per `receive_some`, the `date` header value
+(formatted once a second), the addresses of a connection's two ends, the percent-decoding of a
+request path, and the JSON body of a framework error (400, 408, 431, 500) in the family of the
+request's path.
 
 Generic: knows nothing about Foundry; imports neither quart nor hypercorn nor an HTTP protocol
 library.
@@ -15,9 +17,10 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import unquote
 
+import attrs
 import trio
 
 from .errors import FamilyMap, framework_error
@@ -27,6 +30,69 @@ ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
 # Largest read per receive_some: big enough that a streamed upload moves in large pieces.
 READ_SIZE = 256 * 1024
+
+
+@attrs.frozen
+class ServerLimits:
+    """What one connection may hold, in bytes and seconds."""
+
+    max_header_bytes: int
+    # How long an idle keep-alive connection stays open.
+    keep_alive_timeout: float
+    # How long a request head may take once its first byte has arrived (HTTP/1.1).
+    head_timeout: float
+
+
+class ServedConnection(Protocol):
+    def expire(self, now: float) -> None:
+        """End a wait that has lasted longer than the limits allow."""
+
+    def drain(self) -> None:
+        """The server is shutting down: close now if idle, else after the work in hand."""
+
+
+C = TypeVar("C", bound=ServedConnection)
+
+
+class ConnectionServer(Generic[C]):
+    """One protocol's side of every listener: one ASGI app, shared limits, open connections."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits: ServerLimits,
+        families: FamilyMap,
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        self.app = app
+        self.limits = limits
+        self.families = families
+        self.state = state if state is not None else {}
+        self.draining = False
+        self.date = DateHeader()
+        self.connections: set[C] = set()
+
+    def drain(self) -> None:
+        """Stop keeping connections: idle ones close now, busy ones after their work."""
+        self.draining = True
+        for connection in list(self.connections):
+            connection.drain()
+
+    @property
+    def open_connections(self) -> int:
+        return len(self.connections)
+
+    async def expire_connections(self) -> None:
+        """Let every connection end the waits that have lasted too long (idle past
+        `keep_alive_timeout`, a head slower than `head_timeout`): one sweep per interval for
+        all connections, instead of a timer per request. Runs until cancelled."""
+        limits = self.limits
+        interval = min(1.0, limits.keep_alive_timeout / 4, limits.head_timeout / 4)
+        while True:
+            await trio.sleep(interval)
+            now = trio.current_time()
+            for connection in list(self.connections):
+                connection.expire(now)
 
 
 class DateHeader:

@@ -32,8 +32,9 @@ from hypercorn.utils import wrap_app
 
 from . import hypercorn_compat
 from .app import Emulator, create_asgi
-from .h1 import H1Limits, H1Server
+from .h1 import H1Server
 from .h2 import H2Server
+from .httpcommon import ServerLimits
 from .hypercorn_compat import BatchingListener
 from .service import Endpoints
 from .settings import Settings
@@ -193,7 +194,7 @@ class Connections:
         settings = emulator.settings
         self.config = config
         self.lifespan_state: dict[str, Any] = {}
-        limits = H1Limits(
+        limits = ServerLimits(
             max_header_bytes=settings.max_header_bytes,
             keep_alive_timeout=settings.keep_alive_timeout,
             head_timeout=settings.body_timeout,

@@ -24,16 +24,16 @@ import pytest
 import trio
 
 from emulator.errors import FamilyMap
-from emulator.h1 import H1Limits
 from emulator.h2 import STREAM_WINDOW, H2Server
+from emulator.httpcommon import ServerLimits
 from tests.conftest import Running
 
 App = Callable[[dict[str, Any], Any, Any], Any]
-LIMITS = H1Limits(max_header_bytes=64 * 1024, keep_alive_timeout=75.0, head_timeout=30.0)
+LIMITS = ServerLimits(max_header_bytes=64 * 1024, keep_alive_timeout=75.0, head_timeout=30.0)
 
 
 @asynccontextmanager
-async def serving(app: App, limits: H1Limits = LIMITS) -> AsyncIterator[tuple[H2Server, int]]:
+async def serving(app: App, limits: ServerLimits = LIMITS) -> AsyncIterator[tuple[H2Server, int]]:
     """An H2Server on a loopback port (h2c with prior knowledge), until the block ends."""
     server = H2Server(app, limits, FamilyMap())
 
@@ -362,7 +362,7 @@ async def test_an_httpx_request_in_flight_at_drain_gets_its_answer() -> None:
 async def test_an_idle_connection_closes_at_the_keep_alive_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    limits = H1Limits(max_header_bytes=64 * 1024, keep_alive_timeout=30.0, head_timeout=10.0)
+    limits = ServerLimits(max_header_bytes=64 * 1024, keep_alive_timeout=30.0, head_timeout=10.0)
     with trio.fail_after(300):
         async with serving(echo_path, limits) as (_, port):
             client = await Client.connect(port)

@@ -28,11 +28,10 @@ import h11
 import trio
 
 from .httpcommon import (
-    ASGI_VERSION,
     READ_SIZE,
     ConnectionServer,
-    decoded_path,
     error_json,
+    http_scope,
     peer_addresses,
 )
 from .rawasgi import BODY_EXTENSION
@@ -387,25 +386,15 @@ class _Connection:
     # One exchange --------------------------------------------------------------------------------
 
     def _scope(self, request: h11.Request) -> dict[str, Any]:
-        target = bytes(request.target)
-        raw_path, _, query = target.partition(b"?")
-        path = decoded_path(raw_path)
-        return {
-            "type": "http",
-            "asgi": ASGI_VERSION,
-            "http_version": request.http_version.decode("ascii"),
-            "method": request.method.decode("ascii"),
-            "scheme": self.scheme,
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "root_path": "",
-            "headers": list(request.headers),
-            "client": self.client,
-            "server": self.local,
-            "extensions": {},
-            "state": dict(self.server.state),
-        }
+        return http_scope(
+            self.server,
+            http_version=request.http_version.decode("ascii"),
+            method=request.method.decode("ascii"),
+            scheme=self.scheme,
+            target=bytes(request.target),
+            headers=list(request.headers),
+            addresses=(self.client, self.local),
+        )
 
     async def _exchange(self, request: h11.Request) -> None:
         scope = self._scope(request)

@@ -33,11 +33,10 @@ import h2.settings
 import trio
 
 from .httpcommon import (
-    ASGI_VERSION,
     READ_SIZE,
     ConnectionServer,
-    decoded_path,
     error_json,
+    http_scope,
     peer_addresses,
 )
 from .rawasgi import BODY_EXTENSION
@@ -455,23 +454,15 @@ class _Connection:
             headers.append((name, value))
         if authority is not None and not has_host:
             headers.insert(0, (b"host", authority))
-        raw_path, _, query = target.partition(b"?")
-        scope = {
-            "type": "http",
-            "asgi": ASGI_VERSION,
-            "http_version": "2",
-            "method": method.decode("ascii", "replace"),
-            "scheme": self.scheme,
-            "path": decoded_path(raw_path),
-            "raw_path": raw_path,
-            "query_string": query,
-            "root_path": "",
-            "headers": headers,
-            "client": self.client,
-            "server": self.local,
-            "extensions": {},
-            "state": dict(self.server.state),
-        }
+        scope = http_scope(
+            self.server,
+            http_version="2",
+            method=method.decode("ascii", "replace"),
+            scheme=self.scheme,
+            target=target,
+            headers=headers,
+            addresses=(self.client, self.local),
+        )
         stream = _Stream(self, stream_id, scope, event.stream_ended is not None)
         self.streams[stream_id] = stream
         assert self._nursery is not None

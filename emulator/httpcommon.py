@@ -2,10 +2,10 @@
 
 Owns `ServerLimits`, `ConnectionServer` (the app, limits, lifespan state and open connections
 of one protocol's server, the drain at shutdown and the one sweep that expires connections),
-the ASGI app type and version record, the read size per `receive_some`, the `date` header value
-(formatted once a second), the addresses of a connection's two ends, the percent-decoding of a
-request path, and the JSON body of a framework error (400, 408, 431, 500) in the family of the
-request's path.
+the ASGI `http` scope of a request, the ASGI app type and version record, the read size per
+`receive_some`, the `date` header value (formatted once a second), the addresses of a
+connection's two ends, the percent-decoding of a request path, and the JSON body of a framework
+error (400, 408, 431, 500) in the family of the request's path.
 
 Generic: knows nothing about Foundry; imports neither quart nor hypercorn nor an HTTP protocol
 library.
@@ -124,6 +124,37 @@ def peer_addresses(
     except OSError:
         return None, None
     return (str(peer[0]), int(peer[1])), (str(local[0]), int(local[1]))
+
+
+def http_scope(
+    server: ConnectionServer[Any],
+    *,
+    http_version: str,
+    method: str,
+    scheme: str,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    addresses: tuple[tuple[str, int] | None, tuple[str, int] | None],
+) -> dict[str, Any]:
+    """The ASGI `http` scope of one request (`target` is the path with its query string)."""
+    raw_path, _, query = target.partition(b"?")
+    client, local = addresses
+    return {
+        "type": "http",
+        "asgi": ASGI_VERSION,
+        "http_version": http_version,
+        "method": method,
+        "scheme": scheme,
+        "path": decoded_path(raw_path),
+        "raw_path": raw_path,
+        "query_string": query,
+        "root_path": "",
+        "headers": headers,
+        "client": client,
+        "server": local,
+        "extensions": {},
+        "state": dict(server.state),
+    }
 
 
 def decoded_path(raw_path: bytes) -> str:

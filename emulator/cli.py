@@ -18,11 +18,11 @@ from pathlib import Path
 import trio
 
 from . import __version__
-from .app import Emulator, build_emulator, default_services
-from .seeds import Seed, default_seed_path, load_seed
-from .seedschema import SeedError
-from .service import Endpoints
-from .settings import Settings, SettingsError
+from .platform.seeds import Seed, default_seed_path, load_seed
+from .platform.seedschema import SeedError
+from .platform.service import Endpoints
+from .platform.settings import Settings, SettingsError
+from .web.app import Emulator, build_emulator, default_services
 
 log = logging.getLogger("emulator")
 
@@ -244,7 +244,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     # Durable state (--state-file): restore what the last run saved before serving anything.
     if settings.state_file is not None:
-        from .statefile import StateFileError, load_state, restore
+        from .platform.statefile import StateFileError, load_state, restore
 
         try:
             document = load_state(settings.state_file)
@@ -253,7 +253,7 @@ def _serve(args: argparse.Namespace) -> int:
         except StateFileError as error:
             _error(str(error))
             return 2
-    from .server import ListenerError
+    from .transport.server import ListenerError
 
     try:
         trio.run(_serve_until_signal, emulator)
@@ -279,7 +279,7 @@ def _leaf(error: BaseException, kind: type[Exception]) -> Exception | None:
 
 
 async def _serve_until_signal(emulator: Emulator) -> None:
-    from .server import serve
+    from .transport.server import serve
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
 

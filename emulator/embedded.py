@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from .app import Emulator, build_emulator, default_services
-from .clock import Clock
-from .seeds import Seed, default_seed_path, load_seed, seed_from_mapping
-from .service import Endpoints
-from .settings import Settings
+from .platform.clock import Clock
+from .platform.seeds import Seed, default_seed_path, load_seed, seed_from_mapping
+from .platform.service import Endpoints
+from .platform.settings import Settings
+from .web.app import Emulator, build_emulator, default_services
 
 if TYPE_CHECKING:
     from .foundry.embedded import FoundryHandle
@@ -98,7 +98,7 @@ async def open_emulator(
     `settings` are `emulator.settings.Settings` fields (port, tls_port, state_dir, ...); ports
     default to 0 (any free port).
     """
-    from .server import serve
+    from .transport.server import serve
 
     emulator = build_emulator(_settings(settings), resolve_seed(seed), clock=clock)
     stop = trio.Event()

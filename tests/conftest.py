@@ -13,12 +13,12 @@ import httpx
 import pytest
 import trio
 
-from emulator.app import Emulator, build_emulator, default_services
-from emulator.clock import Clock
-from emulator.seeds import Seed, default_seed_path, load_seed, seed_from_mapping
-from emulator.server import serve
-from emulator.service import Endpoints
-from emulator.settings import Settings
+from emulator.platform.clock import Clock
+from emulator.platform.seeds import Seed, default_seed_path, load_seed, seed_from_mapping
+from emulator.platform.service import Endpoints
+from emulator.platform.settings import Settings
+from emulator.transport.server import serve
+from emulator.web.app import Emulator, build_emulator, default_services
 
 # This machine exports SSL_CERT_FILE/REQUESTS_CA_BUNDLE globally; tests set them explicitly.
 for _name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):

@@ -17,7 +17,7 @@ import httpx
 import trio
 from conftest import StartEmulator
 
-from emulator.clock import ManualClock
+from emulator.platform.clock import ManualClock
 
 RUNTIMES = "/_emulate/foundry/compute-modules/runtimes"
 CONTOUR = "/contour-backend-multiplexer/api/module-group-multiplexer"

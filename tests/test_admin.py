@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from emulator.clock import ManualClock
-from emulator.seeds import default_seed_path
+from emulator.platform.clock import ManualClock
+from emulator.platform.seeds import default_seed_path
 
 GET_USER = "/api/v2/admin/users/getCurrent"
 GET_ENROLLMENT = "/api/v2/admin/enrollments/getCurrent"

@@ -10,13 +10,13 @@ import pytest
 import trio
 import trio.testing
 
-from emulator.clock import ManualClock, Randomness
 from emulator.foundry.broker import Broker, BrokerClosed, ResultPipe
 from emulator.foundry.core.errors import Conflict, NotFound, QueueFull
 from emulator.foundry.core.jobs import FailureKind, Job, JobSpec, JobState
 from emulator.foundry.core.runtimes import Runtime, RuntimeRegistry
 from emulator.foundry.seed import ComputeModulesSeed
-from emulator.seedschema import Node
+from emulator.platform.clock import ManualClock, Randomness
+from emulator.platform.seedschema import Node
 
 APP = "ri.foundry.main.deployed-app.agent-loop"
 LIMITS = {

@@ -86,7 +86,7 @@ async def test_serve_prints_banner_answers_and_exits_zero_on_sigterm(tmp_path: P
 
 
 async def test_ca_is_kept_and_reused_between_starts(tmp_path: Path) -> None:
-    from emulator.tls import ensure_certificates
+    from emulator.transport.tls import ensure_certificates
 
     first = ensure_certificates(tmp_path)
     ca = first.ca_path.read_bytes()
@@ -148,7 +148,7 @@ def test_check_default_seed_and_console_script() -> None:
 
 
 def test_environment_variables_configure_serve(tmp_path: Path) -> None:
-    from emulator.settings import Settings, SettingsError
+    from emulator.platform.settings import Settings, SettingsError
 
     settings = Settings.resolve(
         {

@@ -23,7 +23,7 @@ from emulator.foundry.core.connectivity import (
 )
 from emulator.foundry.core.errors import Conflict, InvalidArgument, NotFound
 from emulator.foundry.seed import ConnectionSeed, DomainSeed
-from emulator.seedschema import Node, SeedError
+from emulator.platform.seedschema import Node, SeedError
 
 DEFAULT_SEED = Path(__file__).resolve().parent.parent / "seeds" / "default.yaml"
 SEEDED_RID = "ri.magritte..source.00000000-0000-4000-8000-000000000001"

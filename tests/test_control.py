@@ -87,7 +87,7 @@ async def test_openapi_is_generated_from_the_routes(emulator: Running) -> None:
 
 
 def _quart_rules(emulator_graph: object) -> list[object]:
-    from emulator.app import create_app
+    from emulator.web.app import create_app
 
     app = create_app(emulator_graph)  # type: ignore[arg-type]
     return [rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"]

@@ -1,4 +1,4 @@
-"""The emulator's own HTTP/1.1 server (emulator.h1), byte by byte over real sockets: keep-alive and
+"""The emulator's own HTTP/1.1 server (transport.h1), byte by byte over real sockets: keep-alive and
 pipelining, the keep-alive and request-head timeouts, refused heads in the right error family,
 100-continue, HEAD, an unread body dropped so the connection lives on, the HTTP/2 preface handed
 to the HTTP/2 side, and shutdown closing idle connections at once.

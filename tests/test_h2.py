@@ -1,4 +1,4 @@
-"""The emulator's own HTTP/2 server (emulator.h2), with small ASGI apps and a raw h2 client.
+"""The emulator's own HTTP/2 server (transport.h2), with small ASGI apps and a raw h2 client.
 
 What HTTP/2 adds over the HTTP/1.1 tests: a response cut short is reset, not left hanging;
 request bodies are flow controlled by what the app reads; GOAWAY at shutdown; many streams
@@ -23,9 +23,9 @@ import httpx
 import pytest
 import trio
 
-from emulator.errors import FamilyMap
-from emulator.h2 import STREAM_WINDOW, H2Server
-from emulator.httpcommon import ServerLimits
+from emulator.platform.errors import FamilyMap
+from emulator.transport.h2 import STREAM_WINDOW, H2Server
+from emulator.transport.httpcommon import ServerLimits
 from tests.conftest import Running
 
 App = Callable[[dict[str, Any], Any, Any], Any]
@@ -260,9 +260,12 @@ async def test_an_app_reading_slowly_holds_the_uploader_at_the_window() -> None:
 async def test_many_concurrent_streams_each_get_their_own_answer() -> None:
     answers: dict[int, tuple[int, str]] = {}
     with trio.fail_after(20):
-        async with serving(echo_path) as (_, port), httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", http1=False, http2=True
-        ) as client:
+        async with (
+            serving(echo_path) as (_, port),
+            httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", http1=False, http2=True
+            ) as client,
+        ):
 
             async def one(n: int) -> None:
                 response = await client.get(f"/item/{n}")
@@ -343,9 +346,12 @@ async def test_an_httpx_request_in_flight_at_drain_gets_its_answer() -> None:
         await respond(send, 200, b"finished")
 
     with trio.fail_after(10):
-        async with serving(held) as (server, port), httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", http1=False, http2=True
-        ) as client:
+        async with (
+            serving(held) as (server, port),
+            httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", http1=False, http2=True
+            ) as client,
+        ):
 
             async def ask() -> None:
                 response = await client.get("/held")

@@ -37,8 +37,8 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from quart_trio import QuartTrio
 
-from emulator import hypercorn_compat
-from emulator.hypercorn_compat import BatchingListener, CompatH2Protocol, CompatTCPServer
+from emulator.transport import hypercorn_compat
+from emulator.transport.hypercorn_compat import BatchingListener, CompatH2Protocol, CompatTCPServer
 
 _RUN_GLOBALS = vars(hypercorn_run)
 _PROTOCOL_GLOBALS = vars(hypercorn.protocol)

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from emulator.clock import Randomness
 from emulator.foundry.core.errors import (
     AuthenticationError,
     Conflict,
@@ -34,7 +33,8 @@ from emulator.foundry.core.jobs import (
 )
 from emulator.foundry.core.runtimes import RuntimeRegistry, RuntimeRequest
 from emulator.foundry.seed import ComputeModulesSeed
-from emulator.seedschema import Node
+from emulator.platform.clock import Randomness
+from emulator.platform.seedschema import Node
 
 APP = "ri.foundry.main.deployed-app.test"
 FAILURE = Failure(FailureKind.JOB_TIMEOUT, "too slow", "instance-1")

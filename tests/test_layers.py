@@ -55,7 +55,15 @@ def test_core_is_synchronous_and_pure(path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["seedschema.py", "errors.py", "clock.py", "settings.py", "tls.py", "foundry/seed.py"]
+    "name",
+    [
+        "platform/seedschema.py",
+        "platform/errors.py",
+        "platform/clock.py",
+        "platform/settings.py",
+        "transport/tls.py",
+        "foundry/seed.py",
+    ],
 )
 def test_value_modules_do_no_io(name: str) -> None:
     assert not roots(imports_of(PACKAGE / name)) & IO_LIBRARIES
@@ -66,18 +74,22 @@ def test_yaml_only_in_seeds_and_hypercorn_only_in_server() -> None:
         top = roots(imports_of(path))
         relative = str(path.relative_to(PACKAGE))
         if "yaml" in top:
-            assert relative == "seeds.py", relative
+            assert relative == "platform/seeds.py", relative
         if "hypercorn" in top:
-            assert relative in ("server.py", "hypercorn_compat.py"), relative
+            assert relative in (
+                "transport/server.py",
+                "transport/hypercorn_compat.py",
+            ), relative
 
 
 def test_generic_modules_know_no_service() -> None:
     # The service registry (app.default_services), the CLI's seed summary, starter and module
     # launcher, and the embedded handle's `.foundry` shortcut are the only places the generic
     # layer names Foundry.
-    allowed = {"app.py", "cli.py", "embedded.py"}
-    for path in modules("*.py"):
-        if path.name in allowed:
+    allowed = {"web/app.py", "cli.py", "embedded.py"}
+    for path in modules("**/*.py"):
+        relative = str(path.relative_to(PACKAGE))
+        if relative in allowed or relative.startswith("foundry/"):
             continue
         names = imports_of(path)
         assert not any(n.startswith("emulator.foundry") for n in names), path.name

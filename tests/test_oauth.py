@@ -13,8 +13,6 @@ import httpx
 import pytest
 import yaml
 
-from emulator.app import default_services
-from emulator.clock import ManualClock, Randomness
 from emulator.foundry.core.errors import NotFound
 from emulator.foundry.core.identity import Identity
 from emulator.foundry.core.oauth import (
@@ -28,7 +26,9 @@ from emulator.foundry.core.oauth import (
     apply_code_event,
     redirect_uri_matches,
 )
-from emulator.seeds import default_seed_path, seed_from_mapping
+from emulator.platform.clock import ManualClock, Randomness
+from emulator.platform.seeds import default_seed_path, seed_from_mapping
+from emulator.web.app import default_services
 
 AUTHORIZE = "/multipass/api/oauth2/authorize"
 CALLBACK = "/multipass/api/oauth2/authorize/callback"
@@ -1228,8 +1228,13 @@ async def test_contour_auth_follows_a_reset(emulator) -> None:  # type: ignore[n
     """Bearer checks built with the blueprints read the identity of the current state."""
     async with emulator.client() as client:
         token = emulator.foundry.identity.tokens.issue(
-            emulator.foundry.context.randomness, username="jane", scopes=(), client_id=None,
-            ttl=60, now=emulator.foundry.context.clock.now(), origin="test",
+            emulator.foundry.context.randomness,
+            username="jane",
+            scopes=(),
+            client_id=None,
+            ttl=60,
+            now=emulator.foundry.context.clock.now(),
+            origin="test",
         )[0]
         status_path = "/contour-backend-multiplexer/api/module-group-multiplexer/jobs/nope/status"
         before = await client.get(status_path, headers={"Authorization": f"Bearer {token}"})

@@ -17,7 +17,7 @@ import yaml
 from foundry_sdk import Config, FoundryClient, PublicClientAuth
 from playwright.sync_api import sync_playwright
 
-from emulator.seeds import default_seed_path
+from emulator.platform.seeds import default_seed_path
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

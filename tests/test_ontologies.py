@@ -13,7 +13,7 @@ from conftest import Running, StartEmulator
 from emulator.foundry.core.errors import InvalidArgument, NotFound
 from emulator.foundry.core.ontologies import Ontologies, json_equal
 from emulator.foundry.seed import FoundrySeed
-from emulator.seedschema import Node
+from emulator.platform.seedschema import Node
 
 JANE = {"Authorization": "Bearer local-token-jane"}
 NO_SCOPE = {"Authorization": "Bearer token-without-scopes"}

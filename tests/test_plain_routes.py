@@ -1,6 +1,6 @@
 """The token endpoint, getCurrent and /multipass/api/me as raw ASGI routes (issue 7, scenario 7).
 
-They moved from Quart blueprints to emulator.rawasgi; these tests pin what Quart used to do
+They moved from Quart blueprints to emulator.web.rawasgi; these tests pin what Quart used to do
 for them by itself (HEAD, OPTIONS, 405 with Allow), the token answer's headers over HTTP/1.1
 and HTTP/2, the request log and the OpenAPI document, and that the raw route reads Content-Type
 exactly as Quart's `request.mimetype` did.
@@ -14,7 +14,7 @@ import trio
 from conftest import Running, StartEmulator
 from werkzeug.http import parse_options_header
 
-from emulator.http import mimetype_of
+from emulator.web.http import mimetype_of
 
 TOKEN = "/multipass/api/oauth2/token"
 GET_CURRENT = "/api/v2/admin/users/getCurrent"

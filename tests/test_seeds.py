@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from emulator.app import default_services
 from emulator.foundry.seed import FoundrySeed
-from emulator.seeds import default_seed_path, load_seed, seed_from_mapping
-from emulator.seedschema import SeedError
+from emulator.platform.seeds import default_seed_path, load_seed, seed_from_mapping
+from emulator.platform.seedschema import SeedError
+from emulator.web.app import default_services
 
 ROOT = Path(__file__).resolve().parent.parent
 

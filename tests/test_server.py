@@ -92,7 +92,7 @@ async def test_no_tls_listener(start_emulator: StartEmulator) -> None:
 
 
 async def test_port_in_use_is_a_one_line_error(start_emulator: StartEmulator) -> None:
-    from emulator.server import ListenerError
+    from emulator.transport.server import ListenerError
 
     first = await start_emulator(tls_enabled=False)
     port = int(first.http_url.rsplit(":", 1)[1])

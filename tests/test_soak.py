@@ -67,7 +67,7 @@ from soakload import (
 from emulator.foundry import broker as broker_module
 from emulator.foundry.core import jobs as jobs_module
 from emulator.foundry.core.jobs import FailureKind, Job, JobEvent, JobState
-from emulator.rawasgi import RawRequest
+from emulator.web.rawasgi import RawRequest
 
 JOBS = int(os.environ.get("SOAK_JOBS", str(JOBS_DEFAULT)))
 POLL_TIMEOUT = 1.0

@@ -15,11 +15,11 @@ import httpx
 import pytest
 import trio
 
-from emulator.app import build_emulator
 from emulator.foundry.core.tokens import digest
-from emulator.server import save_state_periodically
-from emulator.settings import Settings
-from emulator.statefile import StateFileError, load_state, restore, save_state
+from emulator.platform.settings import Settings
+from emulator.platform.statefile import StateFileError, load_state, restore, save_state
+from emulator.transport.server import save_state_periodically
+from emulator.web.app import build_emulator
 from tests.conftest import StartEmulator, make_seed
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -35,7 +35,7 @@ from typing import Any
 
 import trio
 
-from ..clock import Clock, Randomness
+from ..platform.clock import Clock, Randomness
 from .core.errors import NotFound
 from .core.jobs import (
     FAILURE_BODY_LIMIT,

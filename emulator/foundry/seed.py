@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from ..seedschema import Node, TokenSeed, check_unique
+from ..platform.seedschema import Node, TokenSeed, check_unique
 
 RID_PATTERN = re.compile(
     r"^ri\.[a-z][a-z0-9-]*\.([a-z0-9][a-z0-9\-]*)?\.[a-z][a-z0-9-]*\.[a-zA-Z0-9._-]+$"

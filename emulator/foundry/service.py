@@ -13,10 +13,10 @@ from typing import Any
 import trio
 from quart import Blueprint
 
-from ..errors import ErrorFamily
-from ..rawasgi import RawRoute
-from ..seedschema import Node, TokenSeed
-from ..service import ServiceContext
+from ..platform.errors import ErrorFamily
+from ..platform.seedschema import Node, TokenSeed
+from ..platform.service import ServiceContext
+from ..web.rawasgi import RawRoute
 from .api import errors as api_errors
 from .api.admin import admin_blueprint, admin_routes
 from .api.auth import BearerAuth
@@ -198,9 +198,7 @@ class FoundryInstance:
             lines.append(
                 f"Deployed app:  {app.deployed_app_rid} (branch {app.branch}) -> {app.runtime_id}"
             )
-        admin_token = next(
-            (t for t in seed.tokens if "api:admin-read" in t.scopes), None
-        )
+        admin_token = next((t for t in seed.tokens if "api:admin-read" in t.scopes), None)
         if admin_token is not None:
             lines.append("Quick start:")
             lines.append(

@@ -6,7 +6,7 @@ its typed exceptions) and `GET /multipass/api/me` (any valid bearer token; exact
 `username` and `attributes`, because foundry-dev-tools' `User.me()` passes the keys on as
 keyword arguments and breaks on any other). Serializers sit beside the routes.
 
-The two current-user routes are raw ASGI routes (`admin_routes`, emulator.rawasgi): they are
+The two current-user routes are raw ASGI routes (`admin_routes`, emulator.web.rawasgi): they are
 called on every SDK start and by load tests, and Quart's per-request cost dominated them.
 
 Imports quart and the core; nothing from hypercorn or yaml.
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response
 
-from ...http import json_response
-from ...rawasgi import RawRequest, RawRoute, with_automatic_methods
+from ...web.http import json_response
+from ...web.rawasgi import RawRequest, RawRoute, with_automatic_methods
 from ..core.principals import Principal
 from ..seed import EnrollmentSeed
 from .errors import FOUNDRY_API, OAUTH

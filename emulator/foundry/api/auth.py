@@ -15,10 +15,10 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 import attrs
 from quart import request
 
-from ...clock import Clock
-from ...errors import ApiError, ErrorFamily
-from ...rawasgi import RawRequest
-from ...requestlog import note_principal
+from ...platform.clock import Clock
+from ...platform.errors import ApiError, ErrorFamily
+from ...web.rawasgi import RawRequest
+from ...web.requestlog import note_principal
 from ..core.errors import AuthenticationError
 from ..core.identity import Identity
 from ..core.principals import Principal
@@ -87,7 +87,7 @@ class BearerAuth:
         scope: str | None = None,
         denied: str = "PermissionDenied",
     ) -> Caller:
-        """`require` for a raw ASGI route (emulator.rawasgi)."""
+        """`require` for a raw ASGI route (emulator.web.rawasgi)."""
         return self.verify(
             family, raw.header(b"authorization"), raw.scope, scope=scope, denied=denied
         )
@@ -128,9 +128,7 @@ class BearerAuth:
         scope: str | None = None,
         denied: str = "PermissionDenied",
         parameters: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None,
-    ) -> Callable[
-        [Callable[Concatenate[Caller, P], Awaitable[R]]], Callable[P, Awaitable[R]]
-    ]:
+    ) -> Callable[[Callable[Concatenate[Caller, P], Awaitable[R]]], Callable[P, Awaitable[R]]]:
         """Decorate a handler `(caller, **path_args)`; `parameters` builds the 403's parameters."""
 
         def decorate(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response
 
-from ...http import json_response, parse_json, read_body
+from ...web.http import json_response, parse_json, read_body
 from ..core.connectivity import (
     Connection,
     ConnectionDraft,

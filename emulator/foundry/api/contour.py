@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 from quart import Blueprint, Response
 
-from ...errors import ApiError
-from ...http import json_response, parse_json, read_body
-from ...rawasgi import ClientGone, RawRequest, RawRoute
-from ...requestlog import note_principal
+from ...platform.errors import ApiError
+from ...web.http import json_response, parse_json, read_body
+from ...web.rawasgi import ClientGone, RawRequest, RawRoute
+from ...web.requestlog import note_principal
 from ..broker import Broker, BrokerClosed, ResultPipe
 from ..core.errors import AuthenticationError, DomainError
 from ..core.jobs import Failure, FailureKind, Job, JobSpec, JobState

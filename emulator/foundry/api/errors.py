@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...errors import ApiError, ErrorFamily
+from ...platform.errors import ApiError, ErrorFamily
 from ..core.errors import Conflict, DomainError, NotFound
 
 # RFC 6749 errors of the Multipass OAuth endpoints: {"error", "error_description"}.

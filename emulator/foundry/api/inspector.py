@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response
 
-from ...http import json_response
+from ...web.http import json_response
 from ..core.errors import DomainError
 from ..core.jobs import Job
 from ..core.runtimes import Runtime

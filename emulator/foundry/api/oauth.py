@@ -5,7 +5,7 @@ revoke_token; reading client credentials from form fields or HTTP Basic; the red
 6749 section 4.1.2; and rendering the sign-in and error pages from `templates/` with a tiny
 template helper that escapes every value. The protocol itself lives in `core/oauth.py`.
 
-The token endpoint is a raw ASGI route (`oauth_routes`, emulator.rawasgi), because every
+The token endpoint is a raw ASGI route (`oauth_routes`, emulator.web.rawasgi), because every
 client hits it and Quart's per-request cost dominated it; the pages and revoke_token are a
 Quart blueprint. Both read forms and client credentials with the same functions below.
 
@@ -30,9 +30,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import attrs
 from quart import Blueprint, Response, request
 
-from ...errors import ApiError
-from ...http import mimetype_of, parse_form, parse_form_pairs, read_body
-from ...rawasgi import RawRequest, RawRoute, headers_of, with_automatic_methods
+from ...platform.errors import ApiError
+from ...web.http import mimetype_of, parse_form, parse_form_pairs, read_body
+from ...web.rawasgi import RawRequest, RawRoute, headers_of, with_automatic_methods
 from ..core.errors import NotFound
 from ..core.oauth import (
     SCOPE_DESCRIPTIONS,
@@ -476,8 +476,7 @@ def exchange(
         raise oauth_api_error(
             OAuthError(
                 "unsupported_grant_type",
-                f"grant_type {grant_type!r} is not supported; use one of "
-                f"{', '.join(GRANT_TYPES)}.",
+                f"grant_type {grant_type!r} is not supported; use one of {', '.join(GRANT_TYPES)}.",
             )
         )
     credentials = client_credentials(form, authorization)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, request
 
-from ...http import json_response, parse_json, read_body
+from ...web.http import json_response, parse_json, read_body
 from ..core.errors import DomainError
 from ..core.ontologies import Ontology
 from .errors import FOUNDRY_API, conjure_error

@@ -24,10 +24,10 @@ from urllib.parse import quote
 import trio
 from quart import Blueprint, Response, request
 
-from ...errors import ApiError
-from ...http import json_response, parse_json, read_body
-from ...rawasgi import JSON_HEADERS, ClientGone, RawRequest, RawRoute
-from ...requestlog import note_principal
+from ...platform.errors import ApiError
+from ...web.http import json_response, parse_json, read_body
+from ...web.rawasgi import JSON_HEADERS, ClientGone, RawRequest, RawRoute
+from ...web.requestlog import note_principal
 from ..broker import Broker, BrokerClosed
 from ..core.errors import (
     AuthenticationError,

@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from ...seedschema import SeedError
+from ...platform.seedschema import SeedError
 from ..seed import RID_PATTERN, ConnectionSeed
 from .errors import Conflict, InvalidArgument, NotFound
 

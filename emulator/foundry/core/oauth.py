@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from ...clock import Randomness
+from ...platform.clock import Randomness
 from ..seed import GRANT_TYPES, FoundrySeed, OAuthClientSeed, OAuthSettingsSeed
 from .errors import Conflict, DomainError, NotFound
 from .principals import Directory

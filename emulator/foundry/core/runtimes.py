@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from ...clock import Randomness
+from ...platform.clock import Randomness
 from ..seed import RID_PATTERN, ComputeModulesSeed
 from .errors import AuthenticationError, InvalidArgument, NotFound
 from .tokens import same_secret

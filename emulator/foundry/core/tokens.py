@@ -14,8 +14,8 @@ from collections.abc import Iterable
 
 import attrs
 
-from ...clock import Randomness
-from ...seedschema import TokenSeed
+from ...platform.clock import Randomness
+from ...platform.seedschema import TokenSeed
 from .errors import AuthenticationError
 
 ACCESS_TOKEN_PREFIX = "foundry_"

@@ -11,7 +11,7 @@ after their response).
 Why the emulator has its own: on the job plane every job is three short requests, and Hypercorn
 spent more per request than the emulator's own work for it (see the README's Performance
 section). A connection that opens with the HTTP/2 preface is handed back to the caller of
-`serve_connection` with the bytes read so far (emulator.h2 serves it).
+`serve_connection` with the bytes read so far (emulator.transport.h2 serves it).
 
 Generic: knows nothing about Foundry; imports neither quart nor hypercorn.
 """
@@ -27,6 +27,7 @@ from typing import Any
 import h11
 import trio
 
+from ..web.rawasgi import BODY_EXTENSION
 from .httpcommon import (
     READ_SIZE,
     ConnectionServer,
@@ -34,7 +35,6 @@ from .httpcommon import (
     http_scope,
     peer_addresses,
 )
-from .rawasgi import BODY_EXTENSION
 
 log = logging.getLogger("emulator.h1")
 
@@ -405,9 +405,7 @@ class _Connection:
         try:
             await self.server.app(scope, exchange.receive, exchange.send)
         except Exception as error:
-            log.error(
-                "unhandled error on %s %s", scope["method"], scope["path"], exc_info=error
-            )
+            log.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=error)
         if exchange.finished:
             return
         if exchange.sent_head or self.broken or exchange.disconnected or self.eof:
@@ -424,9 +422,7 @@ class _Connection:
                 "headers": [(b"content-type", b"application/json")],
             }
         )
-        await exchange.send(
-            {"type": "http.response.body", "body": error_body}
-        )
+        await exchange.send({"type": "http.response.body", "body": error_body})
 
     async def _discard_body(self) -> None:
         """Read and drop the rest of a body the app did not want (e.g. after a 413), so the

@@ -7,10 +7,10 @@ shutdown: when the shutdown trigger fires, services first answer every waiting r
 `graceful_timeout`.
 
 Two servers speak HTTP (`Settings.http_server`). By default the emulator's own: HTTP/1.1 (plain
-or TLS) goes to emulator.h1, HTTP/2 (h2c with prior knowledge, or ALPN "h2") to emulator.h2;
+or TLS) goes to transport.h1, HTTP/2 (h2c with prior knowledge, or ALPN "h2") to transport.h2;
 Hypercorn then only provides the configuration record (TLS context) and the ASGI lifespan.
 With "hypercorn", Hypercorn's trio worker serves everything, with the patches of
-emulator.hypercorn_compat (slower: see the README's Performance section).
+emulator.transport.hypercorn_compat (slower: see the README's Performance section).
 The only module that imports hypercorn (besides the compatibility patches it applies).
 """
 
@@ -30,15 +30,15 @@ from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
+from ..platform.service import Endpoints
+from ..platform.settings import Settings
+from ..platform.statefile import collect, save_state
+from ..web.app import Emulator, create_asgi
 from . import hypercorn_compat
-from .app import Emulator, create_asgi
 from .h1 import H1Server
 from .h2 import H2Server
 from .httpcommon import ServerLimits
 from .hypercorn_compat import BatchingListener
-from .service import Endpoints
-from .settings import Settings
-from .statefile import collect, save_state
 from .tls import ensure_certificates
 
 log = logging.getLogger("emulator.server")
@@ -182,9 +182,9 @@ async def serve(
 
 
 class Connections:
-    """Accepting and serving connections: HTTP/1.1 on the emulator's own server (emulator.h1),
+    """Accepting and serving connections: HTTP/1.1 on the emulator's own server (transport.h1),
     HTTP/2 (h2c with prior knowledge, or ALPN "h2" over TLS) on its own HTTP/2 server
-    (emulator.h2).
+    (emulator.transport.h2).
 
     Shutdown mirrors Hypercorn's own worker: stop accepting, tell every connection (idle ones
     close at once, busy ones after their response), give them `graceful_timeout`, then cut.
@@ -250,7 +250,6 @@ class Connections:
                 timers.cancel_scope.cancel()
             await lifespan.wait_for_shutdown()
             lifespan_nursery.cancel_scope.cancel()
-
 
     async def _serve_until(
         self,

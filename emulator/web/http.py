@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 import trio
 from quart import Response, request
 
-from .errors import ApiError, ErrorFamily, framework_error
+from ..platform.errors import ApiError, ErrorFamily, framework_error
 
 JSON_TYPE = "application/json"
 
@@ -77,7 +77,7 @@ def parse_form_pairs(
 
 def mimetype_of(content_type: str | None) -> str:
     """The media type of a Content-Type value, lower-cased and without parameters ("" if none):
-    what Quart's `request.mimetype` gives, for routes served without Quart (emulator.rawasgi)."""
+    what Quart's `request.mimetype` gives, for routes served without Quart (web.rawasgi)."""
     if not content_type:
         return ""
     return content_type.partition(";")[0].strip(" \t").lower()

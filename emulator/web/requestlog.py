@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import attrs
 
-from .errors import FamilyMap
+from ..platform.errors import FamilyMap
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

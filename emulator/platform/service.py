@@ -73,7 +73,7 @@ class ServiceInstance(Protocol):
     # Optional (looked up with getattr, so a service may leave it out):
     #
     #     def asgi_routes(self) -> Sequence[emulator.rawasgi.RawRoute]:
-    #         """Hot routes served as raw ASGI in front of the Quart app (emulator.rawasgi)."""
+    #         """Hot routes served as raw ASGI in front of the Quart app (emulator.web.rawasgi)."""
     #
     #     def snapshot(self) -> dict[str, Any]:
     #         """The durable state as JSON-ready data, for `--state-file` (emulator/statefile.py).

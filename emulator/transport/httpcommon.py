@@ -1,4 +1,4 @@
-"""What the emulator's HTTP/1.1 (emulator.h1) and HTTP/2 (emulator.h2) servers share.
+"""What the emulator's HTTP/1.1 (transport.h1) and HTTP/2 (transport.h2) servers share.
 
 Owns `ServerLimits`, `ConnectionServer` (the app, limits, lifespan state and open connections
 of one protocol's server, the drain at shutdown and the one sweep that expires connections),
@@ -23,7 +23,7 @@ from urllib.parse import unquote
 import attrs
 import trio
 
-from .errors import FamilyMap, framework_error
+from ..platform.errors import FamilyMap, framework_error
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 

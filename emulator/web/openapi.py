@@ -11,8 +11,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from . import __version__
-from .errors import FamilyMap
+from .. import __version__
+from ..platform.errors import FamilyMap
 
 _CONVERTER = re.compile(r"<(?:[a-z_]+:)?([A-Za-z_][A-Za-z0-9_]*)>")
 _IGNORED_METHODS = {"HEAD", "OPTIONS"}

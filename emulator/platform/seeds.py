@@ -2,7 +2,7 @@
 
 Owns the top level of a seed (`tokens:` plus one block per service) and finding the default
 seed. The only module that imports yaml. Each service reads its own block through
-`emulator.seedschema.Node`.
+`emulator.platform.seedschema.Node`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import yaml
 from .seedschema import Node, SeedError, TokenSeed, check_unique
 from .service import Service
 
-_PACKAGED_DEFAULT = Path(__file__).with_name("default_seed.yaml")
-_SOURCE_TREE_DEFAULT = Path(__file__).resolve().parent.parent / "seeds" / "default.yaml"
+_PACKAGED_DEFAULT = Path(__file__).resolve().parent.parent / "default_seed.yaml"
+_SOURCE_TREE_DEFAULT = Path(__file__).resolve().parents[2] / "seeds" / "default.yaml"
 
 
 def default_seed_path() -> Path:

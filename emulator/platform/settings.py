@@ -60,8 +60,8 @@ class Settings:
     body_timeout: float = 30.0
     # How many recent requests /_emulate/requests keeps; 0 turns the request log off.
     request_log_size: int = 1000
-    # Who speaks HTTP: "emulator" (its own HTTP/1.1 and HTTP/2 servers, emulator.h1/h2) or
-    # "hypercorn" (Hypercorn's trio worker with emulator.hypercorn_compat's patches).
+    # Who speaks HTTP: "emulator" (its own HTTP/1.1 and HTTP/2 servers, emulator.transport.h1/h2) or
+    # "hypercorn" (Hypercorn's trio worker with emulator.transport.hypercorn_compat's patches).
     http_server: str = "emulator"
 
     def __attrs_post_init__(self) -> None:

@@ -32,6 +32,7 @@ import h2.exceptions
 import h2.settings
 import trio
 
+from ..web.rawasgi import BODY_EXTENSION
 from .httpcommon import (
     READ_SIZE,
     ConnectionServer,
@@ -39,7 +40,6 @@ from .httpcommon import (
     http_scope,
     peer_addresses,
 )
-from .rawasgi import BODY_EXTENSION
 
 log = logging.getLogger("emulator.h2")
 

@@ -36,7 +36,7 @@ from urllib.parse import unquote_to_bytes
 import attrs
 import trio
 
-from .errors import ApiError, ErrorFamily, FamilyMap, framework_error
+from ..platform.errors import ApiError, ErrorFamily, FamilyMap, framework_error
 
 log = logging.getLogger("emulator.rawasgi")
 
@@ -51,7 +51,7 @@ Headers = list[tuple[bytes, bytes]]
 
 JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
 # A server may put a request's whole body in `scope["extensions"]` under this key when it has
-# already arrived with the head (emulator.h1 does); `receive()` still delivers it as well.
+# already arrived with the head (emulator.transport.h1 does); `receive()` still delivers it as well.
 BODY_EXTENSION = "emulator.body"
 
 

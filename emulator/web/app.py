@@ -19,21 +19,21 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from .clock import Clock, Randomness, SystemClock
+from ..platform.clock import Clock, Randomness, SystemClock
+from ..platform.errors import ApiError, FamilyMap, framework_error
+from ..platform.seeds import Seed
+from ..platform.service import Endpoints, Service, ServiceContext, ServiceInstance
+from ..platform.settings import Settings
 from .control import control_blueprint
-from .errors import ApiError, FamilyMap, framework_error
 from .http import error_response
 from .rawasgi import RawDispatcher, merge_routes
 from .requestlog import ASGIApp, RequestLog
-from .seeds import Seed
-from .service import Endpoints, Service, ServiceContext, ServiceInstance
-from .settings import Settings
 
 log = logging.getLogger("emulator.app")
 
 
 def default_services() -> tuple[Service, ...]:
-    from .foundry.service import FoundryService
+    from ..foundry.service import FoundryService
 
     return (FoundryService(),)
 
@@ -103,7 +103,7 @@ def build_emulator(
 
 def create_asgi(emulator: Emulator) -> ASGIApp:
     """The ASGI app the server runs: the request log around the services' raw routes
-    (emulator.rawasgi), which sit in front of `create_app`'s Quart app."""
+    (emulator.web.rawasgi), which sit in front of `create_app`'s Quart app."""
     groups = []
     for service in emulator.services.values():
         routes = getattr(service, "asgi_routes", None)
@@ -153,7 +153,7 @@ def limit_request_head(app: ASGIApp, max_bytes: int, families: FamilyMap) -> ASG
 def create_app(emulator: Emulator) -> QuartTrio:
     app = QuartTrio("emulator")
     # Quart's defaults cut long-polls and long streams and cap bodies at 16 MiB; the emulator
-    # enforces its own limits per route instead (emulator.http).
+    # enforces its own limits per route instead (emulator.web.http).
     app.config.update(MAX_CONTENT_LENGTH=None, BODY_TIMEOUT=None, RESPONSE_TIMEOUT=None)
     app.extensions["emulator"] = emulator
     app.register_blueprint(control_blueprint(emulator))

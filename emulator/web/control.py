@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, request
 
-from . import __version__
-from .errors import EMULATOR
+from .. import __version__
+from ..platform.errors import EMULATOR
 from .http import json_response
 
 if TYPE_CHECKING:

@@ -1,9 +1,9 @@
 """Runtime patches for four defects of Hypercorn 0.18.0's trio worker.
 
 This module owns every monkeypatch the emulator applies to Hypercorn, which serves HTTP only
-with `--http-server hypercorn` (by default the emulator's own servers, emulator.h1 and
-emulator.h2, do). `apply()` installs them (idempotent; call it before serving, as
-`emulator.server.serve` does in that mode): it replaces
+with `--http-server hypercorn` (by default the emulator's own servers, emulator.transport.h1 and
+emulator.transport.h2, do). `apply()` installs them (idempotent; call it before serving, as
+`emulator.transport.server.serve` does in that mode): it replaces
 `TCPServer` and the `trio` module seen by `hypercorn.trio.run`, and `H2Protocol` in
 `hypercorn.protocol`, so it covers every later `hypercorn.trio.serve` / `worker_serve` call
 in the process. Each patch exists because of a defect measured in the pinned stack
@@ -340,7 +340,7 @@ def apply() -> None:
     installed = version("hypercorn")
     if installed != MEASURED_VERSION:
         log.warning(
-            "hypercorn %s is installed; emulator.hypercorn_compat was measured on %s: "
+            "hypercorn %s is installed; emulator.transport.hypercorn_compat was measured on %s: "
             "run tests/test_hypercorn_compat.py and drop the patches upstream has fixed",
             installed,
             MEASURED_VERSION,
@@ -353,7 +353,7 @@ def apply() -> None:
     ):
         raise RuntimeError(
             f"hypercorn {installed}: hypercorn.trio.run.TCPServer or hypercorn.protocol."
-            "H2Protocol is not what emulator.hypercorn_compat patches; update or remove it"
+            "H2Protocol is not what this module patches; update or remove it"
         )
     seen = _TrioSeenByHypercorn("trio")
     seen.SocketListener = _batching_socket_listener  # type: ignore[attr-defined]

@@ -36,7 +36,14 @@ from urllib.parse import unquote_to_bytes
 import attrs
 import trio
 
-from ..platform.errors import ApiError, ErrorFamily, FamilyMap, framework_error
+from ..platform.errors import (
+    BODY_LIMIT_SETTING,
+    ApiError,
+    ErrorFamily,
+    FamilyMap,
+    framework_error,
+    too_large,
+)
 
 log = logging.getLogger("emulator.rawasgi")
 
@@ -196,16 +203,19 @@ class RawRequest:
         self.body_done = True
         return bytes(ready)
 
-    async def read_body(self, limit: int, seconds: float) -> bytes:
-        """The whole body (413 beyond `limit` bytes, 408 unless it arrives within `seconds`)."""
+    async def read_body(
+        self, limit: int, seconds: float, *, setting: str = BODY_LIMIT_SETTING
+    ) -> bytes:
+        """The whole body (413 beyond `limit` bytes, naming the limit and `setting`, the
+        variable that raises it; 408 unless it arrives within `seconds`)."""
         declared = self.content_length()
         if declared is not None and declared > limit:
-            raise framework_error(self.family, 413, self.path, self.method)
+            raise too_large(self.family, self.path, self.method, limit, setting)
         if not self.body_done:
             ready = self._prefetched()
             if ready is not None:
                 if len(ready) > limit:
-                    raise framework_error(self.family, 413, self.path, self.method)
+                    raise too_large(self.family, self.path, self.method, limit, setting)
                 return ready
         chunks = bytearray()
         if self.body_done:
@@ -220,7 +230,7 @@ class RawRequest:
                     raise ClientGone(f"{kind} while reading the request body")
                 chunks += message.get("body", b"")
                 if len(chunks) > limit:
-                    raise framework_error(self.family, 413, self.path, self.method)
+                    raise too_large(self.family, self.path, self.method, limit, setting)
                 if not message.get("more_body", False):
                     self.body_done = True
                     return bytes(chunks)

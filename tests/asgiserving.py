@@ -19,6 +19,7 @@ from emulator.transport import hypercorn_compat
 from emulator.transport.h1 import H1Server
 from emulator.transport.h2 import H2Server
 from emulator.transport.httpcommon import ServerLimits
+from emulator.transport.websocket import WebSocketLimits
 
 App = Callable[[dict[str, Any], Any, Any], Any]
 LIMITS = ServerLimits(max_header_bytes=64 * 1024, keep_alive_timeout=75.0, head_timeout=30.0)
@@ -39,7 +40,10 @@ class Served:
 
 @asynccontextmanager
 async def serving(
-    app: App, server: str = "emulator", families: FamilyMap | None = None
+    app: App,
+    server: str = "emulator",
+    families: FamilyMap | None = None,
+    websocket_limits: WebSocketLimits | None = None,
 ) -> AsyncIterator[Served]:
     """Serve `app` until the block ends."""
     if server == "hypercorn":
@@ -48,6 +52,8 @@ async def serving(
         return
     h1 = H1Server(app, LIMITS, families or FamilyMap())
     h2 = H2Server(app, LIMITS, families or FamilyMap())
+    if websocket_limits is not None:
+        h1.websocket_limits = websocket_limits
 
     async def handler(stream: trio.SocketStream) -> None:
         preface = await h1.serve_connection(stream, scheme="http", sniff_h2=True)

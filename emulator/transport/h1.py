@@ -35,6 +35,7 @@ from .httpcommon import (
     http_scope,
     peer_addresses,
 )
+from .websocket import WebSocketLimits, WebSocketSession, is_upgrade
 
 log = logging.getLogger("emulator.h1")
 
@@ -54,6 +55,9 @@ REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 
 class H1Server(ConnectionServer["_Connection"]):
     """The HTTP/1.1 side of every listener."""
+
+    # Bounds for connections upgraded to WebSocket (emulator.transport.websocket).
+    websocket_limits = WebSocketLimits()
 
     async def serve_connection(
         self, stream: trio.abc.Stream, *, scheme: str, sniff_h2: bool = False
@@ -217,6 +221,8 @@ class _Connection:
         # Bytes received ahead (a pipelined next request) while the current one is answered.
         self.pipelined = 0
         self._head_start = b""
+        # Set once the connection has become a WebSocket.
+        self.websocket: WebSocketSession | None = None
 
     def _enter(self, phase: str) -> None:
         self.phase = phase
@@ -233,8 +239,11 @@ class _Connection:
             self._stop_reading()
 
     def drain(self) -> None:
-        """At shutdown: close now if idle (a busy connection closes after its response)."""
-        if self.phase is IDLE:
+        """At shutdown: close now if idle (a busy connection closes after its response; a
+        WebSocket gets a 1001 close)."""
+        if self.websocket is not None:
+            self.websocket.going_away()
+        elif self.phase is IDLE:
             self._stop_reading()
 
     def _stop_reading(self) -> None:
@@ -260,6 +269,9 @@ class _Connection:
             while True:
                 request = await self._next_request()
                 if request is None:
+                    return None
+                if is_upgrade(request.method, list(request.headers)):
+                    await self._upgrade(request)
                     return None
                 await self._exchange(request)
                 if self.h11.their_state is h11.SEND_BODY and not self.broken:
@@ -423,6 +435,28 @@ class _Connection:
             }
         )
         await exchange.send({"type": "http.response.body", "body": error_body})
+
+    async def _upgrade(self, request: h11.Request) -> None:
+        """Serve a WebSocket (`Upgrade: websocket`) on this connection until it closes."""
+        # The rest of the request (a body is not allowed), then what came after it: the
+        # client's first frames, possibly.
+        event = self.buffered_body_event()
+        if not isinstance(event, h11.EndOfMessage):
+            await self._refuse(400)
+            return
+        with contextlib.suppress(h11.RemoteProtocolError):
+            self.h11.next_event()
+        trailing, _ = self.h11.trailing_data
+        scope = self._scope(request)
+        scope["type"] = "websocket"
+        scope["scheme"] = "wss" if self.scheme == "https" else "ws"
+        del scope["method"]
+        scope["extensions"]["websocket.http.response"] = {}
+        session = WebSocketSession(self.stream, scope, self.server.websocket_limits)
+        self.websocket = session
+        if self.server.draining:
+            session.going_away()
+        await session.run(self.server.app, bytes(request.target), list(request.headers), trailing)
 
     async def _discard_body(self) -> None:
         """Read and drop the rest of a body the app did not want (e.g. after a 413), so the

@@ -13,6 +13,7 @@ import attrs
 import httpx
 import pytest
 import trio
+import trio.testing
 from asgiserving import serving
 from httpx_sse import aconnect_sse
 
@@ -271,6 +272,8 @@ async def test_a_subscriber_that_fell_behind_resumes_with_last_event_id() -> Non
             httpx.AsyncClient(base_url=served.url) as client,
         ):
             async with client.stream("GET", "/events") as response:
+                # The writer is parked waiting for an event (its head write has returned).
+                await trio.testing.wait_all_tasks_blocked()
                 # Four events before the writer runs again: the first goes straight to the
                 # waiting writer, the buffer holds two, the fourth does not fit.
                 for data in ("a", "b", "c", "d"):

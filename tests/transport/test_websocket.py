@@ -1,0 +1,260 @@
+"""WebSocket over HTTP/1.1 (emulator.transport.websocket on the emulator's own server, and
+Hypercorn), with raw WebSocket routes (emulator.web.websocket) and a real client library
+(`websockets`, its sync client run in a worker thread): the handshake and subprotocols, text and
+binary messages, ping/pong, the close handshake from either side, refusals (unknown path: 403;
+an ApiError before accept: a JSON answer in the family; plain HTTP on a WebSocket path: 426),
+the message size limit, a client that vanishes, and server shutdown (1001).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attrs
+import httpx
+import pytest
+import trio
+from asgiserving import SERVERS, serving
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from emulator.platform.errors import FamilyMap
+from emulator.transport.websocket import WebSocketLimits
+from emulator.web.rawasgi import RawDispatcher, RawRequest, RawRoute
+from emulator.web.websocket import RawWebSocket, WebSocketDisconnect, websocket_route
+
+T = TypeVar("T")
+
+
+@attrs.define
+class Events:
+    """What the handlers saw, and events the tests wait on."""
+
+    codes: list[int] = attrs.field(factory=list)
+    connected: trio.Event = attrs.field(factory=trio.Event)
+    done: trio.Event = attrs.field(factory=trio.Event)
+
+
+def make_app(seen: Events) -> RawDispatcher:
+    async def echo(ws: RawWebSocket) -> None:
+        try:
+            await ws.accept("chat" if "chat" in ws.subprotocols else None)
+            await ws.send_text(f"hello {ws.params['name']}")
+            seen.connected.set()
+            while True:
+                message = await ws.receive()
+                if message == "close-me":
+                    await ws.close(4000, "bye")
+                elif message == "crash":
+                    raise ValueError("the handler failed")
+                elif isinstance(message, bytes):
+                    await ws.send_bytes(message[::-1])
+                else:
+                    await ws.send_text(message.upper())
+        except WebSocketDisconnect as gone:
+            seen.codes.append(gone.code)
+            raise
+        finally:
+            seen.done.set()
+
+    async def private(ws: RawWebSocket) -> None:
+        raise ws.request.family.error(401, "unauthorized", "A token is required.")
+
+    async def push(ws: RawWebSocket) -> None:
+        try:
+            await ws.accept()
+            seen.connected.set()
+            seen.codes.append(await ws.wait_disconnect())
+        finally:
+            seen.done.set()
+
+    async def plain(request: RawRequest) -> None:
+        await request.respond(200, b"plain")
+
+    routes = [
+        websocket_route("/echo/{name}", echo),
+        websocket_route("/private", private),
+        websocket_route("/push", push),
+        RawRoute("GET", "/plain", plain),
+    ]
+    return RawDispatcher(not_found, routes, FamilyMap())
+
+
+async def not_found(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 404, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def client(url: str, **options: Any) -> ClientConnection:
+    options.setdefault("open_timeout", 10)
+    options.setdefault("close_timeout", 10)
+    return connect(url.replace("http://", "ws://"), proxy=None, compression=None, **options)
+
+
+async def in_thread(function: Callable[[], T]) -> T:
+    return await trio.to_thread.run_sync(function)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_messages_both_ways_and_a_client_close(server: str) -> None:
+    seen = Events()
+
+    def conversation(url: str) -> list[Any]:
+        with client(f"{url}/echo/jane", subprotocols=["chat"]) as ws:
+            answers: list[Any] = [ws.subprotocol, ws.recv(timeout=10)]
+            ws.send("shout")
+            answers.append(ws.recv(timeout=10))
+            ws.send(b"\x01\x02\x03")
+            answers.append(ws.recv(timeout=10))
+            ws.send("x" * 100_000)
+            answers.append(len(ws.recv(timeout=10)))
+            pong = ws.ping(b"are you there")
+            answers.append(pong.wait(10))
+        return answers
+
+    with trio.fail_after(20):
+        async with serving(make_app(seen), server) as served:
+            answers = await in_thread(lambda: conversation(served.url))
+            await seen.done.wait()
+    assert answers == ["chat", "hello jane", "SHOUT", b"\x03\x02\x01", 100_000, True]
+    # Hypercorn 0.18 reports every client close as 1006 (it drops the client's code).
+    assert seen.codes == [1000 if server == "emulator" else 1006]
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_the_server_closes_with_a_code_and_a_reason(server: str) -> None:
+    seen = Events()
+
+    def conversation(url: str) -> tuple[int, str]:
+        with client(f"{url}/echo/x") as ws:
+            ws.recv(timeout=10)
+            ws.send("close-me")
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd is not None
+        return closed.value.rcvd.code, closed.value.rcvd.reason
+
+    with trio.fail_after(20):
+        async with serving(make_app(seen), server) as served:
+            assert await in_thread(lambda: conversation(served.url)) == (4000, "bye")
+            await seen.done.wait()
+    assert seen.codes == [4000]
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_a_failing_handler_closes_with_1011(server: str) -> None:
+    seen = Events()
+
+    def conversation(url: str) -> int:
+        with client(f"{url}/echo/x") as ws:
+            ws.recv(timeout=10)
+            ws.send("crash")
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd is not None
+        return closed.value.rcvd.code
+
+    with trio.fail_after(20):
+        async with serving(make_app(seen), server) as served:
+            assert await in_thread(lambda: conversation(served.url)) == 1011
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_refusals_are_http_answers(server: str) -> None:
+    def refused(url: str) -> tuple[int, bytes]:
+        with pytest.raises(InvalidStatus) as refusal:
+            client(url)
+        response = refusal.value.response
+        return response.status_code, bytes(response.body or b"")
+
+    with trio.fail_after(20):
+        async with serving(make_app(Events()), server) as served:
+            unknown = await in_thread(lambda: refused(f"{served.url}/nowhere"))
+            private = await in_thread(lambda: refused(f"{served.url}/private"))
+            # A route that is not a WebSocket route is no WebSocket either.
+            plain = await in_thread(lambda: refused(f"{served.url}/plain"))
+            async with httpx.AsyncClient(base_url=served.url) as http:
+                upgrade_required = await http.get("/push")
+                ok = await http.get("/plain")
+    assert unknown[0] == 403
+    assert plain[0] == 403
+    assert private[0] == 401
+    assert json.loads(private[1]) == {
+        "error": "unauthorized",
+        "error_description": "A token is required.",
+    }
+    assert upgrade_required.status_code == 426
+    assert upgrade_required.headers["upgrade"] == "websocket"
+    assert ok.text == "plain"
+
+
+async def test_a_message_over_the_limit_closes_with_1009() -> None:
+    seen = Events()
+
+    def conversation(url: str) -> tuple[str, int]:
+        with client(f"{url}/echo/x") as ws:
+            ws.recv(timeout=10)
+            ws.send("a" * 1000)
+            first = ws.recv(timeout=10)
+            assert isinstance(first, str)
+            ws.send("b" * 1025)
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd is not None
+        return first, closed.value.rcvd.code
+
+    limits = WebSocketLimits(max_message_bytes=1024)
+    with trio.fail_after(20):
+        async with serving(make_app(seen), websocket_limits=limits) as served:
+            first, code = await in_thread(lambda: conversation(served.url))
+            await seen.done.wait()
+    assert (first, code) == ("A" * 1000, 1009)
+    assert seen.codes == [1009]
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_a_client_that_vanishes_is_a_1006_disconnect(server: str) -> None:
+    seen = Events()
+
+    def vanish(url: str) -> None:
+        ws = client(f"{url}/push")
+        # No close frame: the TCP connection just ends.
+        ws.socket.shutdown(socket.SHUT_RDWR)
+        ws.socket.close()
+
+    with trio.fail_after(20):
+        async with serving(make_app(seen), server) as served:
+            await in_thread(lambda: vanish(served.url))
+            await seen.done.wait()
+    assert seen.codes == [1006]
+
+
+async def test_shutdown_closes_open_websockets_with_1001() -> None:
+    """The emulator's own server only: Hypercorn 0.18 leaves an open WebSocket alone until its
+    graceful timeout, then cancels the app and closes with 1011. A service that must end its
+    WebSockets cleanly on both servers closes them from its own shutdown (e.g. a feed close)."""
+    seen = Events()
+    server = "emulator"
+
+    def wait_for_close(url: str) -> int:
+        with client(f"{url}/push") as ws, pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd is not None
+        return closed.value.rcvd.code
+
+    codes: list[int] = []
+    with trio.fail_after(20):
+        async with serving(make_app(seen), server) as served, trio.open_nursery() as nursery:
+
+            async def run_client() -> None:
+                codes.append(await in_thread(lambda: wait_for_close(served.url)))
+
+            nursery.start_soon(run_client)
+            await seen.connected.wait()
+            served.drain()
+            await seen.done.wait()
+    assert codes == [1001]
+    assert seen.codes == [1001]

@@ -11,7 +11,9 @@ after their response).
 Why the emulator has its own: on the job plane every job is three short requests, and Hypercorn
 spent more per request than the emulator's own work for it (see the README's Performance
 section). A connection that opens with the HTTP/2 preface is handed back to the caller of
-`serve_connection` with the bytes read so far (emulator.transport.h2 serves it).
+`serve_connection` with the bytes read so far (emulator.transport.h2 serves it). A WebSocket
+upgrade is served by emulator.transport.websocket; a gRPC request is refused with a 415 (gRPC
+needs HTTP/2's trailers).
 
 Generic: knows nothing about Foundry; imports neither quart nor hypercorn.
 """
@@ -19,14 +21,17 @@ Generic: knows nothing about Foundry; imports neither quart nor hypercorn.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import socket
+from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
 import h11
 import trio
 
+from ..platform.errors import framework_error
 from ..web.rawasgi import BODY_EXTENSION
 from .httpcommon import (
     READ_SIZE,
@@ -51,6 +56,14 @@ HEAD = "head"  # the rest of a request head
 BUSY = "busy"  # the app
 CLOSING = "closing"
 REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
+
+
+def is_grpc(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a request is gRPC (`content-type: application/grpc`, `+proto`, `+json`, ...)."""
+    for name, value in headers:
+        if name == b"content-type":
+            return value.lower().startswith(b"application/grpc")
+    return False
 
 
 class H1Server(ConnectionServer["_Connection"]):
@@ -411,6 +424,9 @@ class _Connection:
     async def _exchange(self, request: h11.Request) -> None:
         scope = self._scope(request)
         exchange = _Exchange(self, head_only=request.method == b"HEAD")
+        if is_grpc(request.headers):
+            await self._refuse_grpc(exchange, scope)
+            return
         body = exchange.prefetch_body()
         if body is not None:
             scope["extensions"][BODY_EXTENSION] = body
@@ -435,6 +451,17 @@ class _Connection:
             }
         )
         await exchange.send({"type": "http.response.body", "body": error_body})
+
+    async def _refuse_grpc(self, exchange: _Exchange, scope: dict[str, Any]) -> None:
+        """gRPC needs HTTP/2 (its status travels in trailers): a 415 in the path's family.
+        The body is then dropped by the request loop, so the connection lives on."""
+        path, method = str(scope["path"]), str(scope["method"])
+        error = framework_error(self.server.families.for_path(path), 415, path, method)
+        error.description = "gRPC needs HTTP/2: use h2c (prior knowledge) or HTTPS with ALPN h2."
+        body = json.dumps(error.body()).encode("utf-8")
+        headers = [(b"content-type", b"application/json")]
+        await exchange.send({"type": "http.response.start", "status": 415, "headers": headers})
+        await exchange.send({"type": "http.response.body", "body": body})
 
     async def _upgrade(self, request: h11.Request) -> None:
         """Serve a WebSocket (`Upgrade: websocket`) on this connection until it closes."""

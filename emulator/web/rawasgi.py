@@ -259,11 +259,20 @@ class RawRequest:
             # The server raises protocol errors when the connection or stream is already gone.
             raise ClientGone(f"could not send: {error!r}") from error
 
-    async def start(self, status: int, headers: Headers) -> None:
+    async def start(self, status: int, headers: Headers, *, trailers: bool = False) -> None:
+        """The response head; with `trailers`, `send_trailers` must follow the last body (only
+        where the server offers the ASGI `http.response.trailers` extension: HTTP/2)."""
         if self.started:
             raise RuntimeError("the response has already started")
         self.started = True
-        await self._transmit({"type": "http.response.start", "status": status, "headers": headers})
+        message: Message = {"type": "http.response.start", "status": status, "headers": headers}
+        if trailers:
+            message["trailers"] = True
+        await self._transmit(message)
+
+    async def send_trailers(self, headers: Headers) -> None:
+        """The trailers of a response started with `trailers=True`, after its last body."""
+        await self._transmit({"type": "http.response.trailers", "headers": headers})
 
     async def send_body(self, body: bytes, *, more: bool) -> None:
         if not more:

@@ -258,3 +258,96 @@ async def test_shutdown_closes_open_websockets_with_1001() -> None:
             await seen.done.wait()
     assert codes == [1001]
     assert seen.codes == [1001]
+
+
+# Byte-level: the handshake checks, and frames that arrive with the request head ----------------
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def upgrade_head(path: str, *, key: str | None = KEY) -> bytes:
+    lines = [
+        f"GET {path} HTTP/1.1",
+        "Host: test",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Version: 13",
+    ]
+    if key is not None:
+        lines.append(f"Sec-WebSocket-Key: {key}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+
+
+def masked_text_frame(text: str) -> bytes:
+    """A client frame (FIN, text, masked), built by hand."""
+    payload = text.encode()
+    mask = b"\x11\x22\x33\x44"
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    assert len(payload) < 126
+    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
+
+
+async def read_until_closed(stream: trio.SocketStream) -> bytes:
+    seen = b""
+    while chunk := await stream.receive_some(65536):
+        seen += chunk
+    return seen
+
+
+async def test_a_handshake_without_a_key_is_refused_before_the_app_runs() -> None:
+    seen = Events()
+    with trio.fail_after(10):
+        async with serving(make_app(seen)) as served:
+            stream = await trio.open_tcp_stream("127.0.0.1", served.port)
+            async with stream:
+                await stream.send_all(upgrade_head("/echo/x", key=None))
+                answer = await read_until_closed(stream)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert not seen.connected.is_set()
+
+
+async def test_frames_sent_with_the_head_are_not_lost() -> None:
+    seen = Events()
+    with trio.fail_after(10):
+        async with serving(make_app(seen)) as served:
+            stream = await trio.open_tcp_stream("127.0.0.1", served.port)
+            async with stream:
+                # The head and a first message in one write (a client that does not wait).
+                await stream.send_all(upgrade_head("/echo/x") + masked_text_frame("early"))
+                answer = b""
+                while b"EARLY" not in answer:
+                    chunk = await stream.receive_some(65536)
+                    assert chunk, answer
+                    answer += chunk
+    head, _, frames = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 ")
+    assert b"sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=" in head.lower()
+    # Two unmasked server text frames: the greeting, then the echo.
+    assert frames == b"\x81\x07hello x" + b"\x81\x05EARLY"
+
+
+# Through the whole emulator app (request log, head limit, raw routes, Quart behind) -------------
+
+
+@pytest.mark.parametrize("http_server", SERVERS)
+async def test_the_emulator_refuses_websockets_it_does_not_serve_and_keeps_serving(
+    start_emulator: Any, http_server: str
+) -> None:
+    running = await start_emulator(http_server=http_server)
+
+    def refused() -> int:
+        with pytest.raises(InvalidStatus) as refusal:
+            connect(
+                running.https_url.replace("https://", "wss://") + "/api/v2/ontologies",
+                ssl=running.ssl_context(),
+                proxy=None,
+                open_timeout=10,
+            )
+        return refusal.value.response.status_code
+
+    with trio.fail_after(30):
+        status = await in_thread(refused)
+        async with running.client(tls=True) as http:
+            health = await http.get("/_emulate/health")
+    assert status == 403
+    assert health.status_code == 200

@@ -239,9 +239,10 @@ class EventFeed(Generic[T]):
 
     def publish_nowait(self, item: T) -> int:
         """Give `item` to every subscriber; returns how many took it. Never blocks: a
-        subscriber with a full buffer is ended instead (see `Subscription.offer_nowait`)."""
+        subscriber with a full buffer is ended instead (see `Subscription.offer_nowait`).
+        After `close` nobody takes it (0): a producer racing the shutdown is not an error."""
         if self._closed:
-            raise RuntimeError("publish on a closed feed")
+            return 0
         self._published += 1
         delivered = 0
         for subscription in list(self._subscribers):
@@ -291,7 +292,8 @@ async def stream_events(
 ) -> Ending:
     """Answer `request` with an event stream: `first` (e.g. events replayed after a
     Last-Event-ID), then the subscription's events as they come, until it ends or the client
-    goes away. Returns why the stream ended. A HEAD request gets the head only.
+    goes away. Returns why the stream ended. A HEAD request gets the head only (and the
+    result CLIENT_GONE: nothing was streamed).
 
     Events already waiting are written together in one send. The client is watched for
     disconnecting the whole time, so a stream with nothing to say still ends when it leaves.

@@ -18,11 +18,14 @@ import httpx
 import pytest
 import trio
 from asgiserving import SERVERS, serving
+from trio.testing import lockstep_stream_pair, wait_all_tasks_blocked
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
+from wsproto import ConnectionType, WSConnection
+from wsproto import events as ws_events
 
 from emulator.platform.errors import FamilyMap
-from emulator.transport.websocket import WebSocketLimits
+from emulator.transport.websocket import WebSocketLimits, WebSocketSession
 from emulator.web.rawasgi import RawDispatcher, RawRequest, RawRoute
 from emulator.web.websocket import RawWebSocket, WebSocketDisconnect, websocket_route
 
@@ -351,3 +354,65 @@ async def test_the_emulator_refuses_websockets_it_does_not_serve_and_keeps_servi
             health = await http.get("/_emulate/health")
     assert status == 403
     assert health.status_code == 200
+
+
+# The session on an in-memory stream: the receive queue is bounded ------------------------------
+
+
+async def test_a_client_faster_than_the_app_is_held_back_after_the_queue() -> None:
+    # Lockstep: a send returns only once the other side has read it, so a reader that stops
+    # reading stops the client.
+    client_side, server_side = lockstep_stream_pair()
+    session = WebSocketSession(
+        server_side,
+        {"type": "websocket", "path": "/", "extensions": {}},
+        WebSocketLimits(queue_messages=4),
+    )
+    release = trio.Event()
+    taken: list[str] = []
+    sent: list[int] = []
+
+    async def slow_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        await release.wait()
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            taken.append(message["text"])
+
+    client = WSConnection(ConnectionType.CLIENT)
+    handshake = client.send(ws_events.Request(host="test", target="/"))
+    head = handshake.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    headers = [(name, value) for name, _, value in (line.partition(b": ") for line in head[1:])]
+
+    async def send_all_messages() -> None:
+        for number in range(20):
+            await client_side.send_all(client.send(ws_events.TextMessage(f"m{number}")))
+            sent.append(number)
+        await client_side.send_all(client.send(ws_events.CloseConnection(code=1000)))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+
+            async def serve() -> None:
+                # As transport.h1 does: the socket closes once the session is over.
+                async with server_side:
+                    await session.run(slow_app, b"/", headers, b"")
+
+            nursery.start_soon(serve)
+            client.receive_data(await client_side.receive_some(65536))
+            assert isinstance(next(client.events()), ws_events.AcceptConnection)
+            nursery.start_soon(send_all_messages)
+            await wait_all_tasks_blocked()
+            # Four messages wait for the app, the reader holds a fifth and reads no further,
+            # so the client is stuck in its next send.
+            assert session._incoming.statistics().current_buffer_used == 4
+            assert len(sent) < 8
+            release.set()
+            # The close frame gets an answer; reading it lets the server finish.
+            while data := await client_side.receive_some(65536):
+                client.receive_data(data)
+    assert taken == [f"m{number}" for number in range(20)]
+    assert len(sent) == 20

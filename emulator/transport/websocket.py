@@ -12,7 +12,8 @@ Bounds: a message larger than `max_message_bytes` (counted while its frames arri
 buffered whole) closes the connection with 1009; at most `queue_messages` received messages wait
 for the app, after which the reader stops reading, so a client that sends faster than the app
 receives is held back by TCP (its pings then wait too). After a close frame the peer has
-`close_timeout` seconds to answer before the socket is closed anyway.
+`close_timeout` seconds to answer before the socket is closed anyway. With `ping_interval` set,
+the server pings, and a peer that leaves a ping unanswered for an interval counts as gone.
 
 Generic: knows nothing about any service; imports neither quart nor hypercorn. Called by
 emulator.transport.h1, which owns the socket before the upgrade and closes it after `run`.
@@ -45,6 +46,10 @@ class WebSocketLimits:
     max_message_bytes: int = 1024 * 1024
     queue_messages: int = 16
     close_timeout: float = 5.0
+    # With a number: a ping every `ping_interval` seconds while open, and a peer that has not
+    # answered the previous one by then counts as gone (1006). Off by default, as in Hypercorn;
+    # clients (browsers, `websockets`) usually ping themselves.
+    ping_interval: float | None = None
 
 
 class WebSocketClosed(OSError):
@@ -104,6 +109,10 @@ class WebSocketSession:
         self._closed = trio.Event()
         self._going_away = False
         self._trailing = b""
+        # The payload of the last ping we sent until its pong arrives (see `_ping_loop`).
+        self._awaiting_pong: bytes | None = None
+        self._pings = 0
+        self._read_scope = trio.CancelScope()
 
     def _enter(self, phase: Phase) -> None:
         if phase is self.phase:
@@ -241,6 +250,8 @@ class WebSocketSession:
         await self._write(self.ws.send(event))
         assert self._nursery is not None
         self._nursery.start_soon(self._read)
+        if self.limits.ping_interval is not None:
+            self._nursery.start_soon(self._ping_loop, self.limits.ping_interval)
         if self._going_away:
             await self._send_close(int(CloseReason.GOING_AWAY), "server shutting down")
 
@@ -274,20 +285,41 @@ class WebSocketSession:
                 raise WebSocketClosed("the connection is gone") from error
 
     def _lost(self) -> None:
+        """The connection is gone without a close handshake: 1006 for the app."""
         if self.phase is not Phase.CLOSED:
             self.close_code = int(CloseReason.ABNORMAL_CLOSURE)
-            self.phase = Phase.CLOSED
-            self._incoming_send.close()
-            self._closed.set()
+            self._enter(Phase.CLOSED)
+
+    async def _ping_loop(self, interval: float) -> None:
+        """Ping while open; end the connection when a ping is still unanswered at the next."""
+        while True:
+            await trio.sleep(interval)
+            if self.phase is not Phase.OPEN:
+                return
+            if self._awaiting_pong is not None:
+                log.info(
+                    "websocket %s: no pong within %.1f s; closing", self.scope["path"], interval
+                )
+                self._lost()
+                self._read_scope.cancel()
+                return
+            self._pings += 1
+            self._awaiting_pong = self._pings.to_bytes(4, "big")
+            with contextlib.suppress(WebSocketClosed):
+                await self._write(self.ws.send(ws_events.Ping(self._awaiting_pong)))
 
     # The reader -----------------------------------------------------------------------------------
 
     async def _read(self) -> None:
         """Feed wsproto until the connection closes; messages go to the app's queue."""
-        parts: list[str | bytes] = []
-        size = 0
         data: bytes | None = self._trailing
         self._trailing = b""
+        with self._read_scope:
+            await self._read_frames(data)
+
+    async def _read_frames(self, data: bytes | None) -> None:
+        parts: list[str | bytes] = []
+        size = 0
         try:
             while self.phase in (Phase.OPEN, Phase.CLOSING):
                 if data is None or data:
@@ -312,6 +344,9 @@ class WebSocketSession:
                     elif isinstance(event, ws_events.Ping):
                         if self.ws.state is ConnectionState.OPEN:
                             await self._write(self.ws.send(event.response()))
+                    elif isinstance(event, ws_events.Pong):
+                        if event.payload == self._awaiting_pong:
+                            self._awaiting_pong = None
                     elif isinstance(event, ws_events.CloseConnection):
                         await self._peer_closed(event)
                         return

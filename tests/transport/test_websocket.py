@@ -17,12 +17,14 @@ import attrs
 import httpx
 import pytest
 import trio
+import trio.testing
 from asgiserving import SERVERS, serving
-from trio.testing import lockstep_stream_pair, wait_all_tasks_blocked
+from trio.testing import lockstep_stream_pair, memory_stream_pair, wait_all_tasks_blocked
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from wsproto import ConnectionType, WSConnection
 from wsproto import events as ws_events
+from wsproto.connection import ConnectionState
 
 from emulator.platform.errors import FamilyMap
 from emulator.transport.websocket import WebSocketLimits, WebSocketSession
@@ -359,6 +361,15 @@ async def test_the_emulator_refuses_websockets_it_does_not_serve_and_keeps_servi
 # The session on an in-memory stream: the receive queue is bounded ------------------------------
 
 
+def client_handshake() -> tuple[WSConnection, list[tuple[bytes, bytes]]]:
+    client = WSConnection(ConnectionType.CLIENT)
+    handshake = client.send(ws_events.Request(host="test", target="/"))
+    head = handshake.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    return client, [
+        (name, value) for name, _, value in (line.partition(b": ") for line in head[1:])
+    ]
+
+
 async def test_a_client_faster_than_the_app_is_held_back_after_the_queue() -> None:
     # Lockstep: a send returns only once the other side has read it, so a reader that stops
     # reading stops the client.
@@ -382,10 +393,7 @@ async def test_a_client_faster_than_the_app_is_held_back_after_the_queue() -> No
                 return
             taken.append(message["text"])
 
-    client = WSConnection(ConnectionType.CLIENT)
-    handshake = client.send(ws_events.Request(host="test", target="/"))
-    head = handshake.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
-    headers = [(name, value) for name, _, value in (line.partition(b": ") for line in head[1:])]
+    client, headers = client_handshake()
 
     async def send_all_messages() -> None:
         for number in range(20):
@@ -416,3 +424,52 @@ async def test_a_client_faster_than_the_app_is_held_back_after_the_queue() -> No
                 client.receive_data(data)
     assert taken == [f"m{number}" for number in range(20)]
     assert len(sent) == 20
+
+
+@pytest.mark.parametrize("answers_pings", [False, True])
+async def test_server_pings_find_a_peer_that_stopped_answering(
+    autojump_clock: trio.testing.MockClock, answers_pings: bool
+) -> None:
+    client_side, server_side = memory_stream_pair()
+    limits = WebSocketLimits(ping_interval=10.0)
+    session = WebSocketSession(
+        server_side, {"type": "websocket", "path": "/", "extensions": {}}, limits
+    )
+    codes: list[int] = []
+    pings: list[float] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        codes.append(message["code"])
+
+    client, headers = client_handshake()
+
+    async def peer() -> None:
+        """Reads everything; answers pings only if `answers_pings`, and closes after 100 s."""
+        with trio.move_on_after(100):
+            while data := await client_side.receive_some(65536):
+                client.receive_data(data)
+                for event in client.events():
+                    if isinstance(event, ws_events.Ping):
+                        pings.append(trio.current_time())
+                        if answers_pings:
+                            await client_side.send_all(client.send(event.response()))
+        if client.state is ConnectionState.OPEN:
+            await client_side.send_all(client.send(ws_events.CloseConnection(code=1000)))
+
+    started = trio.current_time()
+    with trio.fail_after(300):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peer)
+            async with server_side:
+                await session.run(app, b"/", headers, b"")
+            nursery.cancel_scope.cancel()
+    if answers_pings:
+        assert codes == [1000]
+        assert len(pings) == 9  # at 10, 20, ..., 90 s
+    else:
+        # The ping at 10 s is unanswered at 20 s: the peer counts as gone.
+        assert codes == [1006]
+        assert [round(at - started) for at in pings] == [10]

@@ -11,6 +11,10 @@ Why raw routes exist: Quart reads a request body into memory as fast as the serv
 (no backpressure) and costs roughly 0.1 ms per request; a raw handler reads `receive()` only
 when it wants the next chunk, so the server's bounded queue pushes back on the sender.
 
+ASGI `websocket` scopes go only to raw routes with the method `WEBSOCKET` (emulator.web.websocket
+builds them); any other WebSocket is refused before the handshake (403), and plain HTTP on a
+WebSocket-only path is a 426.
+
 Two things a raw handler must do itself, because no framework does it: notice a client that
 went away (`wait_disconnect`, or `ClientGone` from the body reader; the server does not cancel a
 raw handler), and never start a response twice (`started`).
@@ -20,9 +24,7 @@ GET handler (the server drops the body) and OPTIONS answered 200 with `Allow`, s
 from a blueprint to the raw table changes nothing on the wire.
 
 A path matched by a raw route belongs wholly to the raw table: another method on it is a 405
-with the raw methods in `Allow`, never a fall-through. ASGI `websocket` scopes go only to routes
-with the method `WEBSOCKET` (emulator.web.websocket builds them); any other WebSocket is refused
-before the handshake (403), and plain HTTP on a WebSocket-only path is a 426.
+with the raw methods in `Allow`, never a fall-through.
 
 Generic: knows nothing about Foundry; imports neither quart nor hypercorn.
 """

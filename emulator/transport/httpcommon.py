@@ -13,7 +13,9 @@ library.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
@@ -43,6 +45,9 @@ class ServerLimits:
     keep_alive_timeout: float
     # How long a request head may take once its first byte has arrived (HTTP/1.1).
     head_timeout: float
+    # How long a write may make no progress (a client that does not read) before the
+    # connection (HTTP/1.1) or the stream waiting for window (HTTP/2) is given up.
+    send_timeout: float = 30.0
 
 
 class ServedConnection(Protocol):
@@ -86,10 +91,13 @@ class ConnectionServer(Generic[C]):
 
     async def expire_connections(self) -> None:
         """Let every connection end the waits that have lasted too long (idle past
-        `keep_alive_timeout`, a head slower than `head_timeout`): one sweep per interval for
+        `keep_alive_timeout`, a head slower than `head_timeout`, a write or a stream's wait for
+        window stalled past `send_timeout`): one sweep per interval for
         all connections, instead of a timer per request. Runs until cancelled."""
         limits = self.limits
-        interval = min(1.0, limits.keep_alive_timeout / 4, limits.head_timeout / 4)
+        interval = min(
+            1.0, limits.keep_alive_timeout / 4, limits.head_timeout / 4, limits.send_timeout / 4
+        )
         while True:
             await trio.sleep(interval)
             now = trio.current_time()
@@ -126,6 +134,17 @@ def peer_addresses(
     except OSError:
         return None, None
     return (str(peer[0]), int(peer[1])), (str(local[0]), int(local[1]))
+
+
+def abort_socket(stream: trio.abc.Stream) -> None:
+    """Shut the socket under `stream` down both ways: a pending `send_all` or `receive_some`
+    fails at once (BrokenResourceError or end of input) and the owner closes the connection on
+    its own path. Cheaper than a cancel scope around every write."""
+    transport = getattr(stream, "transport_stream", stream)
+    sock = getattr(transport, "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def http_scope(

@@ -8,6 +8,17 @@ request (a body read only when the app asks for it, so a slow reader pushes back
 to be the last, and at shutdown (`H1Server.drain`: idle connections close at once, busy ones
 after their response).
 
+Refused with 400 and then closed, beyond what h11 checks (RFC 9112): a request with both
+Content-Length and Transfer-Encoding (section 6.1: its framing is ambiguous, so the connection
+must not carry a pipelined follow-up), a head with a bare LF or CR or a control byte in a header
+value, a method with lower-case letters, a version other than 1.0 and 1.1, and a body whose
+chunked framing is broken (the app sees `http.disconnect`; if it answered nothing, the server
+answers 400). The first read of a head is checked with one regular-expression pass; the rare
+head split over several reads is checked on each of its reads.
+
+A write that makes no progress for `ServerLimits.send_timeout` (a client that does not read
+its answers) closes the connection (the sweep shuts the socket down; no timer per write).
+
 Why the emulator has its own: on the job plane every job is three short requests, and Hypercorn
 spent more per request than the emulator's own work for it (see the README's Performance
 section). A connection that opens with the HTTP/2 preface is handed back to the caller of
@@ -20,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import socket
 from http import HTTPStatus
 from typing import Any
@@ -31,6 +43,7 @@ from ..web.rawasgi import BODY_EXTENSION
 from .httpcommon import (
     READ_SIZE,
     ConnectionServer,
+    abort_socket,
     error_json,
     http_scope,
     peer_addresses,
@@ -50,6 +63,26 @@ HEAD = "head"  # the rest of a request head
 BUSY = "busy"  # the app
 CLOSING = "closing"
 REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
+# What h11 lets through in a request head and RFC 9112 does not: a control byte (other than
+# HTAB, and CR and LF as a pair), a bare LF, a bare CR.
+ILLEGAL_IN_HEAD = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|(?<!\r)\n|\r(?!\n)")
+HTTP_VERSIONS = (b"1.1", b"1.0")
+# A write is split into pieces of at most this many bytes, each of which must make progress
+# within `send_timeout`.
+WRITE_PIECE = 1024 * 1024
+
+
+def illegal_head(data: bytes, previous: bytes = b"") -> bool:
+    """Whether the head bytes in `data` (up to the blank line that ends a head) hold what
+    RFC 9112 refuses; `previous` is the last bytes (up to 3) of the same head from the reads
+    before (a CR LF pair, or the blank line, can be split between reads)."""
+    if previous:
+        data = previous + data
+    end = data.find(b"\r\n\r\n")
+    part = data if end < 0 else data[: end + 4]
+    if end < 0 and part[-1:] == b"\r":
+        part = part[:-1]
+    return ILLEGAL_IN_HEAD.search(part, len(previous) - 1 if previous else 0) is not None
 
 
 class H1Server(ConnectionServer["_Connection"]):
@@ -173,7 +206,14 @@ class _Exchange:
         if not more:
             out += h11c.send(h11.EndOfMessage())
         if out:
-            await connection.write(out)
+            if connection.bad_body:
+                # The app was told the client left (its body broke) and may be cancelled
+                # meanwhile: bytes taken from h11 must still go out whole. The send-timeout
+                # sweep bounds the wait.
+                with trio.CancelScope(shield=True):
+                    await connection.write(out)
+            else:
+                await connection.write(out)
 
     def _response(self, body: bytes, more: bool) -> h11.Response:
         headers = self.headers
@@ -217,6 +257,14 @@ class _Connection:
         # Bytes received ahead (a pipelined next request) while the current one is answered.
         self.pipelined = 0
         self._head_start = b""
+        # The request head broke RFC 9112 where h11 does not look (see the module docstring).
+        self._bad_head = False
+        # The last bytes read of the head being received.
+        self._head_tail = b""
+        # The request body's framing was broken (h11 refused it mid-body).
+        self.bad_body = False
+        # When the write in progress began (None: none in progress).
+        self._write_since: float | None = None
 
     def _enter(self, phase: str) -> None:
         self.phase = phase
@@ -225,6 +273,12 @@ class _Connection:
     def expire(self, now: float) -> None:
         """Called by the server's sweep: end a wait that has lasted too long."""
         limits = self.server.limits
+        since = self._write_since
+        if since is not None and now - since >= limits.send_timeout:
+            log.info("closing a connection whose client stopped reading")
+            self.broken = True
+            abort_socket(self.stream)
+            return
         if self.phase is IDLE:
             if self.server.draining or now - self.since >= limits.keep_alive_timeout:
                 self._stop_reading()
@@ -306,6 +360,8 @@ class _Connection:
         if seen.startswith(H2_PREFACE):
             return seen
         self._head_start = seen[:1024]
+        self._bad_head = illegal_head(seen)
+        self._head_tail = seen[-3:]
         self.h11.receive_data(seen)
         if self.eof:
             self.h11.receive_data(b"")
@@ -326,21 +382,45 @@ class _Connection:
                         return None
                     self._enter(HEAD)
                     self._head_start = data[:1024]
+                    self._bad_head = illegal_head(data)
+                    self._head_tail = data[-3:]
                     self.h11.receive_data(data)
                     event = self.h11.next_event()
+                tail = self._head_tail
                 while event is h11.NEED_DATA:
-                    self.h11.receive_data(await self._receive())
+                    data = await self._receive()
+                    if len(self._head_start) < 1024:
+                        self._head_start += data[: 1024 - len(self._head_start)]
+                    if not self._bad_head:
+                        self._bad_head = illegal_head(data, tail)
+                    tail = (tail + data[-3:])[-3:]
+                    self.h11.receive_data(data)
                     event = self.h11.next_event()
         except h11.RemoteProtocolError as error:
             await self._refuse(408 if self.timed_out else error.error_status_hint)
             return None
         self._enter(BUSY)
-        self._head_start = b""
         self.pipelined = 0
         if isinstance(event, h11.Request):
+            if self._bad_head or not self._acceptable(event):
+                self._bad_head = False
+                await self._refuse(400)
+                return None
+            self._head_start = b""
             return event
+        self._head_start = b""
         # ConnectionClosed (the client left between requests) or PAUSED after a close.
         return None
+
+    @staticmethod
+    def _acceptable(request: h11.Request) -> bool:
+        """What h11 accepts and RFC 9112 does not: both Content-Length and Transfer-Encoding
+        (section 6.1), a lower-case method, a version other than 1.0 and 1.1."""
+        method = request.method
+        if request.http_version not in HTTP_VERSIONS or not method.isupper():
+            return False
+        names = [name for name, _ in request.headers]
+        return not (b"transfer-encoding" in names and b"content-length" in names)
 
     async def _refuse(self, status: int) -> None:
         """Answer a request the server could not read (400, 408, 431) and close."""
@@ -406,6 +486,17 @@ class _Connection:
             await self.server.app(scope, exchange.receive, exchange.send)
         except Exception as error:
             log.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=error)
+        if self.bad_body and not self.broken:
+            # The body's framing broke: the connection ends after the answer. If the app gave
+            # none, the answer is a 400.
+            if not exchange.finished and not exchange.sent_head:
+                self._head_start = f"{scope['method']} {scope['path']} ".encode("latin-1")
+                await self._refuse(400)
+            else:
+                with trio.move_on_after(LINGER_SECONDS):
+                    await self._linger()
+            self.broken = True
+            return
         if exchange.finished:
             return
         if exchange.sent_head or self.broken or exchange.disconnected or self.eof:
@@ -465,14 +556,15 @@ class _Connection:
                 self.broken = True
                 return None
         except h11.RemoteProtocolError:
-            self.broken = True
+            # The answer can still be written (then the connection closes): see `_exchange`.
+            self.bad_body = True
             return None
 
     async def wait_for_disconnect(self, exchange: _Exchange) -> None:
         """Return once the client has gone away; bytes of a pipelined next request are kept,
         up to the size of one request head (more, while this request is still being answered,
         is abuse: the connection is closed rather than buffering without end)."""
-        while not self.eof and not self.broken:
+        while not self.eof and not self.broken and not self.bad_body:
             data = await self._receive()
             if data:
                 self.pipelined += len(data)
@@ -489,10 +581,19 @@ class _Connection:
         if self.broken:
             return
         try:
-            await self.stream.send_all(data)
+            if len(data) <= WRITE_PIECE:
+                self._write_since = trio.current_time()
+                await self.stream.send_all(data)
+            else:
+                view = memoryview(data)
+                for start in range(0, len(data), WRITE_PIECE):
+                    self._write_since = trio.current_time()
+                    await self.stream.send_all(view[start : start + WRITE_PIECE])
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.broken = True
             self.eof = True
         except BaseException:
             self.broken = True
             raise
+        finally:
+            self._write_since = None

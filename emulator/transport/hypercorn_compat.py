@@ -1,4 +1,4 @@
-"""Runtime patches for four defects of Hypercorn 0.18.0's trio worker.
+"""Runtime patches for five defects of Hypercorn 0.18.0's trio worker.
 
 This module owns every monkeypatch the emulator applies to Hypercorn, which serves HTTP only
 with `--http-server hypercorn` (by default the emulator's own servers, emulator.transport.h1 and
@@ -10,7 +10,7 @@ in the process. Each patch exists because of a defect measured in the pinned sta
 (hypercorn 0.18.0, trio 0.35.0, quart-trio 0.12.0) and is reproduced by
 `tests/test_hypercorn_compat.py`, which also checks that each defect is still present in
 stock Hypercorn. When such a "defect still present" test fails after an upgrade, upstream
-fixed it: remove that patch, and this module once all four are gone.
+fixed it: remove that patch, and this module once all five are gone.
 
 1. Server crash when HTTP/2 clients go away under load. On a Closed event (e.g. a client's
    GOAWAY), `TCPServer._close()` calls `stream.send_eof()`, which holds trio's send-conflict
@@ -48,7 +48,13 @@ fixed it: remove that patch, and this module once all four are gone.
    refuses every frame. Patch: `CompatH2Protocol` ends the stream from the task handling
    `EndBody`, before anything else can happen on the connection.
 
-Besides the four fixes, some tuning. Hypercorn reads at most 64 KiB per `receive_some`
+5. A request with both Content-Length and Transfer-Encoding is framed by Transfer-Encoding and
+   handed to the app with its Content-Length (h11 accepts it), so a route forwarding the
+   declared length promises bytes that never come (issue 16, defect 6). Patch:
+   `CompatH11Protocol._create_stream` answers 400 with `Connection: close` and serves nothing
+   more on the connection (RFC 9112, section 6.1).
+
+Besides the five fixes, some tuning. Hypercorn reads at most 64 KiB per `receive_some`
 (`hypercorn.trio.tcp_server.MAX_RECV`), which caps a large upload (a streamed result) at one
 64 KiB piece per scheduler pass: `CompatTCPServer._read_data` reads `READ_SIZE` instead (and
 opens no timeout scope per read when there is no read timeout). The buffer exists only
@@ -112,7 +118,7 @@ log = logging.getLogger(__name__)
 _HOOKED_METHODS = {
     TCPServer: ("run", "protocol_send", "_read_data", "_close", "_initiate_server_close"),
     H2Protocol: ("stream_send", "_flush"),
-    H11Protocol: ("stream_send", "_send_h11_event"),
+    H11Protocol: ("stream_send", "_send_h11_event", "_create_stream", "_send_error_response"),
 }
 
 
@@ -243,6 +249,15 @@ class CompatH11Protocol(H11Protocol):
         self._hold_next = False
         self._held: bytes | None = None
         self.send = self._coalescing_send
+
+    async def _create_stream(self, request: Any) -> None:
+        names = [name.lower() for name, _ in request.headers]
+        if b"transfer-encoding" in names and b"content-length" in names:
+            # Ambiguous framing (RFC 9112, section 6.1): refuse, and read nothing more.
+            await self._send_error_response(400)
+            await self.send(Closed())
+            return
+        await super()._create_stream(request)
 
     async def _coalescing_send(self, event: Event) -> None:
         if isinstance(event, RawData):

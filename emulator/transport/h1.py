@@ -43,6 +43,7 @@ from ..web.rawasgi import BODY_EXTENSION
 from .httpcommon import (
     READ_SIZE,
     ConnectionServer,
+    ResponseState,
     abort_socket,
     error_json,
     http_scope,
@@ -101,34 +102,27 @@ class H1Server(ConnectionServer["_Connection"]):
             self.connections.discard(connection)
 
 
-class _Exchange:
+class _Exchange(ResponseState):
     """One request and its response: the ASGI `receive` and `send` callables."""
 
     __slots__ = (
         "body_done",
         "connection",
         "disconnected",
-        "finished",
         "head_only",
-        "headers",
         "pending",
         "sent_head",
-        "started",
-        "status",
     )
 
     def __init__(self, connection: _Connection, head_only: bool) -> None:
+        super().__init__()
         self.connection = connection
         self.head_only = head_only
         self.body_done = False
         self.disconnected = False
         # Body events taken from h11 but not yet given to the app.
         self.pending: list[h11.Data | h11.EndOfMessage] = []
-        self.started = False
         self.sent_head = False
-        self.finished = False
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
 
     async def receive(self) -> dict[str, Any]:
         connection = self.connection
@@ -175,24 +169,10 @@ class _Exchange:
         return bytes(first.data) if isinstance(second, h11.EndOfMessage) else None
 
     async def send(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind == "http.response.start":
-            if self.started:
-                raise RuntimeError("http.response.start sent twice")
-            self.started = True
-            self.status = int(message["status"])
-            self.headers = list(message.get("headers", ()))
+        taken = self.take(message)
+        if taken is None:
             return
-        if kind != "http.response.body":
-            return
-        if not self.started:
-            raise RuntimeError("http.response.body before http.response.start")
-        if self.finished:
-            return
-        body = bytes(message.get("body", b""))
-        more = bool(message.get("more_body", False))
-        if not more:
-            self.finished = True
+        body, more = taken
         connection = self.connection
         if connection.broken:
             return
@@ -225,7 +205,7 @@ class _Exchange:
                 break
         server = self.connection.server
         extra: list[tuple[bytes, bytes]] = [(b"date", server.date.value())]
-        if not sized and not more and self.status >= 200 and self.status not in (204, 304):
+        if not sized and self.adds_length(more):
             extra.append((b"content-length", str(len(body)).encode("ascii")))
         if server.draining:
             extra.append((b"connection", b"close"))

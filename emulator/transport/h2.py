@@ -60,6 +60,7 @@ from ..web.rawasgi import BODY_EXTENSION
 from .httpcommon import (
     READ_SIZE,
     ConnectionServer,
+    ResponseState,
     abort_socket,
     error_json,
     http_scope,
@@ -221,7 +222,7 @@ class H2Server(ConnectionServer["_Connection"]):
             self.connections.discard(connection)
 
 
-class _Stream:
+class _Stream(ResponseState):
     """One request stream and its response: the ASGI `receive` and `send` callables."""
 
     __slots__ = (
@@ -230,24 +231,21 @@ class _Stream:
         "connection",
         "delivered_end",
         "ended_local",
-        "finished",
         "gone",
         "head_only",
-        "headers",
         "id",
         "recv_waiter",
         "response_done",
         "scope",
         "send_waiter",
         "sent_head",
-        "started",
-        "status",
         "window_since",
     )
 
     def __init__(
         self, connection: _Connection, stream_id: int, scope: dict[str, Any], ended: bool
     ) -> None:
+        super().__init__()
         self.connection = connection
         self.id = stream_id
         self.scope = scope
@@ -258,13 +256,9 @@ class _Stream:
         self.delivered_end = False
         # The client reset the stream or the connection is gone: sends are no-ops.
         self.gone = False
-        self.started = False
         self.sent_head = False
-        self.finished = False
         self.ended_local = False
         self.response_done = False
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
         self.recv_waiter: trio.Event | None = None
         self.send_waiter: trio.Event | None = None
         # When the response began waiting for the client to open its window.
@@ -311,24 +305,10 @@ class _Stream:
                 self.recv_waiter = None
 
     async def send(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind == "http.response.start":
-            if self.started:
-                raise RuntimeError("http.response.start sent twice")
-            self.started = True
-            self.status = int(message["status"])
-            self.headers = list(message.get("headers", ()))
+        taken = self.take(message)
+        if taken is None:
             return
-        if kind != "http.response.body":
-            return
-        if not self.started:
-            raise RuntimeError("http.response.body before http.response.start")
-        if self.finished:
-            return
-        body = bytes(message.get("body", b""))
-        more = bool(message.get("more_body", False))
-        if not more:
-            self.finished = True
+        body, more = taken
         if self.gone or self.ended_local:
             self._done_if(not more)
             return
@@ -411,7 +391,7 @@ class _Stream:
                 sized = True
             headers.append((name, value))
         headers.append((b"date", self.connection.server.date.value()))
-        if not sized and not more and status >= 200 and status not in (204, 304):
+        if not sized and self.adds_length(more):
             headers.append((b"content-length", str(len(body)).encode("ascii")))
         return headers
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import socket
 from http import HTTPStatus
 from typing import Any
@@ -64,9 +63,12 @@ HEAD = "head"  # the rest of a request head
 BUSY = "busy"  # the app
 CLOSING = "closing"
 REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
-# What h11 lets through in a request head and RFC 9112 does not: a control byte (other than
-# HTAB, and CR and LF as a pair), a bare LF, a bare CR.
-ILLEGAL_IN_HEAD = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|(?<!\r)\n|\r(?!\n)")
+# What h11 lets through in a request head and RFC 9112 does not: a control byte other than
+# HTAB, CR and LF (CR and LF are checked as pairs by counting, cheaper than a regex with
+# look-arounds).
+_CONTROL = {*range(0x20), 0x7F} - {0x09, 0x0A, 0x0D}
+# Every byte not refused, deleted by `bytes.translate` (faster here than a regex search).
+ALLOWED_BYTES = bytes(byte for byte in range(256) if byte not in _CONTROL)
 HTTP_VERSIONS = (b"1.1", b"1.0")
 # A write is split into pieces of at most this many bytes, each of which must make progress
 # within `send_timeout`.
@@ -75,15 +77,24 @@ WRITE_PIECE = 1024 * 1024
 
 def illegal_head(data: bytes, previous: bytes = b"") -> bool:
     """Whether the head bytes in `data` (up to the blank line that ends a head) hold what
-    RFC 9112 refuses; `previous` is the last bytes (up to 3) of the same head from the reads
-    before (a CR LF pair, or the blank line, can be split between reads)."""
+    RFC 9112 refuses: a bare LF, a bare CR, a control byte. `previous` is the last bytes (up
+    to 4) of the same head from the reads before: the blank line, or a CR LF pair, can be
+    split between reads."""
     if previous:
-        data = previous + data
-    end = data.find(b"\r\n\r\n")
-    part = data if end < 0 else data[: end + 4]
+        end = (previous + data).find(b"\r\n\r\n")
+        part = data if end < 0 else data[: max(0, end + 4 - len(previous))]
+        if previous[-1:] == b"\r":
+            # Left out of the last check (it might pair with this read's first byte).
+            part = b"\r" + part
+    else:
+        end = data.find(b"\r\n\r\n")
+        part = data if end < 0 else data[: end + 4]
     if end < 0 and part[-1:] == b"\r":
         part = part[:-1]
-    return ILLEGAL_IN_HEAD.search(part, len(previous) - 1 if previous else 0) is not None
+    pairs = part.count(b"\r\n")
+    if part.count(b"\n") != pairs or part.count(b"\r") != pairs:
+        return True
+    return bool(part.translate(None, ALLOWED_BYTES))
 
 
 class H1Server(ConnectionServer["_Connection"]):
@@ -341,7 +352,7 @@ class _Connection:
             return seen
         self._head_start = seen[:1024]
         self._bad_head = illegal_head(seen)
-        self._head_tail = seen[-3:]
+        self._head_tail = seen[-4:]
         self.h11.receive_data(seen)
         if self.eof:
             self.h11.receive_data(b"")
@@ -363,7 +374,7 @@ class _Connection:
                     self._enter(HEAD)
                     self._head_start = data[:1024]
                     self._bad_head = illegal_head(data)
-                    self._head_tail = data[-3:]
+                    self._head_tail = data[-4:]
                     self.h11.receive_data(data)
                     event = self.h11.next_event()
                 tail = self._head_tail
@@ -373,7 +384,7 @@ class _Connection:
                         self._head_start += data[: 1024 - len(self._head_start)]
                     if not self._bad_head:
                         self._bad_head = illegal_head(data, tail)
-                    tail = (tail + data[-3:])[-3:]
+                    tail = (tail + data[-4:])[-4:]
                     self.h11.receive_data(data)
                     event = self.h11.next_event()
         except h11.RemoteProtocolError as error:

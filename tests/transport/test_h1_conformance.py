@@ -16,7 +16,7 @@ from conftest import StartEmulator
 from rawhttp import connect, parse_response, read_all
 
 from emulator.platform.errors import FamilyMap
-from emulator.transport.h1 import H1Server
+from emulator.transport.h1 import H1Server, illegal_head
 from emulator.transport.httpcommon import ServerLimits
 
 PATH = "/api/v2/ontologies"
@@ -134,3 +134,25 @@ async def test_a_broken_chunked_body_on_a_route_that_answers_anyway_is_answered_
             # The route's own answer (or 400 if it had none), never silence nor the follow-up.
             assert status in (400, 401, 404)
             assert answers == 1
+
+
+GOOD_HEAD = b"GET / HTTP/1.1\r\nHost: t\r\nX: a\tb\xff\r\n\r\n"
+BAD_HEADS = [
+    b"GET / HTTP/1.1\r\nHost: t\nX: y\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: t\rX: y\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: t\x7f\r\n\r\n",
+]
+
+
+def test_the_head_check_sees_a_head_split_at_every_byte_the_same() -> None:
+    body = b"\x00\x01\nbinary body"
+    assert not illegal_head(GOOD_HEAD + body)
+    for i in range(1, len(GOOD_HEAD)):
+        first, rest = GOOD_HEAD[:i], GOOD_HEAD[i:] + body
+        assert not illegal_head(first)
+        assert not illegal_head(rest, first[-4:])
+    for bad in BAD_HEADS:
+        assert illegal_head(bad)
+        for i in range(1, len(bad)):
+            first, rest = bad[:i], bad[i:]
+            assert illegal_head(first) or illegal_head(rest, first[-4:])

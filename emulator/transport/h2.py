@@ -19,7 +19,7 @@ Defences against a hostile client, each a bound (the figures are the constants b
 - Request bodies: the client may send at most `STREAM_WINDOW` (1 MiB) per stream and
   `CONNECTION_WINDOW` (4 MiB) per connection ahead of what the app has read; window is given
   back only as the app takes the bytes.
-- Frames: `_FrameMeter` walks the 9-byte frame headers of every read before h2 sees them. A
+- Frames: `FrameMeter` walks the 9-byte frame headers of every read before h2 sees them. A
   frame longer than `MAX_FRAME_SIZE` ends the connection with FRAME_SIZE_ERROR at its header
   (h2 itself would first buffer up to 16 MiB of it), a header block (HEADERS plus
   CONTINUATION) longer than twice `max_header_bytes` ends it too, and the bytes of one read
@@ -107,7 +107,7 @@ CHEAP_FRAMES = frozenset((PRIORITY, RST_STREAM, SETTINGS, PING))
 END_STREAM, END_HEADERS, PADDED = 0x1, 0x4, 0x8
 
 
-class _Abuse(Exception):
+class Abuse(Exception):
     """The client broke a bound: the connection ends with this code."""
 
     def __init__(self, code: h2.errors.ErrorCodes, reason: str) -> None:
@@ -116,9 +116,9 @@ class _Abuse(Exception):
 
 
 @attrs.define
-class _FrameMeter:
+class FrameMeter:
     """Walks the frame headers in what a client sends, without parsing payloads: where the
-    batches of `BATCH_FRAMES` frames begin, and whether a bound is broken (`_Abuse`)."""
+    batches of `BATCH_FRAMES` frames begin, and whether a bound is broken (`Abuse`)."""
 
     header_limit: int
     # Bytes to pass before the next frame header (the connection preface at first).
@@ -154,7 +154,7 @@ class _FrameMeter:
             kind = data[position + 3]
             flags = data[position + 4]
             if length > MAX_FRAME_SIZE:
-                raise _Abuse(FRAME_SIZE_ERROR, f"a frame of {length} bytes")
+                raise Abuse(FRAME_SIZE_ERROR, f"a frame of {length} bytes")
             if kind == DATA:
                 if not flags & END_STREAM and (
                     length == 0
@@ -171,7 +171,7 @@ class _FrameMeter:
             elif kind in (HEADERS, CONTINUATION):
                 self.header_block = length if kind == HEADERS else self.header_block + length
                 if self.header_block > self.header_limit:
-                    raise _Abuse(
+                    raise Abuse(
                         h2.errors.ErrorCodes.PROTOCOL_ERROR,
                         f"a header block of more than {self.header_limit} bytes",
                     )
@@ -184,7 +184,7 @@ class _FrameMeter:
             position += 9 + length
         self.cheap = cheap
         if cheap > CONTROL_FRAMES_PER_SECOND:
-            raise _Abuse(ENHANCE_YOUR_CALM, f"more than {CONTROL_FRAMES_PER_SECOND} cheap frames")
+            raise Abuse(ENHANCE_YOUR_CALM, f"more than {CONTROL_FRAMES_PER_SECOND} cheap frames")
         if position > end:
             self.skip = position - end
         else:
@@ -425,7 +425,7 @@ class _Connection:
             },
         )
         self.h2.decoder.max_header_list_size = header_list_limit
-        self.meter = _FrameMeter(header_limit=header_list_limit)
+        self.meter = FrameMeter(header_limit=header_list_limit)
         # When the write in progress began (None: no write in progress).
         self._write_since: float | None = None
         # Streams whose app is running.
@@ -533,7 +533,7 @@ class _Connection:
         connection must end."""
         try:
             cuts = self.meter.scan(data, trio.current_time())
-        except _Abuse as abuse:
+        except Abuse as abuse:
             log.info("HTTP/2 connection from %s ended: %s", self._peer(), abuse)
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 self.h2.close_connection(error_code=abuse.code)

@@ -54,7 +54,16 @@ fixed it: remove that patch, and this module once all five are gone.
    `CompatH11Protocol._create_stream` answers 400 with `Connection: close` and serves nothing
    more on the connection (RFC 9112, section 6.1).
 
-Besides the five fixes, some tuning. Hypercorn reads at most 64 KiB per `receive_some`
+6. Hypercorn's HTTP/2 protocol hands each read whole to h2, which buffers a frame of up to
+   16 MiB before checking its size, and answers floods of cheap frames (PING, SETTINGS,
+   PRIORITY, RST_STREAM, empty DATA, WINDOW_UPDATE) without limit, so one connection
+   starves the others (issue 16, defects 3, 5, 7 and 12). Patch: `CompatH2Protocol.handle`
+   passes every read through the emulator's own `emulator.transport.h2.FrameMeter` (the same
+   bounds as the emulator's HTTP/2 server: GOAWAY with FRAME_SIZE_ERROR or ENHANCE_YOUR_CALM,
+   then the connection closes) and hands h2 the frames a batch at a time with a checkpoint
+   between batches.
+
+Besides the six fixes, some tuning. Hypercorn reads at most 64 KiB per `receive_some`
 (`hypercorn.trio.tcp_server.MAX_RECV`), which caps a large upload (a streamed result) at one
 64 KiB piece per scheduler pass: `CompatTCPServer._read_data` reads `READ_SIZE` instead (and
 opens no timeout scope per read when there is no read timeout). The buffer exists only
@@ -76,6 +85,7 @@ start rather than on some connection.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -91,13 +101,15 @@ import hypercorn.protocol
 import hypercorn.trio.run as hypercorn_run
 import trio
 from hypercorn.events import Closed, Event, RawData
-from hypercorn.protocol.events import EndBody, EndData, Response
+from hypercorn.protocol.events import Body, EndBody, EndData, Response
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import TrioSingleTask
 from hypercorn.typing import TaskGroup
+
+from .h2 import Abuse, FrameMeter
 
 __all__ = [
     "MEASURED_VERSION",
@@ -117,7 +129,7 @@ log = logging.getLogger(__name__)
 # What the patches override or call, besides plain attributes.
 _HOOKED_METHODS = {
     TCPServer: ("run", "protocol_send", "_read_data", "_close", "_initiate_server_close"),
-    H2Protocol: ("stream_send", "_flush"),
+    H2Protocol: ("stream_send", "_flush", "handle"),
     H11Protocol: ("stream_send", "_send_h11_event", "_create_stream", "_send_error_response"),
 }
 
@@ -221,9 +233,42 @@ class CompatTCPServer(TCPServer):
 
 
 class CompatH2Protocol(H2Protocol):
-    """Hypercorn's HTTP/2 protocol with defect 4 fixed (see module doc)."""
+    """Hypercorn's HTTP/2 protocol with defects 4 and 6 fixed (see module doc)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._meter = FrameMeter(header_limit=2 * int(self.config.h2_max_header_list_size))
+
+    async def handle(self, event: Event) -> None:
+        if not isinstance(event, RawData) or self.closed:
+            await super().handle(event)
+            return
+        data = event.data
+        try:
+            cuts = self._meter.scan(data, trio.current_time())
+        except Abuse as abuse:
+            log.info("HTTP/2 connection ended: %s", abuse)
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.connection.close_connection(error_code=abuse.code)
+            await self._flush()
+            await self.send(Closed())
+            return
+        if not cuts:
+            await super().handle(event)
+            return
+        start = 0
+        for cut in (*cuts, len(data)):
+            await super().handle(RawData(data=data[start:cut]))
+            start = cut
+            if self.closed:
+                return
+            # Other connections run between batches of frames.
+            await trio.lowlevel.checkpoint()
 
     async def stream_send(self, event: StreamEvent) -> None:
+        if isinstance(event, Body):
+            # WINDOW_UPDATEs the client may send for these bytes (two per DATA frame).
+            self._meter.credit += 2 * (len(event.data) // 16384 + 1)
         await super().stream_send(event)
         # super() returned once the send task took the last bytes: end the stream now,
         # unless the send task already did or the stream or connection is gone.

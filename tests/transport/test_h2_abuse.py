@@ -19,6 +19,7 @@ import attrs
 import hpack
 import pytest
 import trio
+from conftest import StartEmulator
 
 from emulator.platform.errors import FamilyMap
 from emulator.transport import h2 as h2server
@@ -335,3 +336,47 @@ async def test_a_client_that_never_reads_is_cut_off() -> None:
             await client.send(opening + request)
             await WATCH.until(lambda: server.open_connections == 0)
             assert await served_by_a_good_client(port)
+
+
+# On Hypercorn (the compatibility patch applies the same meter) -----------------------------------
+
+
+async def answered_by_the_emulator(port: int) -> bool:
+    client = await RawClient.connect(port)
+    stream_id, request = client.headers("/_emulate/health")
+    await client.send(request)
+    ended = await client.until(lambda f: f.stream_id == stream_id and bool(f.flags & END_STREAM))
+    await client.stream.aclose()
+    return ended is not None and ended.kind in (DATA, HEADERS)
+
+
+@pytest.mark.parametrize("kind", ["ping", "settings", "rapid-reset", "oversized-frame"])
+async def test_hypercorn_mode_answers_abuse_with_goaway(
+    start_emulator: StartEmulator, kind: str
+) -> None:
+    running = await start_emulator(http_server="hypercorn")
+    port = int(running.http_url.rsplit(":", 1)[1])
+    with trio.fail_after(DEADLINE):
+        client = await RawClient.connect(port)
+        if kind == "oversized-frame":
+            stream_id, request = client.headers("/_emulate/health", end=False)
+            announced = struct.pack(">I", 16 * 1024 * 1024 - 1)[1:] + bytes((DATA, 0))
+            attack = request + announced + struct.pack(">I", stream_id)
+            expected = FRAME_SIZE_ERROR
+        elif kind == "rapid-reset":
+            pairs = []
+            for _ in range(3000):
+                stream_id, request = client.headers("/_emulate/health")
+                pairs.append(request + frame(RST_STREAM, 0, stream_id, struct.pack(">I", CANCEL)))
+            attack = b"".join(pairs)
+            expected = ENHANCE_YOUR_CALM
+        else:
+            attack = b"".join(FLOODS[kind](i) for i in range(5000))
+            expected = ENHANCE_YOUR_CALM
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send, attack)
+            goaway = await client.until(lambda f: f.kind == GOAWAY)
+            nursery.cancel_scope.cancel()
+        assert goaway is not None
+        assert goaway.error_code == expected
+        assert await answered_by_the_emulator(port)

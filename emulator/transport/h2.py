@@ -53,6 +53,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.frame_buffer
 import h2.settings
 import trio
 
@@ -85,6 +86,10 @@ MAX_FRAME_SIZE = 16384
 BATCH_FRAMES = 64
 # Cheap frames (see the module docstring) one connection may send per second.
 CONTROL_FRAMES_PER_SECOND = 1000
+# What a frame of a header block counts for besides its payload (about what h2 holds per frame
+# until the block ends): the bound on a header block is in bytes, so a legal block may have more
+# CONTINUATION frames than h2's own fixed limit of 64, and a block of empty frames is still bound.
+HEADER_FRAME_COST = 256
 # How much of a request body nobody reads any more (the response is complete) is dropped
 # before the stream is reset.
 DISCARD_BYTES = 4 * 1024 * 1024
@@ -169,7 +174,9 @@ class FrameMeter:
                 else:
                     cheap += 1
             elif kind in (HEADERS, CONTINUATION):
-                self.header_block = length if kind == HEADERS else self.header_block + length
+                # Each frame costs its bytes plus what h2 keeps per frame until the block ends.
+                cost = length + HEADER_FRAME_COST
+                self.header_block = cost if kind == HEADERS else self.header_block + cost
                 if self.header_block > self.header_limit:
                     raise Abuse(
                         h2.errors.ErrorCodes.PROTOCOL_ERROR,
@@ -204,6 +211,16 @@ class _Settings(h2.settings.Settings):
     @max_concurrent_streams.setter
     def max_concurrent_streams(self, value: int) -> None:
         self[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = value
+
+
+def lift_continuation_count(header_limit: int) -> None:
+    """Let h2 take as many CONTINUATION frames as the byte bound of `FrameMeter` allows (h2
+    refuses a block of more than 64 frames). Process-wide, and only ever raised: every HTTP/2
+    server in the emulator (its own, and Hypercorn's with the compatibility patch) meters
+    header blocks before h2 sees them."""
+    frames = header_limit // HEADER_FRAME_COST + 1
+    if frames > h2.frame_buffer.CONTINUATION_BACKLOG:
+        h2.frame_buffer.CONTINUATION_BACKLOG = frames
 
 
 class H2Server(ConnectionServer["_Connection"]):
@@ -426,6 +443,7 @@ class _Connection:
         )
         self.h2.decoder.max_header_list_size = header_list_limit
         self.meter = FrameMeter(header_limit=header_list_limit)
+        lift_continuation_count(header_list_limit)
         # When the write in progress began (None: no write in progress).
         self._write_since: float | None = None
         # Streams whose app is running.

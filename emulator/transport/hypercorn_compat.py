@@ -109,7 +109,7 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import TrioSingleTask
 from hypercorn.typing import TaskGroup
 
-from .h2 import Abuse, FrameMeter
+from .h2 import Abuse, FrameMeter, lift_continuation_count
 
 __all__ = [
     "MEASURED_VERSION",
@@ -237,7 +237,9 @@ class CompatH2Protocol(H2Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._meter = FrameMeter(header_limit=2 * int(self.config.h2_max_header_list_size))
+        limit = 2 * int(self.config.h2_max_header_list_size)
+        self._meter = FrameMeter(header_limit=limit)
+        lift_continuation_count(limit)
 
     async def handle(self, event: Event) -> None:
         if not isinstance(event, RawData) or self.closed:

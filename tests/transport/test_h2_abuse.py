@@ -380,3 +380,48 @@ async def test_hypercorn_mode_answers_abuse_with_goaway(
         assert goaway is not None
         assert goaway.error_code == expected
         assert await answered_by_the_emulator(port)
+
+
+# Header blocks: bounded in bytes, not in frames ---------------------------------------------------
+
+
+def split_block(client: RawClient, path: str, frames: int) -> bytes:
+    """A request whose header block is split into `frames` frames (HEADERS + CONTINUATIONs)."""
+    stream_id = client.next_stream
+    client.next_stream += 2
+    block = client.encoder.encode(
+        [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "t")]
+        + [("x-pad", "p" * 40)] * frames
+    )
+    size = len(block) // frames + 1
+    pieces = [block[i : i + size] for i in range(0, len(block), size)]
+    out = frame(HEADERS, END_STREAM, stream_id, pieces[0])
+    for index, piece in enumerate(pieces[1:], start=1):
+        out += frame(9, END_HEADERS if index == len(pieces) - 1 else 0, stream_id, piece)
+    return out
+
+
+async def test_a_legal_header_block_in_more_than_64_frames_is_served() -> None:
+    with trio.fail_after(DEADLINE):
+        async with serving(CountingApp()) as (_server, port):
+            client = await RawClient.connect(port)
+            await client.send(split_block(client, "/good", 100))
+            ended = await client.until(
+                lambda f: f.kind in (GOAWAY, RST_STREAM) or (f.kind == DATA and f.stream_id == 1)
+            )
+            assert ended is not None
+            assert ended.kind == DATA
+            assert ended.payload == b"ok"
+
+
+async def test_a_header_block_of_many_empty_frames_is_refused() -> None:
+    with trio.fail_after(DEADLINE):
+        async with serving(CountingApp()) as (_server, port):
+            client = await RawClient.connect(port)
+            stream_id, _ = client.headers()
+            flood = frame(HEADERS, END_STREAM, stream_id) + frame(9, 0, stream_id) * 5000
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.send, flood)
+                goaway = await client.until(lambda f: f.kind == GOAWAY)
+            assert goaway is not None
+            assert await served_by_a_good_client(port)

@@ -63,7 +63,13 @@ fixed it: remove that patch, and this module once all five are gone.
    then the connection closes) and hands h2 the frames a batch at a time with a checkpoint
    between batches.
 
-Besides the six fixes, some tuning. Hypercorn reads at most 64 KiB per `receive_some`
+7. A request head that has begun but never ends (slowloris) is held until the keep-alive
+   timeout (75 s) and then dropped without an answer. Patch: when a read leaves a partial head
+   on an idle HTTP/1.1 connection, the idle watcher's deadline becomes `HEAD_TIMEOUT` from that
+   first byte (`config.emulator_head_timeout` when set), and at that deadline the client gets
+   Hypercorn's 408 before the connection closes, as on the emulator's own server.
+
+Besides the seven fixes, some tuning. Hypercorn reads at most 64 KiB per `receive_some`
 (`hypercorn.trio.tcp_server.MAX_RECV`), which caps a large upload (a streamed result) at one
 64 KiB piece per scheduler pass: `CompatTCPServer._read_data` reads `READ_SIZE` instead (and
 opens no timeout scope per read when there is no read timeout). The buffer exists only
@@ -97,6 +103,7 @@ from math import inf
 from typing import Any
 
 import h2.exceptions
+import h11
 import hypercorn.protocol
 import hypercorn.trio.run as hypercorn_run
 import trio
@@ -123,6 +130,9 @@ __all__ = [
 MEASURED_VERSION = "0.18.0"
 # Largest read per receive_some on a connection (Hypercorn's own is 64 KiB); see module doc.
 READ_SIZE = 1024 * 1024
+# How long a request head may take once its first byte has arrived (patch 7), unless the
+# config names its own (`emulator_head_timeout`, the emulator's `body_timeout`).
+HEAD_TIMEOUT = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +158,8 @@ class _IdleWatcher(TrioSingleTask):
         self._scope = trio.CancelScope()
         self._spawned = False
         self._idle = False
+        # A request head has begun and not ended: at the deadline, answer 408 (patch 7).
+        self._head = False
 
     async def restart(self, task_group: TaskGroup, action: Callable[..., Any]) -> None:
         # `action` is Hypercorn's own timer body, which the watcher replaces.
@@ -162,7 +174,16 @@ class _IdleWatcher(TrioSingleTask):
 
     async def stop(self) -> None:
         self._idle = False
+        self._head = False
         self._scope.deadline = inf
+
+    def head_begun(self) -> None:
+        """A read left part of a request head: it must end within the head timeout."""
+        if self._head:
+            return
+        self._head = True
+        timeout = float(getattr(self._server.config, "emulator_head_timeout", HEAD_TIMEOUT))
+        self._scope.deadline = min(self._scope.deadline, trio.current_time() + timeout)
 
     def close_soon(self) -> None:
         """Close the connection from the watcher task (which nobody else cancels)."""
@@ -177,6 +198,10 @@ class _IdleWatcher(TrioSingleTask):
             await trio.sleep_forever()
         # Reached only through our own scope: a cancelled connection propagates instead.
         with trio.CancelScope(shield=True):
+            inner = getattr(self._server.protocol, "protocol", None)
+            if self._head and isinstance(inner, H11Protocol):
+                with contextlib.suppress(Exception):
+                    await inner._send_error_response(408)
             await self._server._initiate_server_close()
 
 
@@ -226,10 +251,20 @@ class CompatTCPServer(TCPServer):
             await self.protocol.handle(RawData(bytes(data)))
             if not data:
                 break
+            self._watch_head()
         await self.protocol.handle(Closed())
         # The client left (or the read timed out): release the connection now, not at the
         # end of the keep-alive period.
         self.idle_task.close_soon()
+
+    def _watch_head(self) -> None:
+        """After a read: if an idle HTTP/1.1 connection now holds part of a head, time it."""
+        inner = getattr(self.protocol, "protocol", None)
+        if not isinstance(inner, H11Protocol):
+            return
+        connection = inner.connection
+        if connection.their_state is h11.IDLE and connection.trailing_data[0]:
+            self.idle_task.head_begun()
 
 
 class CompatH2Protocol(H2Protocol):

@@ -109,7 +109,8 @@ def output_matches(expected: str, output: str) -> bool:
 
 
 def arrows_found(block_text: str, output: str) -> list[str]:
-    """The `# -> TEXT` expectations of a block that do not appear in `output` in order."""
+    """The `# -> TEXT` expectations of a block that do not appear in `output` in order, each
+    at the start of a line."""
     missing = []
     position = 0
     for line in block_text.splitlines():
@@ -117,7 +118,7 @@ def arrows_found(block_text: str, output: str) -> list[str]:
         if found is None:
             continue
         pattern = ".*?".join(re.escape(part) for part in found.group(1).strip().split("..."))
-        hit = re.compile(pattern, re.DOTALL).search(output, position)
+        hit = re.compile("^" + pattern, re.DOTALL | re.MULTILINE).search(output, position)
         if hit is None:
             missing.append(found.group(1))
         else:
@@ -133,8 +134,9 @@ def test_output_matching_can_fail() -> None:
     assert output_matches("a ... c\n", "a bb\nb c")
     assert not output_matches("a ... c", "a b d")
     assert not output_matches("3", "4")
-    assert arrows_found("x  # -> 1...3\n# -> 5\n", "1 2 3 4 5") == []
-    assert arrows_found("# -> 5\n# -> 1\n", "1 5") == ["1"]
+    assert arrows_found("x  # -> 1...3\n# -> 5\n", "1 2 3 4\n5") == []
+    assert arrows_found("# -> 5\n# -> 1\n", "1\n5") == ["1"]
+    assert arrows_found("# -> 3\n", "143") == ["3"]
 
 
 def test_every_fence_names_a_known_language() -> None:
@@ -224,6 +226,8 @@ def test_page_examples_run(
             f"--- stderr\n{result.stderr}"
         )
         assert result.returncode == 0, f"exit status {result.returncode}: {report}"
+        if block.file_name and block.file_name.startswith("test_"):
+            assert " passed" in result.stdout and "skipped" not in result.stdout, report
         assert arrows_found(block.text, result.stdout) == [], report
         if block.expected is not None:
             assert output_matches(block.expected, result.stdout), (

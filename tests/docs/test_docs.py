@@ -139,6 +139,17 @@ def test_output_matching_can_fail() -> None:
     assert arrows_found("# -> 3\n", "143") == ["3"]
 
 
+def test_no_prose_line_opens_a_fence() -> None:
+    """A line starting with three backticks opens a code block in Markdown, whatever follows."""
+    stray = [
+        f"{page.relative_to(ROOT)}:{number}"
+        for page in PAGES
+        for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1)
+        if line.startswith("```") and re.fullmatch(r"```\S*\s*", line) is None
+    ]
+    assert stray == []
+
+
 def test_every_fence_names_a_known_language() -> None:
     unknown = [
         f"{block.where}: ```{block.language}"

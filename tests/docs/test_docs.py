@@ -283,14 +283,14 @@ def imported_distributions(text: str) -> set[str]:
     """The distributions (other than the standard library and this project) a Python block
     imports at its top level."""
     tree = ast.parse(text)
-    modules = set()
+    modules: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             modules.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             modules.add(node.module.split(".")[0])
     owners = importlib.metadata.packages_distributions()
-    found = set()
+    found: set[str] = set()
     for module in modules - set(sys.stdlib_module_names) - {"emulator"}:
         distributions = owners.get(module)
         assert distributions, f"no installed distribution provides {module!r}"

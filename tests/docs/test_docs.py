@@ -202,9 +202,11 @@ def run_block(block: Block, workdir: Path, env: dict[str, str]) -> subprocess.Co
         (workdir / name).write_text(block.text, encoding="utf-8")
         if not (name.startswith("test_") and name.endswith(".py")):
             return subprocess.CompletedProcess([], 0, "", "")
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", name]
+        command = [sys.executable, "-W", "error::DeprecationWarning", "-m", "pytest", "-q"]
+        command += ["-p", "no:cacheprovider", "-W", "error::DeprecationWarning", name]
     elif block.language == "python":
-        command = [sys.executable, "-c", block.text]
+        # An example that leans on a deprecated API teaches the reader to.
+        command = [sys.executable, "-W", "error::DeprecationWarning", "-c", block.text]
     else:
         command = ["bash", "-euo", "pipefail", "-c", block.text]
     return subprocess.run(

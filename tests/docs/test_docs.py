@@ -5,8 +5,9 @@ The rules the pages follow (docs/testing.md says them for contributors too):
 - A ```bash (or ```sh) block runs with `bash -euo pipefail`, a ```python block with this
   venv's interpreter, each in its own process: a variable set in one block is unset in the
   next, so a block that leans on another's variables fails (`-u`). Blocks read the emulator's
-  whereabouts from `FOUNDRY_URL` / `FOUNDRY_TLS_URL` / `EMULATOR_URL` with the defaults of
-  `emulator serve`; this test sets those to an emulator on free ports.
+  whereabouts from `<SERVICE>_URL` / `<SERVICE>_TLS_URL` (`FOUNDRY_URL`, ...) and
+  `EMULATOR_URL` with the defaults of `emulator serve`; this test sets those to an emulator on
+  free ports running every service of the default seed.
 - A page runs top to bottom in one fresh working directory against an emulator reset to the
   default seed, as a reader pasting into one terminal would: files a block writes are there
   for the next block, state the emulator keeps is too.
@@ -189,8 +190,11 @@ def example_environment(handle: EmulatorHandle, state_home: Path) -> dict[str, s
     }
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env["XDG_STATE_HOME"] = str(state_home)
-    env["FOUNDRY_URL"] = handle.url("foundry")
-    env["FOUNDRY_TLS_URL"] = handle.url("foundry", tls=True)
+    # Every running service's listeners: FOUNDRY_URL, FOUNDRY_TLS_URL, FABRIC_URL, ...
+    for name in handle.emulator.sites:
+        env[f"{name.upper()}_URL"] = handle.url(name)
+        env[f"{name.upper()}_TLS_URL"] = handle.url(name, tls=True)
+    # Where `emulator module run|env` find Foundry.
     env["EMULATOR_URL"] = handle.url("foundry")
     env["PYTHONUNBUFFERED"] = "1"
     return env

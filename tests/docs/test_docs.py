@@ -369,6 +369,21 @@ def test_links_between_pages_resolve() -> None:
     assert broken == []
 
 
+def test_source_files_the_pages_name_exist() -> None:
+    """`emulator/.../x.py`, `tests/x.py` and the like in the pages name files that exist (the
+    code moves; the pages must follow)."""
+    named = re.compile(
+        r"(?<![\w/.-])((?:emulator|tests|benchmarks|seeds)/[\w/.-]+\.(?:py|yaml|sh|json))"
+    )
+    missing = [
+        f"{page.relative_to(ROOT)}: {path}"
+        for page in PAGES
+        for path in named.findall(page.read_text(encoding="utf-8"))
+        if not (ROOT / path).exists()
+    ]
+    assert missing == []
+
+
 def test_code_cites_pages_not_the_readme() -> None:
     """Docstrings, comments and the default seed point at docs/ pages; the top-level README is
     only a front page now (benchmarks/README.md is a page)."""

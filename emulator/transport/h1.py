@@ -20,8 +20,8 @@ A write that makes no progress for `ServerLimits.send_timeout` (a client that do
 its answers) closes the connection (the sweep shuts the socket down; no timer per write).
 
 Why the emulator has its own: on the job plane every job is three short requests, and Hypercorn
-spent more per request than the emulator's own work for it (see the README's Performance
-section). A connection that opens with the HTTP/2 preface is handed back to the caller of
+spent more per request than the emulator's own work for it (see benchmarks/README.md for
+the figures). A connection that opens with the HTTP/2 preface is handed back to the caller of
 `serve_connection` with the bytes read so far (emulator.transport.h2 serves it). A WebSocket
 upgrade is served by emulator.transport.websocket; a gRPC request is refused with a 415 (gRPC
 needs HTTP/2's trailers).

@@ -492,7 +492,16 @@ class ControlPlane:
             raw={},
         )
         run = WorkflowRun.create(
-            self.new_id(), org_id, None, None, (node,), {}, caller.principal_id, now, job_id=job_id
+            self.new_id(),
+            org_id,
+            None,
+            None,
+            (node,),
+            {},
+            caller.principal_id,
+            now,
+            job_id=job_id,
+            api_key_id=None if caller.api_key is None else caller.api_key.id,
         )
         job = Job(
             id=job_id,
@@ -626,6 +635,7 @@ class ControlPlane:
             metadata=metadata,
             environment=environment,
             priority=priority,
+            api_key_id=None if caller.api_key is None else caller.api_key.id,
         )
         self.runs[run.id] = run
         if key is not None:
@@ -725,9 +735,7 @@ class ControlPlane:
         node.attempts += 1
         return node.attempts
 
-    def node_complete(
-        self, run: WorkflowRun, key: str, plan: CallPlan, caller_key: str | None
-    ) -> None:
+    def node_complete(self, run: WorkflowRun, key: str, plan: CallPlan) -> None:
         node = run.nodes[key]
         apply_node(node, NodeEvent.COMPLETE, self.now())
         node.output = plan.output
@@ -736,7 +744,7 @@ class ControlPlane:
             plan,
             organization_id=run.organization_id,
             principal_id=run.created_by,
-            api_key_id=caller_key,
+            api_key_id=run.api_key_id,
             job_id=run.job_id,
             run_id=run.id,
             node_key=key,

@@ -279,14 +279,20 @@ class Tenancy:
             raise ValidationFailed("slug must match ^[a-z0-9][a-z0-9-]{1,62}$")
         if not name.strip():
             raise ValidationFailed("name must not be empty")
-        if any(t.slug == slug for t in self.org_teams(organization_id)):
-            raise Conflict(f"team slug {slug!r} is taken in this organization")
-        team = Team(self.new_id(), organization_id, slug, name, now)
-        self.teams[team.id] = team
-        self._join_team(principal_id, team, Role.ADMIN, now)
+        team = self.add_team(organization_id, slug, name, now)
+        self.join_team(principal_id, team, Role.ADMIN, now)
         return team
 
-    def _join_team(self, principal_id: str, team: Team, role: Role, now: float) -> None:
+    def add_team(
+        self, organization_id: str, slug: str, name: str, now: float, *, team_id: str | None = None
+    ) -> Team:
+        if any(t.slug == slug for t in self.org_teams(organization_id)):
+            raise Conflict(f"team slug {slug!r} is taken in this organization")
+        team = Team(team_id or self.new_id(), organization_id, slug, name, now)
+        self.teams[team.id] = team
+        return team
+
+    def join_team(self, principal_id: str, team: Team, role: Role, now: float) -> None:
         key = (team.id, principal_id)
         if key not in self.team_memberships:
             self.team_memberships[key] = Membership(
@@ -345,7 +351,7 @@ class Tenancy:
         invitation.accepted_at = now
         self.grant(principal_id, invitation.organization_id, invitation.role, now)
         if invitation.team_id is not None:
-            self._join_team(principal_id, self.teams[invitation.team_id], invitation.role, now)
+            self.join_team(principal_id, self.teams[invitation.team_id], invitation.role, now)
         return invitation
 
     def revoke_invitation(self, principal_id: str, invitation_id: str, now: float) -> Invitation:

@@ -292,6 +292,8 @@ class WorkflowRun:
     environment: str | None = None
     priority: int | None = None
     job_id: str | None = None
+    # The API key the run was created with, for usage attribution.
+    api_key_id: str | None = None
     status: RunStatus = RunStatus.PENDING
     output: Any = None
     error: str | None = None

@@ -1,0 +1,295 @@
+"""Fabric's trio engine: the DAG executor, provider calls in time, and event fan-out.
+
+Owns `EventHub` (every appended event goes to each matching subscriber's bounded buffer with
+`send_nowait`; a subscriber whose buffer is full is dropped on the spot, so a slow reader never
+slows the producer or anyone else: its stream ends after what it already has, marked
+`overflowed`, and it resumes with `Last-Event-ID`), `Subscription`, `Executor` (a bounded FIFO
+queue of runs; each run's DAG runs independent nodes concurrently, bounded per run and
+globally; retries with exponential backoff; per-node timeouts as cancel scopes; cancelling a
+run cancels the scope its running nodes live in; a job is a single-node run) and
+`ProviderRunner` (waits out a call's planned latency and paces streamed chunks on trio's
+clock). All state changes go through `core.plane.ControlPlane`.
+Imports trio and the Fabric core; nothing from quart, yaml or the API layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+import attrs
+import trio
+
+from .core.errors import FabricError, ProviderFailed, RateLimited
+from .core.events import DomainEvent
+from .core.plane import ControlPlane
+from .core.providers import CallPlan
+from .core.workflows import NodeStatus, RunStatus, WorkflowRun
+
+EventFilter = Callable[[DomainEvent], bool]
+
+
+@attrs.frozen
+class EngineConfig:
+    # Runs waiting to be picked up; past this, submissions answer 429.
+    queue_limit: int = 10_000
+    # Runs executing at once, and nodes executing at once across all runs.
+    max_active_runs: int = 512
+    max_concurrent_nodes: int = 256
+    # Independent nodes of one run executing at once (1 gives the reference's strict order).
+    per_run_concurrency: int = 4
+    default_retries: int = 0
+    retry_backoff: float = 0.1  # seconds before the first retry; doubles each time
+    node_timeout: float = 300.0  # seconds per attempt
+    subscriber_buffer: int = 1024
+
+
+# Events ------------------------------------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class Subscription:
+    """One subscriber's bounded buffer. `overflowed` is set when the hub dropped it."""
+
+    accepts: EventFilter
+    send: trio.MemorySendChannel[DomainEvent]
+    receive: trio.MemoryReceiveChannel[DomainEvent]
+    # The last sequence in the log when it subscribed: replay covers up to here, live after.
+    start_sequence: int
+    overflowed: bool = False
+    closed: bool = False
+
+
+@attrs.define
+class EventHub:
+    buffer: int = 1024
+    _subscribers: set[Subscription] = attrs.field(factory=set)
+    dropped: int = 0
+
+    def publish_nowait(self, event: DomainEvent) -> None:
+        """Hand `event` to every matching subscriber without ever waiting."""
+        for sub in list(self._subscribers):
+            if not sub.accepts(event):
+                continue
+            try:
+                sub.send.send_nowait(event)
+            except trio.WouldBlock:
+                # Fell behind: its stream ends after what is buffered (see Subscription).
+                sub.overflowed = True
+                self.dropped += 1
+                self._close(sub)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._close(sub)
+
+    def _close(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+        sub.closed = True
+        sub.send.close()
+
+    @contextmanager
+    def subscribe(self, accepts: EventFilter, last_sequence: int) -> Iterator[Subscription]:
+        send, receive = trio.open_memory_channel[DomainEvent](self.buffer)
+        sub = Subscription(accepts, send, receive, last_sequence)
+        self._subscribers.add(sub)
+        try:
+            yield sub
+        finally:
+            self._close(sub)
+            receive.close()
+
+    def close_all(self) -> None:
+        """Shutdown: every stream ends after what it already has."""
+        for sub in list(self._subscribers):
+            self._close(sub)
+
+    def statistics(self) -> dict[str, int]:
+        return {"subscribers": len(self._subscribers), "dropped_for_overflow": self.dropped}
+
+
+# Providers ---------------------------------------------------------------------------------
+
+
+class ProviderRunner:
+    """Plays a `CallPlan` out in time."""
+
+    async def call(self, plan: CallPlan) -> CallPlan:
+        """Wait the planned latency; raise ProviderFailed if the plan says the call fails."""
+        await trio.sleep(plan.delay)
+        if plan.failure is not None:
+            raise ProviderFailed(plan.failure)
+        return plan
+
+    async def stream(self, plan: CallPlan, emit: Callable[[int, str], Awaitable[None]]) -> None:
+        """Send each chunk through `emit`, paced by the provider's tokens per second."""
+        await trio.sleep(plan.delay)
+        if plan.failure is not None:
+            raise ProviderFailed(plan.failure)
+        for index, chunk in enumerate(plan.chunks):
+            if index and plan.chunk_interval:
+                await trio.sleep(plan.chunk_interval)
+            await emit(index, chunk)
+
+
+# Execution ---------------------------------------------------------------------------------
+
+
+def _node_setting(run: WorkflowRun, key: str, name: str) -> float | None:
+    value = run.nodes[key].definition.config.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return float(value)
+
+
+@attrs.define
+class Executor:
+    plane: ControlPlane
+    config: EngineConfig = attrs.field(factory=EngineConfig)
+    provider: ProviderRunner = attrs.field(factory=ProviderRunner)
+    _send: trio.MemorySendChannel[str] = attrs.field(init=False)
+    _receive: trio.MemoryReceiveChannel[str] = attrs.field(init=False)
+    _node_limiter: trio.CapacityLimiter = attrs.field(init=False)
+    _run_limiter: trio.CapacityLimiter = attrs.field(init=False)
+    _scopes: dict[str, trio.CancelScope] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel[str](self.config.queue_limit)
+        self._node_limiter = trio.CapacityLimiter(self.config.max_concurrent_nodes)
+        self._run_limiter = trio.CapacityLimiter(self.config.max_active_runs)
+
+    def ensure_room(self) -> None:
+        """Raise RateLimited before anything is created when the queue is full."""
+        if self._send.statistics().current_buffer_used >= self.config.queue_limit:
+            raise RateLimited(f"the run queue is full ({self.config.queue_limit} runs)")
+
+    def submit_nowait(self, run: WorkflowRun) -> None:
+        """Queue a created job run or a started workflow run (FIFO)."""
+        try:
+            self._send.send_nowait(run.id)
+        except trio.WouldBlock:
+            raise RateLimited(f"the run queue is full ({self.config.queue_limit} runs)") from None
+
+    def cancel_nowait(self, run_id: str) -> None:
+        """Stop the work of a run the plane has cancelled; queued runs are skipped on pickup."""
+        scope = self._scopes.get(run_id)
+        if scope is not None:
+            scope.cancel()
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "queued": self._send.statistics().current_buffer_used,
+            "active_runs": len(self._scopes),
+            "running_nodes": self._node_limiter.borrowed_tokens,
+        }
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Take runs off the queue in order and drive each; cancelled when the service stops."""
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            async for run_id in self._receive:
+                await self._run_limiter.acquire_on_behalf_of(run_id)
+                nursery.start_soon(self._drive_and_release, run_id)
+
+    async def _drive_and_release(self, run_id: str) -> None:
+        try:
+            await self._drive(run_id)
+        finally:
+            self._run_limiter.release_on_behalf_of(run_id)
+
+    async def _drive(self, run_id: str) -> None:
+        run = self.plane.runs.get(run_id)
+        if run is None:
+            await trio.lowlevel.checkpoint()
+            return
+        if run.job_id is not None and run.status is RunStatus.PENDING:
+            self.plane.run_start(run)
+        if run.status is not RunStatus.RUNNING:
+            await trio.lowlevel.checkpoint()  # cancelled while queued
+            return
+        finished_send, finished_receive = trio.open_memory_channel[str](math.inf)
+        per_run = trio.Semaphore(self.config.per_run_concurrency)
+        running = 0
+        with trio.CancelScope() as scope:
+            self._scopes[run.id] = scope
+            try:
+                async with trio.open_nursery() as nursery:
+                    while run.status is RunStatus.RUNNING:
+                        for key in run.ready_keys():
+                            self.plane.node_ready(run, key)
+                            running += 1
+                            nursery.start_soon(self._node, run, key, per_run, finished_send)
+                        if running == 0:
+                            break
+                        await finished_receive.receive()
+                        running -= 1
+            finally:
+                del self._scopes[run.id]
+        if run.status is RunStatus.RUNNING and run.all_done:
+            self.plane.run_finish(run)
+
+    async def _node(
+        self,
+        run: WorkflowRun,
+        key: str,
+        per_run: trio.Semaphore,
+        finished: trio.MemorySendChannel[str],
+    ) -> None:
+        try:
+            async with per_run, self._node_limiter:
+                if run.status is not RunStatus.RUNNING:
+                    return
+                await self._attempts(run, key)
+        finally:
+            finished.send_nowait(key)
+
+    async def _attempts(self, run: WorkflowRun, key: str) -> None:
+        self.plane.node_start(run, key)
+        retries = _node_setting(run, key, "retries")
+        attempts = 1 + int(self.config.default_retries if retries is None else min(retries, 10))
+        timeout_ms = _node_setting(run, key, "timeout_ms")
+        timeout = self.config.node_timeout if timeout_ms is None else timeout_ms / 1000.0
+        error = "no attempt made"
+        for attempt in range(attempts):
+            self.plane.node_attempt(run, key)
+            try:
+                plan = self.plane.catalog.plan(self.plane.node_request(run, key), self.plane.random)
+                with trio.move_on_after(timeout) as deadline:
+                    await self.provider.call(plan)
+                if deadline.cancelled_caught:
+                    error = f"timed out after {timeout:g}s"
+                else:
+                    if run.nodes[key].status is NodeStatus.RUNNING:
+                        self.plane.node_complete(run, key, plan)
+                    return
+            except FabricError as exc:
+                error = exc.message
+            if attempt + 1 < attempts:
+                await trio.sleep(self.config.retry_backoff * (2**attempt))
+        if run.nodes[key].status is NodeStatus.RUNNING:
+            self.plane.node_fail(run, key, error)
+
+
+@attrs.define
+class Engine:
+    """The executor and the hub together, wired to one control plane."""
+
+    plane: ControlPlane
+    config: EngineConfig = attrs.field(factory=EngineConfig)
+    hub: EventHub = attrs.field(init=False)
+    executor: Executor = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.hub = EventHub(self.config.subscriber_buffer)
+        self.executor = Executor(self.plane, self.config)
+        self.plane.on_event = self.hub.publish_nowait
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self.executor.run(task_status=task_status)
+
+    def replay(self, accepts: EventFilter, after: int, upto: int) -> list[DomainEvent]:
+        """Retained events in (after, upto] that `accepts` takes, oldest first."""
+        return [
+            event
+            for event in self.plane.events.after(after)
+            if event.sequence <= upto and accepts(event)
+        ]

@@ -79,7 +79,7 @@ def month_start(now: float) -> float:
 @attrs.frozen
 class PlaneConfig:
     production: bool = False
-    jwt_secret: str | None = None
+    jwt_secret: str | None = attrs.field(default=None, repr=False)
     event_retention: int = 10_000
     audit_retention: int = 10_000
     usage_retention: int = 100_000

@@ -175,6 +175,12 @@ class Executor:
         if scope is not None:
             scope.cancel()
 
+    def cancel_all(self) -> None:
+        """Stop every active run's work (reset, shutdown); queued ids whose run is gone are
+        skipped on pickup."""
+        for scope in self._scopes.values():
+            scope.cancel()
+
     def statistics(self) -> dict[str, int]:
         return {
             "queued": self._send.statistics().current_buffer_used,

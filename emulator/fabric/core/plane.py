@@ -134,6 +134,14 @@ class ControlPlane:
     on_event: Callable[[DomainEvent], None] | None = None
 
     def __attrs_post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to a fresh plane (only the default org), keeping the clock, ids and config."""
+        self.idempotency = Idempotency()
+        self.definitions = {}
+        self.runs = {}
+        self.jobs = {}
         self.tenancy = Tenancy(self.new_id)
         self.keys = KeyRing(self.new_id, self.random_text)
         self.events = EventLog(self.new_id, self.config.event_retention)

@@ -1,0 +1,114 @@
+"""Server-sent event streams of domain events: replay, live delivery, keep-alive, overflow.
+
+Owns `sse_frame`, `comment_frame` and `stream_events`: subscribe first (so nothing falls between
+replay and live), replay the retained events after the resume point, then deliver live events
+until the stream's closing event, the client leaves, or the hub drops a subscriber that fell
+behind. A dropped subscriber gets a last comment line
+`: overflow; reconnect with Last-Event-ID: <id of the last event sent>` and the stream ends; the
+client resumes from there with `Last-Event-ID`. Idle streams get `: keep-alive` comments.
+Imports trio and the generic raw-ASGI request; nothing from quart or yaml.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+
+from ...web.rawasgi import Headers
+from ..core.events import DomainEvent
+from ..engine import EventFilter
+from . import serialize
+from .envelope import Call, encode
+from .routes import FabricApi
+
+SSE_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def sse_frame(event: str, data: bytes, event_id: str | None = None) -> bytes:
+    """One frame; `data` is one line of compact JSON (the SDK parses each data line alone)."""
+    head = b"" if event_id is None else b"id: " + event_id.encode() + b"\n"
+    return head + b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def comment_frame(text: str) -> bytes:
+    return b": " + text.encode() + b"\n\n"
+
+
+def event_frame(event: DomainEvent) -> bytes:
+    return sse_frame(event.name, encode(serialize.event(event)), event.id)
+
+
+async def start_sse(call: Call) -> None:
+    await call.raw.start(200, [*SSE_HEADERS, (b"x-request-id", call.request_id.encode())])
+
+
+async def stream_events(
+    api: FabricApi,
+    call: Call,
+    accepts: EventFilter,
+    *,
+    replay: bool,
+    closes: Callable[[DomainEvent], bool] | None = None,
+    already_closed: Callable[[], bool] | None = None,
+) -> None:
+    """Answer `call` with an event stream (the caller has authorized it and read the body)."""
+    plane, hub = api.plane, api.engine.hub
+    last_id = call.raw.header(b"last-event-id")
+    resume = plane.events.resume_point(last_id.strip() if last_id else None)
+    with hub.subscribe(accepts, plane.events.last_sequence) as sub:
+        backlog: list[DomainEvent] = []
+        if replay or last_id:
+            backlog = api.engine.replay(accepts, resume, sub.start_sequence)
+        await start_sse(call)
+        last_sent = last_id
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_disconnect, call, nursery.cancel_scope)
+            for event in backlog:
+                await call.raw.send_body(event_frame(event), more=True)
+                last_sent = event.id
+                if closes is not None and closes(event):
+                    nursery.cancel_scope.cancel()
+                    break
+            else:
+                if already_closed is not None and already_closed():
+                    nursery.cancel_scope.cancel()
+                else:
+                    last_sent = await _live(api, call, sub.receive, closes, last_sent)
+                    if sub.overflowed:
+                        note = f"overflow; reconnect with Last-Event-ID: {last_sent or ''}"
+                        await call.raw.send_body(comment_frame(note), more=True)
+                    nursery.cancel_scope.cancel()
+    if not call.raw.finished:
+        await call.raw.send_body(b"", more=False)
+
+
+async def _live(
+    api: FabricApi,
+    call: Call,
+    receive: trio.MemoryReceiveChannel[DomainEvent],
+    closes: Callable[[DomainEvent], bool] | None,
+    last_sent: str | None,
+) -> str | None:
+    while True:
+        with trio.move_on_after(api.keepalive_seconds) as idle:
+            try:
+                event = await receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return last_sent
+        if idle.cancelled_caught:
+            await call.raw.send_body(comment_frame("keep-alive"), more=True)
+            continue
+        await call.raw.send_body(event_frame(event), more=True)
+        last_sent = event.id
+        if closes is not None and closes(event):
+            return last_sent
+
+
+async def _cancel_on_disconnect(call: Call, scope: trio.CancelScope) -> None:
+    await call.raw.wait_disconnect()
+    scope.cancel()

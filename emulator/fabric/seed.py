@@ -350,8 +350,9 @@ class FabricSeed:
         base = PlaneConfig()
         secret_node = f.get("jwt_secret")
         secret = None if secret_node is None else secret_node.as_str()
-        if secret is not None and len(secret) < 16:
-            raise f["jwt_secret"].error("must have at least 16 characters")
+        if secret is not None and len(secret.encode()) < 32:
+            # RFC 7518 3.2: an HS256 key has at least 256 bits.
+            raise f["jwt_secret"].error("must have at least 32 bytes (RFC 7518, HS256)")
         plane = PlaneConfig(
             production=f.bool("production", False),
             jwt_secret=secret,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ BOB = "22222222-2222-4222-8222-222222222222"
 CAROL = "33333333-3333-4333-8333-333333333333"
 FULL_KEY = "fab_FullAccessKeyForTestsAAAAAAAAAAAA"
 READ_KEY = "fab_ReadOnlyJobsKeyForTestsBBBBBBBBBB"
-JWT_SECRET = "jwt-secret-for-the-fabric-tests"
+JWT_SECRET = "jwt-secret-for-the-fabric-tests-32+"
 
 SEED: dict[str, Any] = {
     "fabric": {
@@ -38,8 +39,12 @@ SEED: dict[str, Any] = {
                 ],
                 "api_keys": [
                     {"name": "full", "key": FULL_KEY, "principal_id": ALICE},
-                    {"name": "jobs-read", "key": READ_KEY, "principal_id": ALICE,
-                     "scopes": ["jobs:read"]},
+                    {
+                        "name": "jobs-read",
+                        "key": READ_KEY,
+                        "principal_id": ALICE,
+                        "scopes": ["jobs:read"],
+                    },
                 ],
             }
         ],
@@ -53,7 +58,10 @@ ACME = "aaaaaaaa-0000-4000-8000-000000000001"
 class FabricServer:
     endpoints: Endpoints
     instance: FabricInstance
-    cancel_scope: trio.CancelScope
+    # Setting it stops the server gracefully (the test's nursery stops it anyway at the end).
+    shutdown: trio.Event
+    # The URL a test talks to (HTTP or HTTPS), chosen by the test.
+    base: str = ""
 
     @property
     def http_url(self) -> str:
@@ -82,21 +90,7 @@ async def start_fabric(
         Settings(**settings), seed_from_mapping(seed or SEED, services), services=services
     )
     shutdown = trio.Event()
-
-    async def run(task_status: trio.TaskStatus[tuple[trio.CancelScope, Endpoints]]) -> None:
-        with trio.CancelScope() as scope:
-            await serve(emulator, shutdown_trigger=shutdown.wait, task_status=_Forward(task_status, scope))
-
-    scope, endpoints = await nursery.start(run)
+    endpoints = await nursery.start(partial(serve, emulator, shutdown_trigger=shutdown.wait))
     instance = emulator.services["fabric"]
     assert isinstance(instance, FabricInstance)
-    return FabricServer(endpoints, instance, scope)
-
-
-@attrs.frozen
-class _Forward:
-    inner: Any
-    scope: trio.CancelScope
-
-    def started(self, value: Endpoints) -> None:
-        self.inner.started((self.scope, value))
+    return FabricServer(endpoints, instance, shutdown)

@@ -156,7 +156,7 @@ def test_audit_covers_mutations_and_never_holds_a_raw_key() -> None:
 
 GOOD_SEED: dict[str, Any] = {
     "production": True,
-    "jwt_secret": "a-very-long-secret-value",
+    "jwt_secret": "a-very-long-secret-value-for-hs256!",
     "organizations": [
         {
             "slug": "globex",
@@ -196,7 +196,7 @@ def test_a_good_seed_populates_the_plane() -> None:
     assert seed.engine.per_run_concurrency == 2
     assert seed.engine.subscriber_buffer == 8
     assert seed.keepalive_seconds == 1
-    assert "a-very-long-secret-value" not in repr(seed)
+    assert "a-very-long-secret-value-for-hs256!" not in repr(seed)
     world = make_world(catalog=seed.catalog, config=seed.plane)
     populate(world.plane, seed)
     caller = world.plane.authenticate("Bearer fab_" + "A" * 32, None, public=False)
@@ -213,7 +213,7 @@ def test_a_good_seed_populates_the_plane() -> None:
 @pytest.mark.parametrize(
     ("patch", "path", "message"),
     [
-        ({"jwt_secret": "short"}, "fabric.jwt_secret", "16"),
+        ({"jwt_secret": "short"}, "fabric.jwt_secret", "32 bytes"),
         ({"nonsense": 1}, "fabric.nonsense", "unknown key"),
         (
             {"organizations": [{"slug": "Bad Slug"}]},

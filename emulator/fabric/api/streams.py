@@ -61,6 +61,9 @@ async def stream_events(
     last_id = call.raw.header(b"last-event-id")
     resume = plane.events.resume_point(last_id.strip() if last_id else None)
     with hub.subscribe(accepts, plane.events.last_sequence) as sub:
+        # Taken in the same step as the subscription: a stream whose subject had already
+        # ended has all its events in the backlog (or dropped), none will come live.
+        ended = already_closed is not None and already_closed()
         backlog: list[DomainEvent] = []
         if replay or last_id:
             backlog = api.engine.replay(accepts, resume, sub.start_sequence)
@@ -75,7 +78,7 @@ async def stream_events(
                     nursery.cancel_scope.cancel()
                     break
             else:
-                if already_closed is not None and already_closed():
+                if ended:
                     nursery.cancel_scope.cancel()
                 else:
                     last_sent = await _live(api, call, sub.receive, closes, last_sent)

@@ -21,6 +21,37 @@ from .core.providers import ECHO, MODALITIES, TIERS, Catalog, Latency, Price, Pr
 from .core.tenancy import DEFAULT_ORG_ID, SLUG, Role
 from .engine import EngineConfig
 
+STARTER_BLOCK = """\
+fabric:
+  # Development mode: any X-Principal-Id UUID is accepted. production: true refuses it.
+  production: false
+  # HS256 secret for Bearer JWTs (sub = principal id); at least 32 bytes.
+  # jwt_secret: change-me-to-a-long-random-string-of-32-bytes
+  organizations:
+    - slug: acme
+      name: Acme
+      members:
+        - principal_id: 11111111-1111-4111-8111-111111111111
+          role: owner
+      api_keys:
+        # Requests with this key act as its principal, in this organization only.
+        - name: ci
+          key: fab_ReplaceMeWithYourOwnTestKey000000
+          principal_id: 11111111-1111-4111-8111-111111111111
+          scopes: [jobs:write, jobs:read]
+  # Scripted providers beside the built-in Echo provider, for load tests.
+  providers:
+    - id: fast-text
+      modalities: [text]
+      models: [fast-1]
+      tier: basic
+      input_price_per_token: 0.000001
+      output_price_per_token: 0.000002
+      latency_ms: {min_ms: 20, max_ms: 80}
+      tokens_per_second: 200
+      failure_rate: 0.0
+"""
+
 _ID_NAMESPACE = uuid.UUID("0f1c5a52-7a7e-4d8e-9a0b-3b6c2d1e4f10")
 ROLES = tuple(role.value for role in Role)
 

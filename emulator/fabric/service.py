@@ -1,53 +1,85 @@
 """The Fabric service: builds the control plane and engine from the `fabric:` seed block and
-serves Fabric's routes.
+serves Fabric's routes on its own listener.
 
-Owns `FabricService` (seed reading, start) and `FabricInstance` (the plane, the engine, the
-route table, background work, readiness, reset, shutdown, the banner). Written against the
-service contract of `emulator/platform/service.py`.
+Owns `FabricService` (seed reading, `check` summary and warnings, the `init` starter block) and
+`FabricInstance` (the plane, the engine, the route table, the envelope error family, background
+work, readiness, reset, shutdown, the banner). The contract is `emulator/platform/service.py`.
 """
 
 from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import trio
 from quart import Blueprint
 
-from ..platform.errors import ErrorFamily
-from ..platform.seedschema import Node, TokenSeed
-from ..platform.service import ServiceContext
+from ..platform.seedschema import Node
+from ..platform.service import Service, ServiceContext, ServiceInstance
 from ..web.rawasgi import RawRoute
+from .api.errors import EnvelopeFamily
 from .api.routes import FabricApi, Route, to_raw_routes
 from .api.table import all_routes
 from .api.websocket import websocket_blueprint
 from .core.plane import ControlPlane
 from .core.tenancy import DEFAULT_ORG_ID
 from .engine import Engine
-from .seed import FabricSeed, populate
+from .seed import STARTER_BLOCK, FabricSeed, populate
 
 
-class FabricService:
-    key = "fabric"
+class FabricService(Service):
+    name = "fabric"
+    title = "Fabric AI control plane"
+    # The seed's port for HTTP; 3002 is its gRPC port (out of scope), so HTTPS takes 3443.
+    default_http_port = 3001
+    default_https_port = 3443
 
-    def read_seed(self, node: Node | None, tokens: tuple[TokenSeed, ...]) -> FabricSeed:
-        return FabricSeed.from_node(node)
+    def read_seed(self, block: Node | None, extra: Mapping[str, Node]) -> FabricSeed:
+        return FabricSeed.from_node(block)
 
     def start(self, seed: Any, context: ServiceContext) -> FabricInstance:
         if not isinstance(seed, FabricSeed):
             seed = FabricSeed.from_node(None)
         return FabricInstance(seed, context)
 
+    def summary(self, seed: Any) -> list[str]:
+        assert isinstance(seed, FabricSeed)
+        keys = sum(len(org.api_keys) for org in seed.organizations)
+        return [
+            f"organizations: {len(seed.organizations)} (plus the default organization)",
+            f"API keys: {keys}",
+            f"providers: {', '.join(p.provider_id for p in seed.catalog.providers)}",
+            f"mode: {'production' if seed.production else 'development'}",
+        ]
 
-class FabricInstance:
+    def warnings(self, seed: Any) -> list[str]:
+        assert isinstance(seed, FabricSeed)
+        found = []
+        if (
+            seed.production
+            and seed.jwt_secret is None
+            and not any(org.api_keys for org in seed.organizations)
+        ):
+            found.append(
+                "fabric: production mode with neither a jwt_secret nor API keys: "
+                "no request can authenticate"
+            )
+        return found
+
+    def starter_block(self) -> str:
+        return STARTER_BLOCK
+
+
+class FabricInstance(ServiceInstance):
     """The running Fabric control plane."""
 
     def __init__(self, seed: FabricSeed, context: ServiceContext) -> None:
         self.seed = seed
         self.context = context
         randomness = context.randomness
+        self.default_family = EnvelopeFamily("fabric", context.clock, randomness.uuid)
         self.plane = ControlPlane(
             clock=context.clock,
             new_id=randomness.uuid,
@@ -72,23 +104,17 @@ class FabricInstance:
     def blueprints(self) -> Sequence[Blueprint]:
         return [websocket_blueprint(self.api)]
 
-    def asgi_routes(self) -> Sequence[RawRoute]:
+    def raw_routes(self) -> Sequence[RawRoute]:
         return to_raw_routes(self.api, self.routes)
 
-    def openapi_routes(self) -> list[tuple[str, tuple[str, ...], str]]:
-        return [
-            (r.pattern.replace("{", "<").replace("}", ">"), (r.method,), r.summary)
-            for r in self.routes
-        ]
-
-    def error_families(self) -> Sequence[tuple[str, ErrorFamily]]:
-        return ()
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.engine.run)
-            self.api.ready = True
-            task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.engine.run)
+                self.api.ready = True
+                task_status.started()
+        finally:
+            self.api.ready = False
 
     def begin_shutdown(self) -> None:
         self.api.ready = False

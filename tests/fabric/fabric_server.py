@@ -11,10 +11,11 @@ from typing import Any
 import attrs
 import trio
 
-from emulator.fabric.service import FabricInstance, FabricService
+from emulator.fabric.service import FabricInstance
 from emulator.platform.seeds import seed_from_mapping
 from emulator.platform.service import Endpoints
 from emulator.platform.settings import Settings
+from emulator.services import registered_services
 from emulator.transport.server import serve
 from emulator.web.app import build_emulator
 
@@ -81,16 +82,14 @@ class FabricServer:
 async def start_fabric(
     nursery: trio.Nursery, state_dir: Path, seed: Mapping[str, Any] | None = None, **settings: Any
 ) -> FabricServer:
-    services = (FabricService(),)
-    settings.setdefault("port", 0)
-    settings.setdefault("tls_port", 0)
+    settings.setdefault("ephemeral_ports", True)
+    settings.setdefault("services", ("fabric",))
     settings.setdefault("state_dir", state_dir)
     settings.setdefault("graceful_timeout", 2.0)
-    emulator = build_emulator(
-        Settings(**settings), seed_from_mapping(seed or SEED, services), services=services
-    )
+    services = registered_services()
+    emulator = build_emulator(Settings(**settings), seed_from_mapping(seed or SEED, services))
     shutdown = trio.Event()
-    endpoints = await nursery.start(partial(serve, emulator, shutdown_trigger=shutdown.wait))
-    instance = emulator.services["fabric"]
-    assert isinstance(instance, FabricInstance)
-    return FabricServer(endpoints, instance, shutdown)
+    await nursery.start(partial(serve, emulator, shutdown_trigger=shutdown.wait))
+    site = emulator.sites["fabric"]
+    assert isinstance(site.instance, FabricInstance)
+    return FabricServer(site.endpoints, site.instance, shutdown)

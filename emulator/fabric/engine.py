@@ -15,7 +15,7 @@ Imports trio and the Fabric core; nothing from quart, yaml or the API layer.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import attrs
@@ -292,10 +292,14 @@ class Engine:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self.executor.run(task_status=task_status)
 
-    def replay(self, accepts: EventFilter, after: int, upto: int) -> list[DomainEvent]:
-        """Retained events in (after, upto] that `accepts` takes, oldest first."""
-        return [
-            event
-            for event in self.plane.events.after(after)
-            if event.sequence <= upto and accepts(event)
-        ]
+    def replay(
+        self,
+        accepts: EventFilter,
+        after: int,
+        upto: int,
+        candidates: Iterable[DomainEvent] | None = None,
+    ) -> list[DomainEvent]:
+        """Retained events in (after, upto] that `accepts` takes, oldest first; `candidates`
+        narrows the search (a job's or run's own events)."""
+        pool = self.plane.events.after(after) if candidates is None else candidates
+        return [event for event in pool if after < event.sequence <= upto and accepts(event)]

@@ -280,3 +280,16 @@ def test_seed_errors_name_the_yaml_path(patch: dict[str, Any], path: str, messag
         FabricSeed.from_node(Node(patch, "fabric", "seed.yaml"))
     assert caught.value.path == path
     assert message in caught.value.message
+
+
+def test_per_job_and_run_indexes_follow_retention() -> None:
+    log = EventLog(Ids(), retention=3)
+    log.append(EventDraft("job.created", job_id="j1", run_id="r1"), 0.0)
+    log.append(EventDraft("workflow.run.started", run_id="r1"), 1.0)
+    log.append(EventDraft("job.created", job_id="j2"), 2.0)
+    log.append(EventDraft("job.started", job_id="j1"), 3.0)  # drops j1's first event
+    assert [e.name for e in log.of_job("j1")] == ["job.started"]
+    assert [e.name for e in log.of_run("r1")] == ["workflow.run.started"]
+    log.append(EventDraft("job.started", job_id="j2"), 4.0)  # drops r1's last event
+    assert list(log.of_run("r1")) == []
+    assert [e.sequence for e in log.of_job("j2")] == [3, 5]

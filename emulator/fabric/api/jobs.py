@@ -73,6 +73,7 @@ def routes(api: FabricApi) -> list[Route]:
             replay=True,
             closes=lambda e: e.terminal_for_job,
             already_closed=settled,
+            candidates=lambda: plane.events.of_job(job.id),
         )
 
     return [

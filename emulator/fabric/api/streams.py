@@ -11,7 +11,7 @@ Imports trio and the generic raw-ASGI request; nothing from quart or yaml.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import trio
 
@@ -55,6 +55,7 @@ async def stream_events(
     replay: bool,
     closes: Callable[[DomainEvent], bool] | None = None,
     already_closed: Callable[[], bool] | None = None,
+    candidates: Callable[[], Iterable[DomainEvent]] | None = None,
 ) -> None:
     """Answer `call` with an event stream (the caller has authorized it and read the body)."""
     plane, hub = api.plane, api.engine.hub
@@ -66,7 +67,8 @@ async def stream_events(
         ended = already_closed is not None and already_closed()
         backlog: list[DomainEvent] = []
         if replay or last_id:
-            backlog = api.engine.replay(accepts, resume, sub.start_sequence)
+            pool = None if candidates is None else candidates()
+            backlog = api.engine.replay(accepts, resume, sub.start_sequence, pool)
         await start_sse(call)
         last_sent = last_id
         async with trio.open_nursery() as nursery:

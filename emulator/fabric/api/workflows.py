@@ -97,6 +97,7 @@ def routes(api: FabricApi) -> list[Route]:
             replay=True,
             closes=lambda e: e.terminal_for_run,
             already_closed=lambda: run.status.terminal,
+            candidates=lambda: plane.events.of_run(run.id),
         )
 
     return [

@@ -9,6 +9,7 @@ Delivery to subscribers is the engine's business. Imports nothing from trio, qua
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -73,6 +74,10 @@ class EventLog:
     retention: int = 10_000
     _events: deque[DomainEvent] = attrs.field(factory=deque)
     _sequence_of: dict[str, int] = attrs.field(factory=dict)
+    # The retained events of each job and each run, oldest first (per-stream replay without
+    # scanning the whole log); trimmed together with the log.
+    _by_job: dict[str, deque[DomainEvent]] = attrs.field(factory=dict)
+    _by_run: dict[str, deque[DomainEvent]] = attrs.field(factory=dict)
     _next_sequence: int = 1
 
     def __attrs_post_init__(self) -> None:
@@ -95,10 +100,22 @@ class EventLog:
         self._next_sequence += 1
         self._events.append(event)
         self._sequence_of[event.id] = event.sequence
+        if event.job_id is not None:
+            self._by_job.setdefault(event.job_id, deque()).append(event)
+        if event.run_id is not None:
+            self._by_run.setdefault(event.run_id, deque()).append(event)
         while len(self._events) > self.retention:
             dropped = self._events.popleft()
             del self._sequence_of[dropped.id]
+            _trim(self._by_job, dropped.job_id)
+            _trim(self._by_run, dropped.run_id)
         return event
+
+    def of_job(self, job_id: str) -> Iterator[DomainEvent]:
+        return iter(self._by_job.get(job_id, ()))
+
+    def of_run(self, run_id: str) -> Iterator[DomainEvent]:
+        return iter(self._by_run.get(run_id, ()))
 
     def __len__(self) -> int:
         return len(self._events)
@@ -119,8 +136,7 @@ class EventLog:
         if not self._events:
             return
         start = max(0, sequence + 1 - self._events[0].sequence)
-        for index in range(start, len(self._events)):
-            yield self._events[index]
+        yield from itertools.islice(self._events, start, None)
 
     def resume_point(self, last_event_id: str | None) -> int:
         """Where a `Last-Event-ID` resume starts: after that event, or everything if unknown."""
@@ -128,3 +144,15 @@ class EventLog:
             return 0
         found = self.sequence_of(last_event_id)
         return 0 if found is None else found
+
+
+def _trim(index: dict[str, deque[DomainEvent]], key: str | None) -> None:
+    """Drop the oldest event of `key` (it is the one leaving the log)."""
+    if key is None:
+        return
+    events = index.get(key)
+    if events is None:
+        return
+    events.popleft()
+    if not events:
+        del index[key]

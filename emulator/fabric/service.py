@@ -75,6 +75,9 @@ class FabricService(Service):
 class FabricInstance(ServiceInstance):
     """The running Fabric control plane."""
 
+    # Query names that may carry an API key or a JWT if a caller puts one in a URL.
+    secret_names = frozenset({"api_key", "apikey", "key", "raw_key", "jwt", "authorization"})
+
     def __init__(self, seed: FabricSeed, context: ServiceContext) -> None:
         self.seed = seed
         self.context = context

@@ -175,6 +175,8 @@ class Tenancy:
     memberships: dict[tuple[str, str], Membership] = attrs.field(factory=dict)
     team_memberships: dict[tuple[str, str], Membership] = attrs.field(factory=dict)
     invitations: dict[str, Invitation] = attrs.field(factory=dict)
+    # principal_id -> org id -> membership: what `orgs_of` reads on every request.
+    _by_principal: dict[str, dict[str, Membership]] = attrs.field(factory=dict)
 
     # Reads -------------------------------------------------------------------------------
 
@@ -202,11 +204,11 @@ class Tenancy:
         return role
 
     def orgs_of(self, principal_id: str) -> list[tuple[Organization, Role]]:
-        found = []
-        for (org_id, member), membership in self.memberships.items():
-            if member == principal_id and membership.active:
-                found.append((self.organizations[org_id], membership.role))
-        return found
+        return [
+            (self.organizations[org_id], membership.role)
+            for org_id, membership in self._by_principal.get(principal_id, {}).items()
+            if membership.active
+        ]
 
     def teams_of(self, principal_id: str) -> list[tuple[Team, Role]]:
         return [
@@ -269,6 +271,7 @@ class Tenancy:
             return current
         membership = Membership(self.new_id(), principal_id, organization_id, role, now)
         self.memberships[key] = membership
+        self._by_principal.setdefault(principal_id, {})[organization_id] = membership
         return membership
 
     def create_team(

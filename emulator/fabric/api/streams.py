@@ -22,6 +22,9 @@ from . import serialize
 from .envelope import Call, encode
 from .routes import FabricApi
 
+# Events already waiting in a subscriber's buffer are written together, up to this many.
+MAX_BATCH = 64
+
 SSE_HEADERS: Headers = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -108,9 +111,16 @@ async def _live(
         if idle.cancelled_caught:
             await call.raw.send_body(comment_frame("keep-alive"), more=True)
             continue
-        await call.raw.send_body(event_frame(event), more=True)
-        last_sent = event.id
-        if closes is not None and closes(event):
+        # Whatever else is already buffered goes out in the same write.
+        batch = [event]
+        while len(batch) < MAX_BATCH and not (closes is not None and closes(batch[-1])):
+            try:
+                batch.append(receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        await call.raw.send_body(b"".join(event_frame(e) for e in batch), more=True)
+        last_sent = batch[-1].id
+        if closes is not None and closes(batch[-1]):
             return last_sent
 
 

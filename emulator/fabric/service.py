@@ -19,6 +19,7 @@ from quart import Blueprint
 from ..platform.seedschema import Node
 from ..platform.service import Service, ServiceContext, ServiceInstance
 from ..web.rawasgi import RawRoute
+from . import persistence
 from .api.errors import EnvelopeFamily
 from .api.routes import FabricApi, Route, to_raw_routes
 from .api.table import all_routes
@@ -129,6 +130,13 @@ class FabricInstance(ServiceInstance):
         self.engine.hub.close_all()
         self.plane.reset()
         populate(self.plane, self.seed)
+
+    def snapshot(self) -> dict[str, Any] | None:
+        """Tenants, API keys (hashes only) and workflow definitions; see persistence.py."""
+        return persistence.snapshot(self.plane)
+
+    def restore(self, data: dict[str, Any]) -> None:
+        persistence.restore(self.plane, data)
 
     def describe(self) -> dict[str, Any]:
         plane = self.plane

@@ -178,6 +178,12 @@ class Tenancy:
     # principal_id -> org id -> membership: what `orgs_of` reads on every request.
     _by_principal: dict[str, dict[str, Membership]] = attrs.field(factory=dict)
 
+    def reindex(self) -> None:
+        """Rebuild the per-principal index after memberships were loaded wholesale."""
+        self._by_principal = {}
+        for (org_id, principal_id), membership in self.memberships.items():
+            self._by_principal.setdefault(principal_id, {})[org_id] = membership
+
     # Reads -------------------------------------------------------------------------------
 
     def role_in(self, principal_id: str, organization_id: str) -> Role | None:

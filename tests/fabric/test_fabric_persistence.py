@@ -1,0 +1,83 @@
+"""`--state-file` for Fabric: tenants, keys (hashes) and definitions survive; bad data changes
+nothing (sync)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from fabric_support import ALICE, CAROL, DAVE, EVE, dev, make_world
+
+from emulator.fabric.core.tenancy import Role
+from emulator.fabric.persistence import restore, snapshot
+
+
+def _populated() -> tuple[dict[str, Any], str, str, str]:
+    world = make_world()
+    plane = world.plane
+    org = plane.create_organization(dev(EVE), {"slug": "saved", "name": "Saved"})
+    team = plane.create_team(dev(EVE), {"organization_id": org.id, "slug": "t1", "name": "T"})
+    plane.create_invitation(
+        dev(EVE), {"organization_id": org.id, "email": "x@example.com", "role": "admin"}
+    )
+    key, raw = plane.create_api_key(
+        dev(DAVE), {"name": "k", "organization_id": world.acme, "scopes": ["jobs:read"]}
+    )
+    definition, _ = plane.upsert_definition(
+        dev(CAROL),
+        {"name": "w", "organization_id": world.acme, "nodes": [{"key": "a"}]},
+    )
+    data = json.loads(json.dumps(snapshot(plane)))  # what the file holds
+    assert raw not in json.dumps(data)
+    assert key.key_hash in json.dumps(data)
+    assert team.id in json.dumps(data)
+    return data, raw, org.id, definition.id
+
+
+def test_round_trip() -> None:
+    data, raw, org_id, definition_id = _populated()
+    fresh = make_world().plane
+    restore(fresh, data)
+    caller = fresh.authenticate(f"Bearer {raw}", None, public=False)
+    assert caller is not None
+    assert caller.principal_id == DAVE
+    assert fresh.tenancy.role_in(EVE, org_id) is Role.OWNER
+    assert [o.id for o, _ in fresh.my_orgs(dev(EVE))].count(org_id) == 1
+    assert fresh.get_definition(dev(CAROL), definition_id).name == "w"
+    assert [t.slug for t in fresh.org_teams(dev(EVE), org_id)] == ["t1"]
+    assert fresh.tenancy.role_in(ALICE, fresh.tenancy.organizations[org_id].id) is None
+
+
+def _break(data: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+    broken = copy.deepcopy(data)
+    target: Any = broken
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return broken
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("version",), 99),
+        (("organizations",), "nope"),
+        (("organizations", 0, "slug"), 5),
+        (("memberships", 0, "role"), "emperor"),
+        (("api_keys", 0, "status"), "zombie"),
+        (("api_keys", 0, "scopes"), "jobs:read"),
+        (("invitations", 0, "expires_at"), "soon"),
+        (("workflow_definitions", 0, "nodes"), []),
+        (("teams", 0, "organization_id"), "missing-org"),
+    ],
+)
+def test_bad_state_is_refused_and_changes_nothing(path: tuple[Any, ...], value: Any) -> None:
+    data, _raw, org_id, _ = _populated()
+    fresh = make_world().plane
+    before = json.dumps(snapshot(fresh), sort_keys=True)
+    with pytest.raises(ValueError, match="fabric state"):
+        restore(fresh, _break(data, path, value))
+    assert json.dumps(snapshot(fresh), sort_keys=True) == before
+    assert org_id not in fresh.tenancy.organizations

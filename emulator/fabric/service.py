@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import trio
-from quart import Blueprint
 
 from ..platform.seedschema import Node
 from ..platform.service import Service, ServiceContext, ServiceInstance
@@ -23,7 +22,7 @@ from . import persistence
 from .api.errors import EnvelopeFamily
 from .api.routes import FabricApi, Route, to_raw_routes
 from .api.table import all_routes
-from .api.websocket import websocket_blueprint
+from .api.websocket import websocket_routes
 from .core.plane import ControlPlane
 from .core.tenancy import DEFAULT_ORG_ID
 from .engine import Engine
@@ -105,11 +104,8 @@ class FabricInstance(ServiceInstance):
 
     # ServiceInstance --------------------------------------------------------------------------
 
-    def blueprints(self) -> Sequence[Blueprint]:
-        return [websocket_blueprint(self.api)]
-
     def raw_routes(self) -> Sequence[RawRoute]:
-        return to_raw_routes(self.api, self.routes)
+        return [*to_raw_routes(self.api, self.routes), *websocket_routes(self.api)]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:

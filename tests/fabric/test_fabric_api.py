@@ -119,24 +119,24 @@ async def test_reset_goes_back_to_the_seed(nursery: trio.Nursery, state_dir: Pat
         assert me.status_code == 200
 
 
-# The emulator's own HTTP server does not speak WebSocket yet (it answers the handshake 400).
-@pytest.mark.parametrize("server_kind", ["hypercorn"])
+@pytest.mark.parametrize("server_kind", ["emulator", "hypercorn"])
 async def test_websocket_mirror(nursery: trio.Nursery, state_dir: Path, server_kind: str) -> None:
-    from websockets.exceptions import ConnectionClosed
+    from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect
 
     server = await start_fabric(nursery, state_dir, http_server=server_kind)
     ws_url = server.http_url.replace("http://", "ws://") + "/v1/events/ws"
 
-    def refused() -> tuple[int, str]:
-        with connect(ws_url) as ws, pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=10)
-        frame = closed.value.rcvd
-        assert frame is not None
-        return frame.code, frame.reason
+    def refused() -> tuple[int, dict[str, Any]]:
+        with pytest.raises(InvalidStatus) as caught:
+            connect(ws_url)
+        response = caught.value.response
+        return response.status_code, json.loads(response.body or b"{}")
 
-    code, reason = await trio.to_thread.run_sync(refused)
-    assert (code, reason) == (4401, "authentication required")
+    status, body = await trio.to_thread.run_sync(refused)
+    assert status == 401
+    assert body["error"]["code"] == "unauthorized"
+    assert set(body) == {"meta", "context", "data", "error", "links"}
 
     received: list[dict[str, Any]] = []
     opened = trio.Event()

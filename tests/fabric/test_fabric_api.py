@@ -160,3 +160,27 @@ async def test_websocket_mirror(nursery: trio.Nursery, state_dir: Path, server_k
             job = (await client.post("/v1/jobs", json=body, headers=HEADERS)).json()["data"]
     assert next(m["kind"] for m in received if m["job_id"] == job["id"]) == "job_created"
     assert received[-1]["job_id"] == job["id"]
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["h2c", "h2"])
+async def test_http2_jobs_and_streams(nursery: trio.Nursery, state_dir: Path, tls: bool) -> None:
+    server = await start_fabric(nursery, state_dir)
+    if tls:
+        client = httpx.AsyncClient(
+            base_url=server.https_url, verify=server.ssl_context(), http2=True, timeout=30
+        )
+    else:
+        client = httpx.AsyncClient(base_url=server.http_url, http1=False, http2=True, timeout=30)
+    async with client:
+        body = {"modality": "text", "input": {"prompt": "over h2"}, "organization_id": ACME}
+        submitted = await client.post("/v1/jobs", json=body, headers=HEADERS)
+        assert submitted.http_version == "HTTP/2"
+        job_id = submitted.json()["data"]["id"]
+        kinds = []
+        async with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=HEADERS) as stream:
+            async for line in stream.aiter_lines():
+                if line.startswith("data: "):
+                    kinds.append(json.loads(line[6:])["kind"])
+        assert kinds == ["job_created", "job_started", "job_completed"]
+        usage = await client.get(f"/v1/jobs/{job_id}/usage", headers=HEADERS)
+        assert usage.json()["data"]["total_tokens"] == 4

@@ -14,6 +14,7 @@ Imports trio and the Fabric core; nothing from quart, yaml or the API layer.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from .core.providers import CallPlan
 from .core.workflows import NodeStatus, RunStatus, WorkflowRun
 
 EventFilter = Callable[[DomainEvent], bool]
+log = logging.getLogger("emulator.fabric.engine")
 
 
 @attrs.frozen
@@ -66,6 +68,17 @@ class EventHub:
     buffer: int = 1024
     _subscribers: set[Subscription] = attrs.field(factory=set)
     dropped: int = 0
+    _changed: trio.Event = attrs.field(factory=trio.Event)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_subscribers(self, count: int) -> None:
+        """Wait until exactly `count` subscribers are attached (tests, orderly starts)."""
+        while len(self._subscribers) != count:
+            await self._changed.wait()
+        await trio.lowlevel.checkpoint()
 
     def publish_nowait(self, event: DomainEvent) -> None:
         """Hand `event` to every matching subscriber without ever waiting."""
@@ -83,7 +96,9 @@ class EventHub:
                 self._close(sub)
 
     def _close(self, sub: Subscription) -> None:
-        self._subscribers.discard(sub)
+        if sub in self._subscribers:
+            self._subscribers.discard(sub)
+            self._notify()
         sub.closed = True
         sub.send.close()
 
@@ -92,6 +107,7 @@ class EventHub:
         send, receive = trio.open_memory_channel[DomainEvent](self.buffer)
         sub = Subscription(accepts, send, receive, last_sequence)
         self._subscribers.add(sub)
+        self._notify()
         try:
             yield sub
         finally:
@@ -199,8 +215,28 @@ class Executor:
     async def _drive_and_release(self, run_id: str) -> None:
         try:
             await self._drive(run_id)
+        except Exception:
+            # A bug must not take the executor (and every other run) down with it: the run
+            # fails with an internal error and the executor goes on.
+            log.exception("executor failed on run %s", run_id)
+            self._abort(run_id)
         finally:
             self._run_limiter.release_on_behalf_of(run_id)
+
+    def _abort(self, run_id: str) -> None:
+        run = self.plane.runs.get(run_id)
+        if run is None or run.status is not RunStatus.RUNNING:
+            return
+        try:
+            for key, node in run.nodes.items():
+                if node.status is NodeStatus.RUNNING:
+                    self.plane.node_fail(run, key, "internal error in the emulator")
+            for key, node in run.nodes.items():
+                if node.status in (NodeStatus.PENDING, NodeStatus.READY):
+                    self.plane.node_skip(run, key)
+            self.plane.run_finish(run)
+        except Exception:
+            log.exception("could not fail run %s after an executor error", run_id)
 
     async def _drive(self, run_id: str) -> None:
         run = self.plane.runs.get(run_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,20 @@ async def test_http2_jobs_and_streams(nursery: trio.Nursery, state_dir: Path, tl
         assert kinds == ["job_created", "job_started", "job_completed"]
         usage = await client.get(f"/v1/jobs/{job_id}/usage", headers=HEADERS)
         assert usage.json()["data"]["total_tokens"] == 4
+
+
+async def test_a_client_leaving_a_stream_is_no_error(
+    nursery: trio.Nursery, state_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start_fabric(nursery, state_dir)
+    hub = server.instance.engine.hub
+    async with http(server) as client:
+        body = {"modality": "text", "input": {"prompt": "x"}, "organization_id": ACME}
+        async with client.stream("GET", "/v1/events/stream", headers=HEADERS) as stream:
+            await hub.wait_subscribers(1)
+            await client.post("/v1/jobs", json=body, headers=HEADERS)
+            lines = stream.aiter_lines()
+            first = await lines.__anext__()
+            assert first.startswith("id: "), first
+        await hub.wait_subscribers(0)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

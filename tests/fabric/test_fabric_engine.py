@@ -245,3 +245,29 @@ async def test_replay_and_live_meet_without_gap_or_duplicate() -> None:
         live = [sub.receive.receive_nowait()]
     assert [e.payload["i"] for e in replayed + live] == [1, 2, 3]
     await trio.lowlevel.checkpoint()
+
+
+class Boom:
+    """A provider runner with a bug in it."""
+
+    async def call(self, plan: Any) -> Any:
+        await trio.lowlevel.checkpoint()
+        raise RuntimeError("bug")
+
+
+async def test_a_bug_fails_its_run_and_spares_the_executor(autojump_clock: trio.abc.Clock) -> None:
+    engine, world = _engine()
+    healthy = engine.executor.provider
+    engine.executor.provider = Boom()  # type: ignore[assignment]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        broken = await _start(engine, world, [_node("a"), _node("b", depends_on=["a"])])
+        await _until_done(engine, broken)
+        engine.executor.provider = healthy
+        fine = await _start(engine, world, [_node("a")])
+        await _until_done(engine, fine)
+        nursery.cancel_scope.cancel()
+    assert broken.status is RunStatus.FAILED
+    assert broken.error == "node a failed: internal error in the emulator"
+    assert broken.nodes["b"].status is NodeStatus.SKIPPED
+    assert fine.status is RunStatus.COMPLETED

@@ -11,13 +11,14 @@ Imports trio and the generic raw-ASGI request; nothing from quart or yaml.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 
 import trio
 
-from ...web.rawasgi import Headers
+from ...web.rawasgi import ClientGone, Headers
 from ..core.events import DomainEvent
-from ..engine import EventFilter
+from ..engine import EventFilter, Subscription
 from . import serialize
 from .envelope import Call, encode
 from .routes import FabricApi
@@ -48,6 +49,8 @@ def event_frame(event: DomainEvent) -> bytes:
 
 async def start_sse(call: Call) -> None:
     await call.raw.start(200, [*SSE_HEADERS, (b"x-request-id", call.request_id.encode())])
+    # The head goes out now, before any event, so the client knows it is subscribed.
+    await call.raw.send_body(b"", more=True)
 
 
 async def stream_events(
@@ -73,26 +76,44 @@ async def stream_events(
             pool = None if candidates is None else candidates()
             backlog = api.engine.replay(accepts, resume, sub.start_sequence, pool)
         await start_sse(call)
-        last_sent = last_id
+        gone = False
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_disconnect, call, nursery.cancel_scope)
-            for event in backlog:
-                await call.raw.send_body(event_frame(event), more=True)
-                last_sent = event.id
-                if closes is not None and closes(event):
-                    nursery.cancel_scope.cancel()
-                    break
-            else:
-                if ended:
-                    nursery.cancel_scope.cancel()
-                else:
-                    last_sent = await _live(api, call, sub.receive, closes, last_sent)
-                    if sub.overflowed:
-                        note = f"overflow; reconnect with Last-Event-ID: {last_sent or ''}"
-                        await call.raw.send_body(comment_frame(note), more=True)
-                    nursery.cancel_scope.cancel()
-    if not call.raw.finished:
-        await call.raw.send_body(b"", more=False)
+            try:
+                await _deliver(api, call, sub, backlog, ended, closes, last_id)
+            except ClientGone:
+                gone = True
+            nursery.cancel_scope.cancel()
+    if not gone and not call.raw.finished:
+        with contextlib.suppress(ClientGone):
+            await call.raw.send_body(b"", more=False)
+
+
+async def _deliver(
+    api: FabricApi,
+    call: Call,
+    sub: Subscription,
+    backlog: list[DomainEvent],
+    ended: bool,
+    closes: Callable[[DomainEvent], bool] | None,
+    last_id: str | None,
+) -> None:
+    """The backlog (cut after a closing event), then live events unless the stream is over."""
+    closing = next(
+        (i for i, event in enumerate(backlog) if closes is not None and closes(event)), None
+    )
+    if closing is not None:
+        backlog = backlog[: closing + 1]
+    for start in range(0, len(backlog), MAX_BATCH):
+        chunk = backlog[start : start + MAX_BATCH]
+        await call.raw.send_body(b"".join(event_frame(e) for e in chunk), more=True)
+    last_sent = backlog[-1].id if backlog else last_id
+    if closing is not None or ended:
+        return
+    last_sent = await _live(api, call, sub.receive, closes, last_sent)
+    if sub.overflowed:
+        note = f"overflow; reconnect with Last-Event-ID: {last_sent or ''}"
+        await call.raw.send_body(comment_frame(note), more=True)
 
 
 async def _live(

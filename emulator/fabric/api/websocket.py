@@ -15,7 +15,7 @@ import attrs
 import trio
 
 from ...web.rawasgi import RawRequest, RawRoute
-from ...web.websocket import GOING_AWAY, RawWebSocket, websocket_route
+from ...web.websocket import GOING_AWAY, RawWebSocket, WebSocketDisconnect, websocket_route
 from ..core.errors import FabricError
 from . import serialize
 from .envelope import error_answer
@@ -51,9 +51,12 @@ def websocket_routes(api: FabricApi) -> list[RawRoute]:
                     nursery.cancel_scope.cancel()
 
                 nursery.start_soon(watch)
-                async for event in sub.receive:
-                    await socket.send_json(serialize.event(event))
-                    last_sent = event.id
+                try:
+                    async for event in sub.receive:
+                        await socket.send_json(serialize.event(event))
+                        last_sent = event.id
+                except WebSocketDisconnect:
+                    pass  # the client is gone; socket.closed says so
                 nursery.cancel_scope.cancel()
             if socket.closed:
                 return

@@ -769,6 +769,10 @@ class ControlPlane:
             if not run.nodes[dependent].status.done:
                 self._skip(run, dependent)
 
+    def node_skip(self, run: WorkflowRun, key: str) -> None:
+        """Skip a node that will not run (the executor gave up on its run)."""
+        self._skip(run, key)
+
     def _skip(self, run: WorkflowRun, key: str) -> None:
         apply_node(run.nodes[key], NodeEvent.SKIP, self.now())
         self.emit(self._run_draft(run, "workflow.node.skipped", key))

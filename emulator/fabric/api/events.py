@@ -9,6 +9,7 @@ Imports the Fabric core and the API plumbing; nothing from quart or yaml.
 from __future__ import annotations
 
 from ..core.auth import Caller
+from ..core.events import DomainEvent
 from ..core.plane import ControlPlane
 from ..engine import EventFilter
 from .envelope import Call
@@ -20,10 +21,8 @@ def visible_filter(plane: ControlPlane, caller: Caller, include_internal: bool) 
     """Events of the orgs visible now; memberships gained later need a reconnect."""
     orgs = frozenset(plane.visible_orgs(caller))
 
-    def accepts(event: object) -> bool:
-        return getattr(event, "organization_id", None) in orgs and (
-            include_internal or not getattr(event, "internal", False)
-        )
+    def accepts(event: DomainEvent) -> bool:
+        return event.organization_id in orgs and (include_internal or not event.internal)
 
     return accepts
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -31,6 +32,8 @@ log = logging.getLogger("emulator.fabric")
 # A route any API key may use, whatever its scopes.
 ANY_KEY = "*"
 MAX_JSON_BODY = 1024 * 1024
+# Encoded frames kept for streams that are a little behind; older ones are encoded again.
+FRAME_CACHE = 8192
 BODY_SECONDS = 30.0
 
 Handler = Callable[[Call], Awaitable[Answer | None]]
@@ -44,6 +47,8 @@ class FabricApi:
     new_id: Callable[[], str]
     keepalive_seconds: float = 15.0
     ready: bool = False
+    # Encoded SSE frames by event id, shared by every stream (streams.event_frame); bounded.
+    frames: OrderedDict[str, bytes] = attrs.field(factory=OrderedDict)
 
 
 @attrs.frozen

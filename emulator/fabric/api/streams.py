@@ -21,7 +21,7 @@ from ..core.events import DomainEvent
 from ..engine import EventFilter, Subscription
 from . import serialize
 from .envelope import Call, encode
-from .routes import FabricApi
+from .routes import FRAME_CACHE, FabricApi
 
 # Events already waiting in a subscriber's buffer are written together, up to this many.
 MAX_BATCH = 64
@@ -43,8 +43,16 @@ def comment_frame(text: str) -> bytes:
     return b": " + text.encode() + b"\n\n"
 
 
-def event_frame(event: DomainEvent) -> bytes:
-    return sse_frame(event.name, encode(serialize.event(event)), event.id)
+def event_frame(api: FabricApi, event: DomainEvent) -> bytes:
+    """The event's SSE frame, encoded once for every subscriber (`FabricApi.frames`)."""
+    frames = api.frames
+    frame = frames.get(event.id)
+    if frame is None:
+        frame = sse_frame(event.name, encode(serialize.event(event)), event.id)
+        frames[event.id] = frame
+        if len(frames) > FRAME_CACHE:
+            frames.popitem(last=False)
+    return frame
 
 
 async def start_sse(call: Call) -> None:
@@ -106,7 +114,7 @@ async def _deliver(
         backlog = backlog[: closing + 1]
     for start in range(0, len(backlog), MAX_BATCH):
         chunk = backlog[start : start + MAX_BATCH]
-        await call.raw.send_body(b"".join(event_frame(e) for e in chunk), more=True)
+        await call.raw.send_body(b"".join(event_frame(api, e) for e in chunk), more=True)
     last_sent = backlog[-1].id if backlog else last_id
     if closing is not None or ended:
         return
@@ -139,7 +147,7 @@ async def _live(
                 batch.append(receive.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
-        await call.raw.send_body(b"".join(event_frame(e) for e in batch), more=True)
+        await call.raw.send_body(b"".join(event_frame(api, e) for e in batch), more=True)
         last_sent = batch[-1].id
         if closes is not None and closes(batch[-1]):
             return last_sent

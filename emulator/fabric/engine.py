@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 
@@ -44,7 +45,7 @@ class EngineConfig:
     default_retries: int = 0
     retry_backoff: float = 0.1  # seconds before the first retry; doubles each time
     node_timeout: float = 300.0  # seconds per attempt
-    subscriber_buffer: int = 1024
+    subscriber_buffer: int = 4096
 
 
 # Events ------------------------------------------------------------------------------------
@@ -52,22 +53,79 @@ class EngineConfig:
 
 @attrs.define(eq=False)
 class Subscription:
-    """One subscriber's bounded buffer. `overflowed` is set when the hub dropped it."""
+    """One subscriber: a cursor into the hub's ring and the filter it reads through.
 
+    `overflowed` is set when it fell more than the ring's capacity behind; it then gets no
+    further events (the ones after its cursor are gone from the ring) and its stream ends, to
+    be resumed from the event log with `Last-Event-ID`.
+    """
+
+    hub: EventHub
     accepts: EventFilter
-    send: trio.MemorySendChannel[DomainEvent]
-    receive: trio.MemoryReceiveChannel[DomainEvent]
-    # The last sequence in the log when it subscribed: replay covers up to here, live after.
+    # The last sequence in the event log when it subscribed: replay covers up to here.
     start_sequence: int
+    # The hub position it has read up to.
+    cursor: int
     overflowed: bool = False
     closed: bool = False
+
+    def receive_ready_nowait(self, limit: int) -> list[DomainEvent]:
+        """Up to `limit` accepted events already published, without waiting (maybe none)."""
+        hub = self.hub
+        behind = hub.position - self.cursor
+        if behind <= 0 or self.closed:
+            return []
+        ring = hub.ring
+        if behind > len(ring):
+            self.overflowed = True
+            hub.dropped += 1
+            hub.leave(self)
+            return []
+        found: list[DomainEvent] = []
+        for index in range(len(ring) - behind, len(ring)):
+            event = ring[index]  # near the end of the deque: cheap
+            self.cursor += 1
+            if self.accepts(event):
+                found.append(event)
+                if len(found) >= limit:
+                    break
+        return found
+
+    async def receive_batch(self, limit: int = 256) -> list[DomainEvent]:
+        """The next accepted events (at least one); trio.EndOfChannel once the subscription
+        has ended (overflow, shutdown, or left)."""
+        while True:
+            wakeup = self.hub.wakeup
+            found = self.receive_ready_nowait(limit)
+            if found:
+                # The cursor has moved: a cancellation here must not lose these events.
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return found
+            if self.closed:
+                await trio.lowlevel.checkpoint()
+                raise trio.EndOfChannel
+            await wakeup.wait()
+
+    async def receive(self) -> DomainEvent:
+        """The next accepted event (tests and simple readers)."""
+        batch = await self.receive_batch(1)
+        return batch[0]
 
 
 @attrs.define
 class EventHub:
-    buffer: int = 1024
-    _subscribers: set[Subscription] = attrs.field(factory=set)
+    """Fan-out in O(1) per event: publishing appends to a ring of the last `buffer` events and
+    wakes the waiting subscribers; each reads from its own cursor through its own filter. A
+    subscriber more than `buffer` events behind is dropped (see Subscription). Producers never
+    wait and never touch a subscriber."""
+
+    buffer: int = 4096
+    ring: deque[DomainEvent] = attrs.field(factory=deque)
+    # How many events were ever published (the position after the newest).
+    position: int = 0
     dropped: int = 0
+    wakeup: trio.Event = attrs.field(factory=trio.Event)
+    _subscribers: set[Subscription] = attrs.field(factory=set)
     _changed: trio.Event = attrs.field(factory=trio.Event)
 
     def _notify(self) -> None:
@@ -81,43 +139,37 @@ class EventHub:
         await trio.lowlevel.checkpoint()
 
     def publish_nowait(self, event: DomainEvent) -> None:
-        """Hand `event` to every matching subscriber without ever waiting."""
-        for sub in list(self._subscribers):
-            if not sub.accepts(event):
-                continue
-            try:
-                sub.send.send_nowait(event)
-            except trio.WouldBlock:
-                # Fell behind: its stream ends after what is buffered (see Subscription).
-                sub.overflowed = True
-                self.dropped += 1
-                self._close(sub)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._close(sub)
+        """Publish without ever waiting: one append and one wake-up, whatever the audience."""
+        self.ring.append(event)
+        if len(self.ring) > self.buffer:
+            self.ring.popleft()
+        self.position += 1
+        if self._subscribers:
+            self.wakeup.set()
+            self.wakeup = trio.Event()
 
-    def _close(self, sub: Subscription) -> None:
+    def leave(self, sub: Subscription) -> None:
+        sub.closed = True
         if sub in self._subscribers:
             self._subscribers.discard(sub)
             self._notify()
-        sub.closed = True
-        sub.send.close()
 
     @contextmanager
     def subscribe(self, accepts: EventFilter, last_sequence: int) -> Iterator[Subscription]:
-        send, receive = trio.open_memory_channel[DomainEvent](self.buffer)
-        sub = Subscription(accepts, send, receive, last_sequence)
+        sub = Subscription(self, accepts, last_sequence, self.position)
         self._subscribers.add(sub)
         self._notify()
         try:
             yield sub
         finally:
-            self._close(sub)
-            receive.close()
+            self.leave(sub)
 
     def close_all(self) -> None:
-        """Shutdown: every stream ends after what it already has."""
+        """Shutdown: every subscription ends (waiting readers wake and see it)."""
         for sub in list(self._subscribers):
-            self._close(sub)
+            self.leave(sub)
+        self.wakeup.set()
+        self.wakeup = trio.Event()
 
     def statistics(self) -> dict[str, int]:
         return {"subscribers": len(self._subscribers), "dropped_for_overflow": self.dropped}

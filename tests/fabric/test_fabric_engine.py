@@ -59,7 +59,7 @@ async def _until_done(engine: Engine, run: WorkflowRun) -> None:
     last = engine.plane.events.last_sequence
     with engine.hub.subscribe(lambda e: e.run_id == run.id and e.terminal_for_run, last) as sub:
         if not run.status.terminal:
-            await sub.receive.receive()
+            await sub.receive()
 
 
 async def test_a_job_is_a_single_node_run(autojump_clock: trio.abc.Clock) -> None:
@@ -73,10 +73,8 @@ async def test_a_job_is_a_single_node_run(autojump_clock: trio.abc.Clock) -> Non
                 {"modality": "text", "input": {"prompt": "a b"}, "organization_id": world.acme},
             )
             engine.executor.submit_nowait(engine.plane.runs[job.workflow_run_id])
-            async for event in sub.receive:
-                seen.append(event.name)
-                if event.name == "job.completed":
-                    break
+            while "job.completed" not in seen:
+                seen += [event.name for event in await sub.receive_batch()]
         nursery.cancel_scope.cancel()
     assert seen == [
         "job.created",
@@ -220,16 +218,27 @@ async def test_a_slow_subscriber_is_dropped_without_slowing_anyone() -> None:
     with (
         hub.subscribe(lambda e: True, 0) as slow,
         hub.subscribe(lambda e: True, 0) as fast,
+        hub.subscribe(lambda e: e.payload["i"] % 2 == 0, 0) as even,
     ):
         received: list[DomainEvent] = []
+        evens: list[DomainEvent] = []
         for index in range(10):
             engine.plane.emit(EventDraft("job.created", payload={"i": index}))
-            received.append(fast.receive.receive_nowait())  # fast keeps up
+            received += fast.receive_ready_nowait(10)  # fast keeps up
+            if index % 3 == 2:  # reads every third event: never 4 behind
+                evens += even.receive_ready_nowait(10)
+            if index == 2:
+                assert [e.payload["i"] for e in slow.receive_ready_nowait(2)] == [0, 1]
+        evens += even.receive_ready_nowait(10)
         assert [e.payload["i"] for e in received] == list(range(10))
+        assert [e.payload["i"] for e in evens] == [0, 2, 4, 6, 8]
+        # slow read up to 1, then 8 more arrived: more than the ring holds, so it is dropped
+        # and gets nothing further (it resumes from the event log with Last-Event-ID).
+        with pytest.raises(trio.EndOfChannel):
+            await slow.receive_batch()
         assert slow.overflowed
         assert not fast.overflowed
-        got = [event.payload["i"] async for event in slow.receive]  # ends after its buffer
-        assert got == [0, 1, 2, 3]
+        assert hub.statistics() == {"subscribers": 2, "dropped_for_overflow": 1}
     assert hub.statistics() == {"subscribers": 0, "dropped_for_overflow": 1}
 
 
@@ -242,7 +251,7 @@ async def test_replay_and_live_meet_without_gap_or_duplicate() -> None:
         # A resume after event 0 (its Last-Event-ID) replays 1 and 2, then goes live.
         after = engine.plane.events.resume_point(first[0].id)
         replayed = engine.replay(lambda e: True, after=after, upto=sub.start_sequence)
-        live = [sub.receive.receive_nowait()]
+        live = sub.receive_ready_nowait(10)
     assert [e.payload["i"] for e in replayed + live] == [1, 2, 3]
     await trio.lowlevel.checkpoint()
 

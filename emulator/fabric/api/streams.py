@@ -118,7 +118,7 @@ async def _deliver(
     last_sent = backlog[-1].id if backlog else last_id
     if closing is not None or ended:
         return
-    last_sent = await _live(api, call, sub.receive, closes, last_sent)
+    last_sent = await _live(api, call, sub, closes, last_sent)
     if sub.overflowed:
         note = f"overflow; reconnect with Last-Event-ID: {last_sent or ''}"
         await call.raw.send_body(comment_frame(note), more=True)
@@ -127,29 +127,27 @@ async def _deliver(
 async def _live(
     api: FabricApi,
     call: Call,
-    receive: trio.MemoryReceiveChannel[DomainEvent],
+    sub: Subscription,
     closes: Callable[[DomainEvent], bool] | None,
     last_sent: str | None,
 ) -> str | None:
     while True:
         with trio.move_on_after(api.keepalive_seconds) as idle:
             try:
-                event = await receive.receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
+                batch = await sub.receive_batch(MAX_BATCH)
+            except trio.EndOfChannel:
                 return last_sent
         if idle.cancelled_caught:
             await call.raw.send_body(comment_frame("keep-alive"), more=True)
             continue
-        # Whatever else is already buffered goes out in the same write.
-        batch = [event]
-        while len(batch) < MAX_BATCH and not (closes is not None and closes(batch[-1])):
-            try:
-                batch.append(receive.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
+        closing = next(
+            (i for i, event in enumerate(batch) if closes is not None and closes(event)), None
+        )
+        if closing is not None:
+            batch = batch[: closing + 1]
         await call.raw.send_body(b"".join(event_frame(api, e) for e in batch), more=True)
         last_sent = batch[-1].id
-        if closes is not None and closes(batch[-1]):
+        if closing is not None:
             return last_sent
 
 

@@ -52,9 +52,12 @@ def websocket_routes(api: FabricApi) -> list[RawRoute]:
 
                 nursery.start_soon(watch)
                 try:
-                    async for event in sub.receive:
-                        await socket.send_json(serialize.event(event))
-                        last_sent = event.id
+                    while True:
+                        for event in await sub.receive_batch():
+                            await socket.send_json(serialize.event(event))
+                            last_sent = event.id
+                except trio.EndOfChannel:
+                    pass  # overflow or shutdown: said below
                 except WebSocketDisconnect:
                     pass  # the client is gone; socket.closed says so
                 nursery.cancel_scope.cancel()

@@ -1,14 +1,15 @@
 """Fabric's trio engine: the DAG executor, provider calls in time, and event fan-out.
 
-Owns `EventHub` (every appended event goes to each matching subscriber's bounded buffer with
-`send_nowait`; a subscriber whose buffer is full is dropped on the spot, so a slow reader never
-slows the producer or anyone else: its stream ends after what it already has, marked
-`overflowed`, and it resumes with `Last-Event-ID`), `Subscription`, `Executor` (a bounded FIFO
-queue of runs; each run's DAG runs independent nodes concurrently, bounded per run and
-globally; retries with exponential backoff; per-node timeouts as cancel scopes; cancelling a
-run cancels the scope its running nodes live in; a job is a single-node run) and
-`ProviderRunner` (waits out a call's planned latency and paces streamed chunks on trio's
-clock). All state changes go through `core.plane.ControlPlane`.
+Owns `EventHub` and `Subscription` (fan-out in O(1) per event: a shared ring of the last
+`buffer` events that each subscriber reads from its own position through its own filter; a
+subscriber more than `buffer` events behind is dropped, so a slow reader never slows the
+producer or anyone else: its stream ends and it resumes from the event log with
+`Last-Event-ID`), `Executor` (a bounded FIFO queue of runs; each run's DAG runs independent
+nodes concurrently, bounded per run and globally; retries with exponential backoff; per-node
+timeouts as cancel scopes; cancelling a run cancels the scope its running nodes live in; a job
+is a single-node run; a bug fails its run, never the executor) and `ProviderRunner` (waits out
+a call's planned latency and paces streamed chunks on trio's clock). All state changes go
+through `core.plane.ControlPlane`.
 Imports trio and the Fabric core; nothing from quart, yaml or the API layer.
 """
 

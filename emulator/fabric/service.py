@@ -17,7 +17,7 @@ import trio
 
 from ..platform.seedschema import Node
 from ..platform.service import Service, ServiceContext, ServiceInstance
-from ..web.rawasgi import RawRoute
+from ..web.rawasgi import RawRoute, with_automatic_methods
 from . import persistence
 from .api.errors import EnvelopeFamily
 from .api.routes import FabricApi, Route, to_raw_routes
@@ -105,7 +105,11 @@ class FabricInstance(ServiceInstance):
     # ServiceInstance --------------------------------------------------------------------------
 
     def raw_routes(self) -> Sequence[RawRoute]:
-        return [*to_raw_routes(self.api, self.routes), *websocket_routes(self.api)]
+        # HEAD answered by the GET handlers and OPTIONS with Allow, as Quart routes do.
+        return [
+            *with_automatic_methods(to_raw_routes(self.api, self.routes)),
+            *websocket_routes(self.api),
+        ]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:

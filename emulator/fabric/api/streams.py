@@ -84,6 +84,9 @@ async def stream_events(
             pool = None if candidates is None else candidates()
             backlog = api.engine.replay(accepts, resume, sub.start_sequence, pool)
         await start_sse(call)
+        if call.raw.method == "HEAD":  # the head says it would stream; no body follows
+            await call.raw.send_body(b"", more=False)
+            return
         gone = False
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_disconnect, call, nursery.cancel_scope)

@@ -188,7 +188,7 @@ def test_key_machine_is_its_table(status: KeyStatus, event: KeyEvent) -> None:
     world = make_world()
     key, _ = world.plane.create_api_key(dev(DAVE), _key_body(world.acme))
     key.status = status  # arranging the state under test
-    target = KEY_TRANSITIONS.get((status, event))
+    target = KEY_TRANSITIONS.table.get((status, event))
     if target is None:
         with pytest.raises(IllegalTransition):
             apply_key(key, event)

@@ -178,7 +178,7 @@ def test_invitation_machine_is_its_table(status: InvitationStatus, event: Invita
     body = {"organization_id": world.acme, "email": "t@example.com", "role": "member"}
     invitation = world.plane.create_invitation(dev(DAVE), body)
     invitation.status = status  # arranging the state under test
-    target = INVITATION_TRANSITIONS.get((status, event))
+    target = INVITATION_TRANSITIONS.table.get((status, event))
     if target is None:
         with pytest.raises(IllegalTransition):
             apply_invitation(invitation, event)

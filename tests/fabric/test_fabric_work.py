@@ -16,7 +16,14 @@ from emulator.fabric.core.errors import (
     ProviderFailed,
     ValidationFailed,
 )
-from emulator.fabric.core.jobs import decode_cursor, parse_limit
+from emulator.fabric.core.jobs import (
+    JOB_TRANSITIONS,
+    JobEvent,
+    JobStatus,
+    apply_job,
+    decode_cursor,
+    parse_limit,
+)
 from emulator.fabric.core.providers import (
     ECHO,
     Catalog,
@@ -177,7 +184,7 @@ def test_run_machine_is_its_table(status: RunStatus, event: RunEvent) -> None:
     )
     run, _ = world.plane.create_run(dev(CAROL), {"workflow_definition_id": definition.id})
     run.status = status  # arranging the state under test
-    target = RUN_TRANSITIONS.get((status, event))
+    target = RUN_TRANSITIONS.table.get((status, event))
     if target is None:
         with pytest.raises(IllegalTransition):
             apply_run(run, event, 0.0)
@@ -197,7 +204,7 @@ def test_node_machine_is_its_table(status: NodeStatus, event: NodeEvent) -> None
     run, _ = world.plane.create_run(dev(CAROL), {"workflow_definition_id": definition.id})
     node = run.nodes["a"]
     node.status = status  # arranging the state under test
-    target = NODE_TRANSITIONS.get((status, event))
+    target = NODE_TRANSITIONS.table.get((status, event))
     if target is None:
         with pytest.raises(IllegalTransition):
             apply_node(node, event, 0.0)
@@ -356,3 +363,22 @@ def test_tokens_and_prices() -> None:
     plan = CATALOG.plan(ProviderRequest("text", {"prompt": "a b c"}, model="dear-1"), float)
     assert (plan.input_tokens, plan.output_tokens) == (3, 3)
     assert plan.cost_usd == 6.0
+
+
+@pytest.mark.parametrize("status", list(JobStatus))
+@pytest.mark.parametrize("event", list(JobEvent))
+def test_job_machine_is_its_table(status: JobStatus, event: JobEvent) -> None:
+    world = make_world()
+    job, _ = world.plane.submit_job(
+        dev(CAROL), {"modality": "text", "input": {}, "organization_id": world.acme}
+    )
+    job.status = status  # arranging the state under test
+    target = JOB_TRANSITIONS.table.get((status, event))
+    if target is None:
+        with pytest.raises(IllegalTransition):
+            apply_job(job, event, 1.0)
+        assert job.status is status
+    else:
+        apply_job(job, event, 1.0)
+        assert job.status is target
+        assert job.updated_at == 1.0

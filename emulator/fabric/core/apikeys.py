@@ -12,11 +12,12 @@ import enum
 import hashlib
 import hmac
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import attrs
 
-from .errors import IllegalTransition, NotFound, Unauthorized, ValidationFailed
+from ...platform.statemachine import Transitions
+from .errors import NotFound, Unauthorized, ValidationFailed, transition
 
 KEY_PREFIX = "fab_"
 PREFIX_LENGTH = 12
@@ -57,12 +58,15 @@ class KeyEvent(enum.Enum):
     REVOKE = "revoke"
 
 
-KEY_TRANSITIONS: Mapping[tuple[KeyStatus, KeyEvent], KeyStatus] = {
-    (KeyStatus.ACTIVE, KeyEvent.DISABLE): KeyStatus.DISABLED,
-    # Disabling twice is answered idempotently by the ring, not by the table.
-    (KeyStatus.ACTIVE, KeyEvent.REVOKE): KeyStatus.REVOKED,
-    (KeyStatus.DISABLED, KeyEvent.REVOKE): KeyStatus.REVOKED,
-}
+KEY_TRANSITIONS: Transitions[KeyStatus, KeyEvent] = Transitions(
+    "api key",
+    {
+        (KeyStatus.ACTIVE, KeyEvent.DISABLE): KeyStatus.DISABLED,
+        # Disabling twice is answered idempotently by the ring, not by the table.
+        (KeyStatus.ACTIVE, KeyEvent.REVOKE): KeyStatus.REVOKED,
+        (KeyStatus.DISABLED, KeyEvent.REVOKE): KeyStatus.REVOKED,
+    },
+)
 
 
 def hash_key(raw: str) -> str:
@@ -99,10 +103,7 @@ class ApiKey:
 
 def apply_key(key: ApiKey, event: KeyEvent) -> None:
     """The only place a key's status changes; an illegal event raises and changes nothing."""
-    target = KEY_TRANSITIONS.get((key.status, event))
-    if target is None:
-        raise IllegalTransition(f"api key is {key.status.value}; cannot {event.value}")
-    key.status = target
+    key.status = transition(KEY_TRANSITIONS, key.status, event)
 
 
 def make_raw_key(random_text: Callable[[int, str], str]) -> str:

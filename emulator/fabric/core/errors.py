@@ -1,13 +1,19 @@
 """Typed domain errors of the Fabric core; the API layer maps each class to one HTTP status.
 
-Owns `FabricError` and its subclasses. Imports nothing from trio, quart or yaml.
+Owns `FabricError` and its subclasses, and `transition`, the lookup every Fabric state machine
+goes through (the platform's `Transitions` table; a refused event becomes a 409).
+Imports nothing from trio, quart or yaml.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from typing import Any, TypeVar
 
 import attrs
+
+from ...platform.statemachine import IllegalTransition as MachineRefused
+from ...platform.statemachine import Transitions
 
 
 @attrs.define(auto_exc=True, eq=False)
@@ -80,3 +86,16 @@ class ProviderFailed(FabricError):
 
 class IllegalTransition(Conflict):
     """A state machine refused an event; nothing changed."""
+
+
+S = TypeVar("S", bound=enum.Enum)
+E = TypeVar("E", bound=enum.Enum)
+
+
+def transition(machine: Transitions[S, E], state: S, event: E) -> S:
+    """The target of `event` in `state` by the machine's one table; an event the table does
+    not allow is a 409 (IllegalTransition) and changes nothing."""
+    try:
+        return machine.target(state, event)
+    except MachineRefused as refused:
+        raise IllegalTransition(str(refused)) from None

@@ -18,7 +18,8 @@ from typing import Any
 
 import attrs
 
-from .errors import Conflict, IllegalTransition, ValidationFailed
+from ...platform.statemachine import Transitions
+from .errors import Conflict, ValidationFailed, transition
 
 MAX_PAGE = 200
 
@@ -40,12 +41,15 @@ class JobEvent(enum.Enum):
     FAIL = "fail"
 
 
-JOB_TRANSITIONS: Mapping[tuple[JobStatus, JobEvent], JobStatus] = {
-    (JobStatus.PENDING, JobEvent.START): JobStatus.STARTED,
-    (JobStatus.PENDING, JobEvent.FAIL): JobStatus.FAILED,
-    (JobStatus.STARTED, JobEvent.COMPLETE): JobStatus.COMPLETED,
-    (JobStatus.STARTED, JobEvent.FAIL): JobStatus.FAILED,
-}
+JOB_TRANSITIONS: Transitions[JobStatus, JobEvent] = Transitions(
+    "job",
+    {
+        (JobStatus.PENDING, JobEvent.START): JobStatus.STARTED,
+        (JobStatus.PENDING, JobEvent.FAIL): JobStatus.FAILED,
+        (JobStatus.STARTED, JobEvent.COMPLETE): JobStatus.COMPLETED,
+        (JobStatus.STARTED, JobEvent.FAIL): JobStatus.FAILED,
+    },
+)
 
 
 @attrs.define
@@ -73,9 +77,7 @@ class Job:
 
 
 def apply_job(job: Job, event: JobEvent, now: float) -> None:
-    target = JOB_TRANSITIONS.get((job.status, event))
-    if target is None:
-        raise IllegalTransition(f"job is {job.status.value}; cannot {event.value}")
+    target = transition(JOB_TRANSITIONS, job.status, event)
     job.status = target
     job.updated_at = now
     if target is JobStatus.STARTED:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import attrs
 
-from .errors import Conflict, Forbidden, IllegalTransition, NotFound, ValidationFailed
+from ...platform.statemachine import Transitions
+from .errors import Conflict, Forbidden, NotFound, ValidationFailed, transition
 
 DEFAULT_ORG_ID = "00000000-0000-0000-0000-000000000010"
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
@@ -134,11 +135,14 @@ class InvitationEvent(enum.Enum):
     EXPIRE = "expire"
 
 
-INVITATION_TRANSITIONS: Mapping[tuple[InvitationStatus, InvitationEvent], InvitationStatus] = {
-    (InvitationStatus.PENDING, InvitationEvent.ACCEPT): InvitationStatus.ACCEPTED,
-    (InvitationStatus.PENDING, InvitationEvent.REVOKE): InvitationStatus.REVOKED,
-    (InvitationStatus.PENDING, InvitationEvent.EXPIRE): InvitationStatus.EXPIRED,
-}
+INVITATION_TRANSITIONS: Transitions[InvitationStatus, InvitationEvent] = Transitions(
+    "invitation",
+    {
+        (InvitationStatus.PENDING, InvitationEvent.ACCEPT): InvitationStatus.ACCEPTED,
+        (InvitationStatus.PENDING, InvitationEvent.REVOKE): InvitationStatus.REVOKED,
+        (InvitationStatus.PENDING, InvitationEvent.EXPIRE): InvitationStatus.EXPIRED,
+    },
+)
 
 
 @attrs.define
@@ -158,10 +162,7 @@ class Invitation:
 
 def apply_invitation(invitation: Invitation, event: InvitationEvent) -> None:
     """The only place an invitation's status changes; illegal events raise and change nothing."""
-    target = INVITATION_TRANSITIONS.get((invitation.status, event))
-    if target is None:
-        raise IllegalTransition(f"invitation is {invitation.status.value}; cannot {event.value}")
-    invitation.status = target
+    invitation.status = transition(INVITATION_TRANSITIONS, invitation.status, event)
 
 
 @attrs.define

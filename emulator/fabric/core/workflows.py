@@ -18,7 +18,8 @@ from typing import Any
 
 import attrs
 
-from .errors import IllegalTransition, ValidationFailed
+from ...platform.statemachine import Transitions
+from .errors import ValidationFailed, transition
 from .events import INTERNAL_NODE_PREFIX
 from .providers import MODALITIES, TIERS
 
@@ -218,13 +219,16 @@ class RunEvent(enum.Enum):
     CANCEL = "cancel"
 
 
-RUN_TRANSITIONS: Mapping[tuple[RunStatus, RunEvent], RunStatus] = {
-    (RunStatus.PENDING, RunEvent.START): RunStatus.RUNNING,
-    (RunStatus.PENDING, RunEvent.CANCEL): RunStatus.CANCELLED,
-    (RunStatus.RUNNING, RunEvent.COMPLETE): RunStatus.COMPLETED,
-    (RunStatus.RUNNING, RunEvent.FAIL): RunStatus.FAILED,
-    (RunStatus.RUNNING, RunEvent.CANCEL): RunStatus.CANCELLED,
-}
+RUN_TRANSITIONS: Transitions[RunStatus, RunEvent] = Transitions(
+    "workflow run",
+    {
+        (RunStatus.PENDING, RunEvent.START): RunStatus.RUNNING,
+        (RunStatus.PENDING, RunEvent.CANCEL): RunStatus.CANCELLED,
+        (RunStatus.RUNNING, RunEvent.COMPLETE): RunStatus.COMPLETED,
+        (RunStatus.RUNNING, RunEvent.FAIL): RunStatus.FAILED,
+        (RunStatus.RUNNING, RunEvent.CANCEL): RunStatus.CANCELLED,
+    },
+)
 
 
 class NodeStatus(enum.Enum):
@@ -248,15 +252,18 @@ class NodeEvent(enum.Enum):
     SKIP = "skip"
 
 
-NODE_TRANSITIONS: Mapping[tuple[NodeStatus, NodeEvent], NodeStatus] = {
-    (NodeStatus.PENDING, NodeEvent.READY): NodeStatus.READY,
-    (NodeStatus.READY, NodeEvent.START): NodeStatus.RUNNING,
-    (NodeStatus.RUNNING, NodeEvent.COMPLETE): NodeStatus.COMPLETED,
-    (NodeStatus.RUNNING, NodeEvent.FAIL): NodeStatus.FAILED,
-    (NodeStatus.PENDING, NodeEvent.SKIP): NodeStatus.SKIPPED,
-    (NodeStatus.READY, NodeEvent.SKIP): NodeStatus.SKIPPED,
-    (NodeStatus.RUNNING, NodeEvent.SKIP): NodeStatus.SKIPPED,
-}
+NODE_TRANSITIONS: Transitions[NodeStatus, NodeEvent] = Transitions(
+    "workflow node",
+    {
+        (NodeStatus.PENDING, NodeEvent.READY): NodeStatus.READY,
+        (NodeStatus.READY, NodeEvent.START): NodeStatus.RUNNING,
+        (NodeStatus.RUNNING, NodeEvent.COMPLETE): NodeStatus.COMPLETED,
+        (NodeStatus.RUNNING, NodeEvent.FAIL): NodeStatus.FAILED,
+        (NodeStatus.PENDING, NodeEvent.SKIP): NodeStatus.SKIPPED,
+        (NodeStatus.READY, NodeEvent.SKIP): NodeStatus.SKIPPED,
+        (NodeStatus.RUNNING, NodeEvent.SKIP): NodeStatus.SKIPPED,
+    },
+)
 
 
 @attrs.define
@@ -369,9 +376,7 @@ class WorkflowRun:
 
 def apply_run(run: WorkflowRun, event: RunEvent, now: float) -> None:
     """The only place a run's status changes."""
-    target = RUN_TRANSITIONS.get((run.status, event))
-    if target is None:
-        raise IllegalTransition(f"run is {run.status.value}; cannot {event.value}")
+    target = transition(RUN_TRANSITIONS, run.status, event)
     run.status = target
     if target is RunStatus.RUNNING:
         run.started_at = now
@@ -381,11 +386,7 @@ def apply_run(run: WorkflowRun, event: RunEvent, now: float) -> None:
 
 def apply_node(node: NodeRun, event: NodeEvent, now: float) -> None:
     """The only place a node's status changes."""
-    target = NODE_TRANSITIONS.get((node.status, event))
-    if target is None:
-        raise IllegalTransition(
-            f"node {node.definition.key} is {node.status.value}; cannot {event.value}"
-        )
+    target = transition(NODE_TRANSITIONS, node.status, event)
     node.status = target
     if target is NodeStatus.RUNNING:
         node.started_at = now

@@ -11,11 +11,11 @@ Imports nothing from trio, quart or yaml.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 
+from ..platform.seedschema import Node, plain_failure
 from .core.apikeys import ApiKey, KeyStatus
 from .core.errors import FabricError
 from .core.plane import ControlPlane
@@ -23,7 +23,6 @@ from .core.tenancy import Invitation, InvitationStatus, Membership, Organization
 from .core.workflows import WorkflowDefinition, parse_nodes
 
 VERSION = 1
-T = TypeVar("T")
 
 
 def _membership(m: Membership) -> dict[str, Any]:
@@ -72,149 +71,189 @@ def snapshot(plane: ControlPlane) -> dict[str, Any]:
 
 
 # Reading -----------------------------------------------------------------------------------
+# Each saved record is a mapping with exactly its keys, read with the platform's path reader
+# (a malformed one is a ValueError naming its path, e.g. `fabric.api_keys[0].status`).
 
 
-def _items(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
-    value = data.get(name, [])
-    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise ValueError(f"fabric state: {name} must be a list of objects")
-    return value
-
-
-def _field(item: dict[str, Any], name: str, kind: type[T], where: str, optional: bool = False) -> T:
-    value = item.get(name)
-    if value is None and optional:
-        return value  # type: ignore[return-value]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise ValueError(f"fabric state: {where}.{name} must be {kind.__name__}")
-    return value
-
-
-def _read_all(
-    data: dict[str, Any], name: str, build: Callable[[dict[str, Any], str], T]
-) -> list[T]:
-    found = []
-    for index, item in enumerate(_items(data, name)):
-        where = f"{name}[{index}]"
-        try:
-            found.append(build(item, where))
-        except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"fabric state: {where} is malformed ({error})") from None
-        except FabricError as error:
-            raise ValueError(f"fabric state: {where}: {error.message}") from None
-    return found
-
-
-def _org(item: dict[str, Any], where: str) -> Organization:
+def _org(node: Node) -> Organization:
+    f = node.fields(optional=("id", "slug", "name", "created_at", "updated_at", "archived"))
     return Organization(
-        id=_field(item, "id", str, where),
-        slug=_field(item, "slug", str, where),
-        name=_field(item, "name", str, where),
-        created_at=_field(item, "created_at", float, where),
-        updated_at=_field(item, "updated_at", float, where),
-        archived=_field(item, "archived", bool, where),
+        id=f.str("id"),
+        slug=f.str("slug"),
+        name=f.str("name"),
+        created_at=f.float("created_at"),
+        updated_at=f.float("updated_at"),
+        archived=f.bool("archived"),
     )
 
 
-def _team(item: dict[str, Any], where: str) -> Team:
+def _team(node: Node) -> Team:
+    f = node.fields(optional=("id", "organization_id", "slug", "name", "created_at", "archived"))
     return Team(
-        id=_field(item, "id", str, where),
-        organization_id=_field(item, "organization_id", str, where),
-        slug=_field(item, "slug", str, where),
-        name=_field(item, "name", str, where),
-        created_at=_field(item, "created_at", float, where),
-        archived=_field(item, "archived", bool, where),
+        id=f.str("id"),
+        organization_id=f.str("organization_id"),
+        slug=f.str("slug"),
+        name=f.str("name"),
+        created_at=f.float("created_at"),
+        archived=f.bool("archived"),
     )
 
 
-def _member(item: dict[str, Any], where: str) -> Membership:
+def _member(node: Node) -> Membership:
+    f = node.fields(
+        optional=(
+            "id",
+            "principal_id",
+            "organization_id",
+            "role",
+            "created_at",
+            "team_id",
+            "active",
+        )
+    )
     return Membership(
-        id=_field(item, "id", str, where),
-        principal_id=_field(item, "principal_id", str, where),
-        organization_id=_field(item, "organization_id", str, where),
-        role=Role.parse(item.get("role")),
-        created_at=_field(item, "created_at", float, where),
-        team_id=_field(item, "team_id", str, where, optional=True),
-        active=_field(item, "active", bool, where),
+        id=f.str("id"),
+        principal_id=f.str("principal_id"),
+        organization_id=f.str("organization_id"),
+        role=f.choice("role", Role),
+        created_at=f.float("created_at"),
+        team_id=f.opt_str("team_id"),
+        active=f.bool("active"),
     )
 
 
-def _invitation(item: dict[str, Any], where: str) -> Invitation:
+def _invitation(node: Node) -> Invitation:
+    f = node.fields(
+        optional=(
+            "id",
+            "organization_id",
+            "email",
+            "role",
+            "team_id",
+            "invited_by",
+            "created_at",
+            "expires_at",
+            "status",
+            "accepted_by",
+            "accepted_at",
+        )
+    )
     return Invitation(
-        id=_field(item, "id", str, where),
-        organization_id=_field(item, "organization_id", str, where),
-        email=_field(item, "email", str, where),
-        role=Role.parse(item.get("role")),
-        team_id=_field(item, "team_id", str, where, optional=True),
-        invited_by=_field(item, "invited_by", str, where),
-        created_at=_field(item, "created_at", float, where),
-        expires_at=_field(item, "expires_at", float, where),
-        status=InvitationStatus(_field(item, "status", str, where)),
-        accepted_by=_field(item, "accepted_by", str, where, optional=True),
-        accepted_at=_field(item, "accepted_at", float, where, optional=True),
+        id=f.str("id"),
+        organization_id=f.str("organization_id"),
+        email=f.str("email"),
+        role=f.choice("role", Role),
+        team_id=f.opt_str("team_id"),
+        invited_by=f.str("invited_by"),
+        created_at=f.float("created_at"),
+        expires_at=f.float("expires_at"),
+        status=f.choice("status", InvitationStatus),
+        accepted_by=f.opt_str("accepted_by"),
+        accepted_at=f.opt_float("accepted_at"),
     )
 
 
-def _key(item: dict[str, Any], where: str) -> ApiKey:
-    scopes = item.get("scopes")
-    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
-        raise ValueError(f"fabric state: {where}.scopes must be a list of strings")
+def _key(node: Node) -> ApiKey:
+    f = node.fields(
+        optional=(
+            "id",
+            "name",
+            "prefix",
+            "key_hash",
+            "organization_id",
+            "principal_id",
+            "scopes",
+            "created_at",
+            "description",
+            "team_id",
+            "expires_at",
+            "last_used_at",
+            "status",
+        )
+    )
     return ApiKey(
-        id=_field(item, "id", str, where),
-        name=_field(item, "name", str, where),
-        prefix=_field(item, "prefix", str, where),
-        key_hash=_field(item, "key_hash", str, where),
-        organization_id=_field(item, "organization_id", str, where),
-        principal_id=_field(item, "principal_id", str, where),
-        scopes=tuple(scopes),
-        created_at=_field(item, "created_at", float, where),
-        description=_field(item, "description", str, where, optional=True),
-        team_id=_field(item, "team_id", str, where, optional=True),
-        expires_at=_field(item, "expires_at", float, where, optional=True),
-        last_used_at=_field(item, "last_used_at", float, where, optional=True),
-        status=KeyStatus(_field(item, "status", str, where)),
+        id=f.str("id"),
+        name=f.str("name"),
+        prefix=f.str("prefix"),
+        key_hash=f.str("key_hash"),
+        organization_id=f.str("organization_id"),
+        principal_id=f.str("principal_id"),
+        scopes=f.str_list("scopes"),
+        created_at=f.float("created_at"),
+        description=f.opt_str("description", allow_empty=True),
+        team_id=f.opt_str("team_id"),
+        expires_at=f.opt_float("expires_at"),
+        last_used_at=f.opt_float("last_used_at"),
+        status=f.choice("status", KeyStatus),
     )
 
 
-def _definition(item: dict[str, Any], where: str) -> WorkflowDefinition:
-    nodes, defaults = parse_nodes(item.get("nodes"), item.get("defaults"))
+def _definition(node: Node) -> WorkflowDefinition:
+    f = node.fields(
+        optional=(
+            "id",
+            "organization_id",
+            "name",
+            "nodes",
+            "defaults",
+            "created_by",
+            "created_at",
+            "updated_at",
+            "version",
+        )
+    )
+    try:
+        nodes, defaults = parse_nodes(node.value.get("nodes"), node.value.get("defaults"))
+    except FabricError as error:
+        raise f["nodes"].error(error.message) from None
     return WorkflowDefinition(
-        id=_field(item, "id", str, where),
-        organization_id=_field(item, "organization_id", str, where),
-        name=_field(item, "name", str, where),
+        id=f.str("id"),
+        organization_id=f.str("organization_id"),
+        name=f.str("name"),
         nodes=nodes,
         defaults=defaults,
-        created_by=_field(item, "created_by", str, where),
-        created_at=_field(item, "created_at", float, where),
-        updated_at=_field(item, "updated_at", float, where),
-        version=_field(item, "version", int, where),
+        created_by=f.str("created_by"),
+        created_at=f.float("created_at"),
+        updated_at=f.float("updated_at"),
+        version=f.int("version", minimum=1),
     )
 
 
 def restore(plane: ControlPlane, data: dict[str, Any]) -> None:
     """Lay saved state over the plane's (seeded) state; ValueError and no change on bad data."""
+    root = Node(data, "fabric", "", plain_failure)
     if not isinstance(data, dict) or data.get("version") != VERSION:
-        raise ValueError(f"fabric state: expected an object with version {VERSION}")
-    orgs = _read_all(data, "organizations", _org)
-    teams = _read_all(data, "teams", _team)
-    members = _read_all(data, "memberships", _member)
-    team_members = _read_all(data, "team_memberships", _member)
-    invitations = _read_all(data, "invitations", _invitation)
-    keys = _read_all(data, "api_keys", _key)
-    definitions = _read_all(data, "workflow_definitions", _definition)
+        raise root.error(f"the saved Fabric state must be an object with version {VERSION}")
+    f = root.fields(
+        optional=(
+            "version",
+            "organizations",
+            "teams",
+            "memberships",
+            "team_memberships",
+            "invitations",
+            "api_keys",
+            "workflow_definitions",
+        )
+    )
+    orgs = [_org(n) for n in f.list("organizations")]
+    teams = [_team(n) for n in f.list("teams")]
+    members = [_member(n) for n in f.list("memberships")]
+    team_members = [_member(n) for n in f.list("team_memberships")]
+    invitations = [_invitation(n) for n in f.list("invitations")]
+    keys = [_key(n) for n in f.list("api_keys")]
+    definitions = [_definition(n) for n in f.list("workflow_definitions")]
     if any(member.team_id is None for member in team_members):
-        raise ValueError("fabric state: team_memberships need a team_id")
+        raise f["team_memberships"].error("every team membership needs a team_id")
     known_orgs = set(plane.tenancy.organizations) | {org.id for org in orgs}
     for name, records in (("teams", teams), ("memberships", members), ("api_keys", keys)):
         for record in records:
             if record.organization_id not in known_orgs:
-                raise ValueError(f"fabric state: {name} names unknown organization")
+                raise root.error(f"{name} names an unknown organization")
     prefixes = {key.prefix: key.id for key in plane.keys.by_id.values()}
     for key in keys:
         if prefixes.get(key.prefix, key.id) != key.id:
-            raise ValueError(f"fabric state: api key prefix {key.prefix} is taken")
+            raise root.error(f"api key prefix {key.prefix} is taken by another key")
     # Everything is read and checked: now change state.
     tenancy = plane.tenancy
     for org in orgs:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import pytest
@@ -60,24 +61,27 @@ def _break(data: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str,
 
 
 @pytest.mark.parametrize(
-    ("path", "value"),
+    ("path", "value", "named"),
     [
-        (("version",), 99),
-        (("organizations",), "nope"),
-        (("organizations", 0, "slug"), 5),
-        (("memberships", 0, "role"), "emperor"),
-        (("api_keys", 0, "status"), "zombie"),
-        (("api_keys", 0, "scopes"), "jobs:read"),
-        (("invitations", 0, "expires_at"), "soon"),
-        (("workflow_definitions", 0, "nodes"), []),
-        (("teams", 0, "organization_id"), "missing-org"),
+        (("version",), 99, "fabric: "),
+        (("organizations",), "nope", "fabric.organizations: "),
+        (("organizations", 0, "slug"), 5, "fabric.organizations[0].slug: "),
+        (("memberships", 0, "role"), "emperor", "fabric.memberships[0].role: "),
+        (("api_keys", 0, "status"), "zombie", "fabric.api_keys[0].status: "),
+        (("api_keys", 0, "scopes"), "jobs:read", "fabric.api_keys[0].scopes: "),
+        (("invitations", 0, "expires_at"), "soon", "fabric.invitations[0].expires_at: "),
+        (("workflow_definitions", 0, "nodes"), [], "fabric.workflow_definitions[0].nodes: "),
+        (("teams", 0, "organization_id"), "missing-org", "unknown organization"),
+        (("teams", 0, "extra"), 1, "fabric.teams[0].extra: unknown key"),
     ],
 )
-def test_bad_state_is_refused_and_changes_nothing(path: tuple[Any, ...], value: Any) -> None:
+def test_bad_state_is_refused_and_changes_nothing(
+    path: tuple[Any, ...], value: Any, named: str
+) -> None:
     data, _raw, org_id, _ = _populated()
     fresh = make_world().plane
     before = json.dumps(snapshot(fresh), sort_keys=True)
-    with pytest.raises(ValueError, match="fabric state"):
+    with pytest.raises(ValueError, match=re.escape(named)):
         restore(fresh, _break(data, path, value))
     assert json.dumps(snapshot(fresh), sort_keys=True) == before
     assert org_id not in fresh.tenancy.organizations

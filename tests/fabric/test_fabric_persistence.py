@@ -6,13 +6,19 @@ from __future__ import annotations
 import copy
 import json
 import re
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from fabric_server import ACME, SEED
 from fabric_support import ALICE, CAROL, DAVE, EVE, dev, make_world
 
+from emulator.embedded import run_in_thread
 from emulator.fabric.core.tenancy import Role
 from emulator.fabric.persistence import restore, snapshot
+from emulator.platform.statefile import load_state
+from emulator.platform.statefile import restore as restore_services
 
 
 def _populated() -> tuple[dict[str, Any], str, str, str]:
@@ -85,3 +91,28 @@ def test_bad_state_is_refused_and_changes_nothing(
         restore(fresh, _break(data, path, value))
     assert json.dumps(snapshot(fresh), sort_keys=True) == before
     assert org_id not in fresh.tenancy.organizations
+
+
+def test_state_file_carries_keys_across_a_restart(tmp_path: Path) -> None:
+    state = tmp_path / "fabric-state.json"
+    settings: dict[str, Any] = {
+        "state_dir": tmp_path,
+        "state_file": state,
+        "tls_enabled": False,
+        "services": ("fabric",),
+    }
+    headers = {"X-Principal-Id": ALICE}
+    with run_in_thread(SEED, **settings) as first:
+        base = first.url("fabric")
+        created = httpx.post(
+            f"{base}/v1/api-keys", json={"name": "kept", "organization_id": ACME}, headers=headers
+        )
+        raw = created.json()["data"]["key"]
+    assert raw not in state.read_text()
+    document = load_state(state)
+    assert document is not None
+    with run_in_thread(SEED, **settings) as second:
+        # What `emulator serve --state-file` does before serving (the embedded API does not).
+        second.call(restore_services, state, second.emulator.services, document)
+        me = httpx.get(f"{second.url('fabric')}/v1/me", headers={"Authorization": f"Bearer {raw}"})
+        assert me.json()["data"]["principal_id"] == ALICE

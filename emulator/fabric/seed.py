@@ -295,6 +295,7 @@ def _engine_config(node: Node | None, events: Node | None) -> EngineConfig:
             "default_retries",
             "retry_backoff_ms",
             "node_timeout_ms",
+            "run_retention",
         )
     )
     return EngineConfig(
@@ -307,6 +308,12 @@ def _engine_config(node: Node | None, events: Node | None) -> EngineConfig:
         node_timeout=f.float("node_timeout_ms", base.node_timeout * 1000, minimum=1) / 1000,
         subscriber_buffer=buffer,
     )
+
+
+def _run_retention(node: Node | None, default: int) -> int:
+    if node is None or not isinstance(node.value, dict) or "run_retention" not in node.value:
+        return default
+    return node.fields(optional=tuple(node.value)).int("run_retention", default, minimum=1)
 
 
 @attrs.frozen
@@ -396,6 +403,7 @@ class FabricSeed:
             max_total_asset_bytes=base.max_total_asset_bytes
             if af is None
             else af.int("max_total_bytes", base.max_total_asset_bytes, minimum=1),
+            run_retention=_run_retention(f.get("executor"), base.run_retention),
         )
         return cls(
             production=plane.production,

@@ -24,6 +24,7 @@ from emulator.fabric.core.jobs import (
     decode_cursor,
     parse_limit,
 )
+from emulator.fabric.core.plane import PlaneConfig
 from emulator.fabric.core.providers import (
     ECHO,
     Catalog,
@@ -382,3 +383,28 @@ def test_job_machine_is_its_table(status: JobStatus, event: JobEvent) -> None:
         apply_job(job, event, 1.0)
         assert job.status is target
         assert job.updated_at == 1.0
+
+
+def test_old_finished_runs_are_forgotten_past_the_retention() -> None:
+    world = make_world(config=PlaneConfig(jwt_secret="s" * 32, run_retention=2))
+    plane = world.plane
+    body = {"modality": "text", "input": {}, "organization_id": world.acme}
+    first, _ = plane.submit_job(dev(CAROL), {**body, "idempotency_key": "a"})
+    run = plane.runs[first.workflow_run_id]
+    second, _ = plane.submit_job(dev(CAROL), body)
+    third, _ = plane.submit_job(dev(CAROL), body)
+    assert len(plane.runs) == 3  # nothing finished yet: nothing is forgotten
+    plane.run_start(run)
+    plane.node_ready(run, "generate")
+    plane.node_start(run, "generate")
+    plane.node_fail(run, "generate", "x")
+    plane.run_finish(run)
+    fourth, _ = plane.submit_job(dev(CAROL), body)
+    assert first.id not in plane.jobs
+    assert run.id not in plane.runs
+    assert {second.id, third.id, fourth.id} <= set(plane.jobs)
+    with pytest.raises(NotFound):
+        plane.get_job(dev(CAROL), first.id)
+    again, replayed = plane.submit_job(dev(CAROL), {**body, "idempotency_key": "a"})
+    assert not replayed  # its key went with it
+    assert again.id != first.id

@@ -97,6 +97,7 @@ class Idempotency:
     """(organization, route, key) -> (canonical body, resource id), kept for the lifetime."""
 
     entries: dict[tuple[str, str, str], tuple[str, str]] = attrs.field(factory=dict)
+    by_resource: dict[str, tuple[str, str, str]] = attrs.field(factory=dict)
 
     def lookup(self, org: str, route: str, key: str, body: Mapping[str, Any]) -> str | None:
         """The original resource id for a replay, None for a first use; Conflict on a new body."""
@@ -108,10 +109,17 @@ class Idempotency:
             raise Conflict("idempotency key reused with a different request")
         return resource_id
 
+    def forget(self, resource_id: str) -> None:
+        """Drop the key that names a resource the emulator no longer keeps."""
+        key = self.by_resource.pop(resource_id, None)
+        if key is not None:
+            del self.entries[key]
+
     def remember(
         self, org: str, route: str, key: str, body: Mapping[str, Any], resource_id: str
     ) -> None:
         self.entries[(org, route, key)] = (canonical_body(body), resource_id)
+        self.by_resource[resource_id] = (org, route, key)
 
 
 def encode_cursor(created_at: float, job_id: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import itertools
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -85,6 +86,9 @@ class PlaneConfig:
     usage_retention: int = 100_000
     max_asset_bytes: int = 64 * 1024 * 1024
     max_total_asset_bytes: int = 512 * 1024 * 1024
+    # Runs kept (jobs count through their backing runs); past it the oldest finished runs and
+    # their jobs and idempotency keys are forgotten (GET then answers 404).
+    run_retention: int = 100_000
 
 
 def _opt_str(body: Mapping[str, Any], name: str) -> str | None:
@@ -530,6 +534,7 @@ class ControlPlane:
         self.jobs[job.id] = job
         if key is not None:
             self.idempotency.remember(org_id, "jobs", key, body, job.id)
+        self._forget_old_runs()
         self.emit(EventDraft("job.created", organization_id=org_id, job_id=job.id, run_id=run.id))
         self.emit(
             EventDraft("workflow.run.created", organization_id=org_id, run_id=run.id, job_id=job.id)
@@ -648,11 +653,31 @@ class ControlPlane:
         self.runs[run.id] = run
         if key is not None:
             self.idempotency.remember(definition.organization_id, "runs", key, body, run.id)
+        self._forget_old_runs()
         self.emit(self._run_draft(run, "workflow.run.created"))
         self.record_audit(
             caller, run.organization_id, "workflow_run.create", "workflow_run", run.id
         )
         return run, False
+
+    def _forget_old_runs(self) -> None:
+        """Keep at most `run_retention` runs: drop the oldest finished ones (a bounded scan, so
+        long-running old runs cost little and stay)."""
+        excess = len(self.runs) - self.config.run_retention
+        if excess <= 0:
+            return
+        for run_id in list(itertools.islice(self.runs, excess + 64)):
+            run = self.runs[run_id]
+            if not run.status.terminal:
+                continue
+            del self.runs[run_id]
+            self.idempotency.forget(run_id)
+            if run.job_id is not None:
+                self.jobs.pop(run.job_id, None)
+                self.idempotency.forget(run.job_id)
+            excess -= 1
+            if excess <= 0:
+                break
 
     def get_run(self, caller: Caller, run_id: str) -> WorkflowRun:
         run = self.runs.get(run_id)

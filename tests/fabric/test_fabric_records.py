@@ -293,3 +293,20 @@ def test_per_job_and_run_indexes_follow_retention() -> None:
     log.append(EventDraft("job.started", job_id="j2"), 4.0)  # drops r1's last event
     assert list(log.of_run("r1")) == []
     assert [e.sequence for e in log.of_job("j2")] == [3, 5]
+
+
+@pytest.mark.parametrize(
+    ("filename", "content_type"),
+    [
+        ("a.txt", "text\r\nx-injected: 1"),
+        ("a.txt", "no-slash"),
+        ("a\nb", "text/plain"),
+        ("", "a/b"),
+    ],
+)
+def test_asset_metadata_that_would_break_headers_is_refused(
+    filename: str, content_type: str
+) -> None:
+    store = AssetStore()
+    with pytest.raises(ValidationFailed):
+        store.begin("org", filename, content_type, ALICE)

@@ -10,6 +10,7 @@ Imports nothing from trio, quart or yaml.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 
 import attrs
@@ -17,6 +18,8 @@ import attrs
 from .errors import NotFound, PayloadTooLarge, ValidationFailed
 
 MIB = 1024 * 1024
+# type/subtype with optional parameters, printable ASCII only (it is sent back as a header).
+MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(;[ -~]*)?")
 
 
 def kind_of(content_type: str) -> str:
@@ -103,6 +106,10 @@ class AssetStore:
     ) -> AssetUpload:
         if not filename.strip():
             raise ValidationFailed("filename is required")
+        if not MEDIA_TYPE.fullmatch(content_type):
+            raise ValidationFailed("content_type must be a media type such as image/png")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in filename) or len(filename) > 255:
+            raise ValidationFailed("filename must be at most 255 printable characters")
         return AssetUpload(self, organization_id, filename, content_type, created_by)
 
     def get(self, asset_id: str) -> Asset:

@@ -202,3 +202,15 @@ async def test_a_client_leaving_a_stream_is_no_error(
             assert first.startswith("id: "), first
         await hub.wait_subscribers(0)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("modality", [["text"], {"a": 1}, "image", "video", None, 3])
+async def test_stream_refuses_what_it_cannot_stream(
+    nursery: trio.Nursery, state_dir: Path, modality: Any
+) -> None:
+    server = await start_fabric(nursery, state_dir)
+    async with http(server) as client:
+        body = {"modality": modality, "input": {"prompt": "x"}}
+        refused = await client.post("/v1/providers/execute/stream", json=body, headers=HEADERS)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "validation_error"

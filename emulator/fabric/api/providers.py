@@ -42,9 +42,9 @@ def routes(api: FabricApi) -> list[Route]:
     async def execute_stream(call: Call) -> None:
         body = await read_json(call)
         caller = call.principal()
-        if body.get("modality") not in STREAMABLE and isinstance(body.get("modality"), str):
-            raise ValidationFailed(f"modality {body['modality']} cannot be streamed (text only)")
         plan, org = plane.plan_provider_call(caller, body)
+        if plan.modality not in STREAMABLE:
+            raise ValidationFailed(f"modality {plan.modality} cannot be streamed (text only)")
         call.name_org(org)
         await start_sse(call)
 

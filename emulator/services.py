@@ -12,9 +12,10 @@ from .platform.service import Service
 
 def registered_services() -> tuple[Service, ...]:
     """A fresh instance of every registered service, primary first."""
+    from .fabric.service import FabricService
     from .foundry.service import FoundryService
 
-    services: tuple[Service, ...] = (FoundryService(),)
+    services: tuple[Service, ...] = (FoundryService(), FabricService())
     return services
 
 

@@ -1,0 +1,43 @@
+"""The ConnectSoft token-signing key, kept in the state directory so tokens survive restarts.
+
+Owns `load_or_create_signing_key(state_dir)`: reads `connectsoft-signing-key.json` (a private
+P-256 JWK, mode 0600) or makes one. A file that cannot be read as such a key is an error naming
+the file, never silently replaced (tokens already handed out would stop verifying without a
+word). Sync file I/O (call it from a thread in async code); imports nothing from trio or quart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey
+
+KEY_FILE = "connectsoft-signing-key.json"
+
+
+class SigningKeyError(Exception):
+    """The key file exists but is not a private P-256 JWK."""
+
+
+def load_or_create_signing_key(state_dir: Path) -> ECKey:
+    path = state_dir / KEY_FILE
+    if path.exists():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            key = ECKey.import_key(data)
+        except (OSError, ValueError, JoseError) as error:
+            raise SigningKeyError(f"{path}: not a signing key ({type(error).__name__})") from None
+        if not key.is_private or key.as_dict(private=False).get("crv") != "P-256":
+            raise SigningKeyError(f"{path}: not a private P-256 key")
+        return key
+    state_dir.mkdir(parents=True, exist_ok=True)
+    key = ECKey.generate_key("P-256")
+    text = json.dumps(key.as_dict(private=True))
+    # Created with mode 0600 from the start: the private key is never readable by others.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return key

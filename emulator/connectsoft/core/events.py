@@ -123,7 +123,9 @@ class EventLog:
     def resume(self, last_event_id: str | None, *, limit: int | None = None) -> Resume:
         """Events after an SSE `Last-Event-ID` (None or unreadable: from the oldest kept)."""
         if last_event_id is None or not last_event_id.strip().isdigit():
-            return self.after(0, limit=limit)
+            # A new reader starts with the oldest event kept and has missed nothing.
+            oldest = self._events[0].sequence if self._events else 1
+            return self.after(oldest - 1, limit=limit)
         sequence = int(last_event_id.strip())
         if sequence > self._last_sequence:
             # An id from before a reset or from another emulator: start over, and say so.

@@ -12,9 +12,10 @@ from .platform.service import Service
 
 def registered_services() -> tuple[Service, ...]:
     """A fresh instance of every registered service, primary first."""
+    from .connectsoft.service import ConnectSoftService
     from .foundry.service import FoundryService
 
-    services: tuple[Service, ...] = (FoundryService(),)
+    services: tuple[Service, ...] = (FoundryService(), ConnectSoftService())
     return services
 
 

@@ -159,16 +159,17 @@ def message_class(name: str) -> type[Message]:
     return message_factory.GetMessageClass(POOL.FindMessageTypeByName(f"{PACKAGE}.{name}"))
 
 
-GetServicesRequest = message_class("GetServicesRequest")
-GetServicesResponse = message_class("GetServicesResponse")
-RuntimeServiceMessage = message_class("RuntimeService")
-ScalingPolicyMessage = message_class("ScalingPolicy")
-StreamHealthRequest = message_class("StreamHealthRequest")
-HealthUpdate = message_class("HealthUpdate")
-HealthCheckMessage = message_class("HealthCheck")
-GetFindingsRequest = message_class("GetFindingsRequest")
-GetFindingsResponse = message_class("GetFindingsResponse")
-DriftFindingMessage = message_class("DriftFinding")
+# Typed as Any: the classes are made at run time, so their fields are unknown to mypy.
+GetServicesRequest: Any = message_class("GetServicesRequest")
+GetServicesResponse: Any = message_class("GetServicesResponse")
+RuntimeServiceMessage: Any = message_class("RuntimeService")
+ScalingPolicyMessage: Any = message_class("ScalingPolicy")
+StreamHealthRequest: Any = message_class("StreamHealthRequest")
+HealthUpdate: Any = message_class("HealthUpdate")
+HealthCheckMessage: Any = message_class("HealthCheck")
+GetFindingsRequest: Any = message_class("GetFindingsRequest")
+GetFindingsResponse: Any = message_class("GetFindingsResponse")
+DriftFindingMessage: Any = message_class("DriftFinding")
 
 
 @attrs.frozen

@@ -57,6 +57,8 @@ class OidcIssuer:
     issuer: str
     # Makes each token's `jti`; injected so tests can predict it.
     new_id: Callable[[], str]
+    # Every `iss` a token was issued under (the base URL the client reached: HTTP or HTTPS).
+    _issued_under: set[str] = attrs.field(factory=set)
 
     @classmethod
     def create(
@@ -82,6 +84,7 @@ class OidcIssuer:
         scope: str | None,
         tenant: str | None,
         now: float,
+        issuer: str | None = None,
     ) -> IssuedToken:
         """The client-credentials grant. Validates everything before signing anything."""
         if grant_type != "client_credentials":
@@ -115,8 +118,9 @@ class OidcIssuer:
             raise OAuthError("invalid_request", f"The client is not bound to tenant {tenant}.")
         scope_text = " ".join(granted)
         issued_at = int(now)
+        iss = issuer or self.issuer
         claims = {
-            "iss": self.issuer,
+            "iss": iss,
             "sub": client.client_id,
             "aud": AUDIENCE,
             "client_id": client.client_id,
@@ -129,6 +133,7 @@ class OidcIssuer:
         }
         header = {"alg": ALGORITHM, "kid": self.key_id, "typ": "at+jwt"}
         token = jwt.encode(header, claims, self.key, algorithms=[ALGORITHM])
+        self._issued_under.add(iss)
         return IssuedToken(token, self.lifetime, scope_text, tenant_id)
 
     def verify(self, token: str, now: float) -> Caller:
@@ -142,7 +147,8 @@ class OidcIssuer:
         claims = decoded.claims
         if decoded.header.get("kid") != self.key_id:
             raise OAuthError("invalid_token", "The bearer token was signed by another key.")
-        if claims.get("iss") != self.issuer or claims.get("aud") != AUDIENCE:
+        iss = claims.get("iss")
+        if (iss != self.issuer and iss not in self._issued_under) or claims.get("aud") != AUDIENCE:
             raise OAuthError("invalid_token", "The bearer token was issued for someone else.")
         exp = claims.get("exp")
         nbf = claims.get("nbf", 0)
@@ -169,10 +175,11 @@ class OidcIssuer:
         return {"keys": [public]}
 
     def discovery(self, base_url: str) -> dict[str, Any]:
-        """The OpenID Provider metadata; `base_url` is where the caller reached the emulator."""
+        """The OpenID Provider metadata; `base_url` is where the caller reached the emulator and
+        is the issuer there (OIDC clients check that the two agree)."""
         base = base_url.rstrip("/")
         return {
-            "issuer": self.issuer,
+            "issuer": base,
             "token_endpoint": f"{base}/connect/token",
             "jwks_uri": f"{base}/.well-known/jwks.json",
             "grant_types_supported": ["client_credentials"],

@@ -378,9 +378,7 @@ async def test_env_with_no_emulator_running_says_how_to_start_one(tmp_path: Path
     assert result.returncode == 1
     assert result.stdout == b""
     [line] = result.stderr.decode().splitlines()
-    assert line.startswith(
-        f"emulator: error: no emulator answers at http://127.0.0.1:{port}"
-    )
+    assert line.startswith(f"emulator: error: no emulator answers at http://127.0.0.1:{port}")
     assert "foundry-emulator serve" in line
     assert not (tmp_path / "token").exists()
 

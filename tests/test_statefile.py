@@ -17,7 +17,7 @@ import trio
 
 from emulator.foundry.core.tokens import digest
 from emulator.platform.settings import Settings
-from emulator.platform.statefile import StateFileError, load_state, restore, save_state
+from emulator.platform.statefile import StateFileError, collect, load_state, restore, save_state
 from emulator.transport.server import save_state_periodically
 from emulator.web.app import build_emulator
 from tests.conftest import StartEmulator, make_seed
@@ -207,8 +207,10 @@ async def test_bad_data_is_refused_and_changes_nothing(
         assert "kept" not in second.foundry.runtimes.runtimes
         async with second.client() as client:
             assert await _current_user_status(client, kept) == 401
-        with pytest.raises(StateFileError, match="no service 'elsewhere'"):
-            restore(path, second.emulator.services, {"elsewhere": {}})
+        # Data of a service that does not run now is carried into later saves, not refused.
+        carried = restore(path, second.emulator.services, {"elsewhere": {"kept": 1}})
+        assert carried == {"elsewhere": {"kept": 1}}
+        assert collect(second.emulator.services, carried)["elsewhere"] == {"kept": 1}
 
 
 def test_settings_read_the_state_file_from_the_environment(tmp_path: Path) -> None:

@@ -30,7 +30,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import attrs
 from quart import Blueprint, Response, request
 
-from ...platform.errors import ApiError
 from ...web.http import mimetype_of, parse_form, parse_form_pairs, read_body
 from ...web.rawasgi import RawRequest, RawRoute, headers_of, with_automatic_methods
 from ..core.errors import NotFound
@@ -235,16 +234,6 @@ def error_redirect(uri: str, error: OAuthError, state: str | None, status: int) 
 # Token endpoint helpers ------------------------------------------------------------------------
 
 
-def oauth_api_error(error: OAuthError) -> ApiError:
-    """RFC 6749 section 5.2: 401 with a challenge for invalid_client, else 400."""
-    headers = dict(NO_STORE)
-    status = 400
-    if error.code == "invalid_client":
-        status = 401
-        headers["WWW-Authenticate"] = 'Basic realm="multipass"'
-    return OAUTH.error(status, error.code, error.message, headers=headers)
-
-
 def field(form: Mapping[str, str], name: str) -> str | None:
     value = form.get(name)
     return value if value else None
@@ -300,12 +289,10 @@ def client_credentials(form: Mapping[str, str], header: str | None) -> ClientCre
         return ClientCredentials(form_id, form_secret, method)
     scheme, _, encoded = header.strip().partition(" ")
     if scheme.lower() != "basic":
-        raise oauth_api_error(
-            OAuthError(
-                "invalid_client",
-                f"This endpoint takes client authentication by HTTP Basic or form fields, "
-                f"not {scheme or 'an empty'} Authorization.",
-            )
+        raise OAuthError(
+            "invalid_client",
+            f"This endpoint takes client authentication by HTTP Basic or form fields, "
+            f"not {scheme or 'an empty'} Authorization.",
         )
     try:
         raw = base64.b64decode(encoded.strip(), validate=True)
@@ -319,28 +306,22 @@ def client_credentials(form: Mapping[str, str], header: str | None) -> ClientCre
             # foundry-dev-tools encodes the pair as ISO-8859-1.
             text = raw.decode("latin-1")
     if text is None or ":" not in text:
-        raise oauth_api_error(
-            OAuthError(
-                "invalid_client",
-                "The Basic credentials are malformed (base64 of client_id:client_secret).",
-            )
+        raise OAuthError(
+            "invalid_client",
+            "The Basic credentials are malformed (base64 of client_id:client_secret).",
         )
     # Used as sent, not percent-decoded: foundry-dev-tools and requests send them raw.
     basic_id, _, basic_secret = text.partition(":")
     if form_secret is not None:
-        raise oauth_api_error(
-            OAuthError(
-                "invalid_request",
-                "Use one client authentication method: both HTTP Basic and a client_secret "
-                "field were sent.",
-            )
+        raise OAuthError(
+            "invalid_request",
+            "Use one client authentication method: both HTTP Basic and a client_secret "
+            "field were sent.",
         )
     if form_id is not None and form_id != basic_id:
-        raise oauth_api_error(
-            OAuthError(
-                "invalid_request",
-                "The client_id field and the HTTP Basic client id differ.",
-            )
+        raise OAuthError(
+            "invalid_request",
+            "The client_id field and the HTTP Basic client id differ.",
         )
     return ClientCredentials(basic_id or None, basic_secret or None, "client_secret_basic")
 
@@ -424,11 +405,9 @@ def oauth_blueprint(instance: FoundryInstance) -> Blueprint:
         form = await read_oauth_form(form_limit, settings.body_timeout)
         credentials = client_credentials(form, request.headers.get("Authorization"))
         oauth = instance.oauth
-        try:
-            client = oauth.authenticate_client(credentials)
-            revoked = oauth.revoke(client, field(form, "token"))
-        except OAuthError as error:
-            raise oauth_api_error(error) from None
+        # An OAuthError propagates: the OAuth family translates it (RFC 6749 section 5.2).
+        client = oauth.authenticate_client(credentials)
+        revoked = oauth.revoke(client, field(form, "token"))
         if revoked:
             log.info("client %s revoked a token", client.client_id)
         response = Response(b"", status=200)
@@ -469,15 +448,11 @@ def exchange(
     (client authentication by form fields or HTTP Basic); an OAUTH ApiError otherwise."""
     grant_type = field(form, "grant_type")
     if grant_type is None:
-        raise oauth_api_error(
-            OAuthError("invalid_request", "The grant_type parameter is required.")
-        )
+        raise OAuthError("invalid_request", "The grant_type parameter is required.")
     if grant_type not in GRANT_TYPES:
-        raise oauth_api_error(
-            OAuthError(
-                "unsupported_grant_type",
-                f"grant_type {grant_type!r} is not supported; use one of {', '.join(GRANT_TYPES)}.",
-            )
+        raise OAuthError(
+            "unsupported_grant_type",
+            f"grant_type {grant_type!r} is not supported; use one of {', '.join(GRANT_TYPES)}.",
         )
     credentials = client_credentials(form, authorization)
     oauth = instance.oauth  # looked up per request: reset() replaces it
@@ -497,7 +472,7 @@ def exchange(
             issued = oauth.client_credentials(client, field(form, "scope"), now)
     except OAuthError as error:
         log.info("token request refused (grant %s): %s: %s", grant_type, error.code, error.message)
-        raise oauth_api_error(error) from None
+        raise
     log.debug(
         "issued tokens for grant %s to client %s (client authentication: %s)",
         grant_type,

@@ -42,6 +42,7 @@ from ..grpcwire import (
 from ..protos import METHODS, PACKAGE, Method
 from . import serializers
 from .auth import caller_from
+from .errors import PROBLEMS, SCHEMA_HEADER, SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from ..service import ConnectSoftInstance
@@ -53,6 +54,7 @@ MAX_REQUEST_BYTES = 64 * 1024
 RESPONSE_HEADERS = [
     (b"content-type", CONTENT_TYPE.encode()),
     (b"grpc-accept-encoding", b"identity"),
+    (SCHEMA_HEADER.encode(), SCHEMA_VERSION.encode()),
 ]
 INVENTORY = f"/{PACKAGE}.RuntimeInventory/GetServices"
 HEALTH = f"/{PACKAGE}.RuntimeHealth/StreamHealth"
@@ -189,6 +191,11 @@ async def _serve(
     body: Body,
     body_timeout: float,
 ) -> None:
+    if not (raw.header(b"content-type") or "").startswith(CONTENT_TYPE):
+        # Not a gRPC client at all: an HTTP answer it can read, as gRPC servers give (415).
+        raise PROBLEMS.error(
+            415, "UnsupportedMediaType", f"{raw.path} is a gRPC method: send {CONTENT_TYPE}."
+        )
     try:
         head = check_request(raw.method, raw.path, raw.scope["headers"])
     except GrpcError as error:

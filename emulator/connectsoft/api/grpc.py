@@ -210,20 +210,37 @@ async def _serve(
         try:
             request = await _read_request(raw, method, body_timeout)
             caller = caller_from(head.authorization, instance.issuer, instance.engine.now())
-            async with trio.open_nursery() as nursery:
-                # A client that cancels (RST_STREAM) or goes away ends the call at once.
-                nursery.start_soon(_watch_disconnect, raw, nursery.cancel_scope)
-                await body(call, caller, request)
-                nursery.cancel_scope.cancel()
         except GrpcError as error:
             outcome = (error.code, error.message)
         except DomainError as error:
             status = status_for_error(error)
             outcome = (status.code, status.message)
+        else:
+            async with trio.open_nursery() as nursery:
+                # A client that cancels (RST_STREAM) or goes away ends the call at once.
+                nursery.start_soon(_watch_disconnect, raw, nursery.cancel_scope)
+                outcome = await _guarded(body(call, caller, request))
+                nursery.cancel_scope.cancel()
     if scope.cancelled_caught:
         outcome = (StatusCode.DEADLINE_EXCEEDED, "The deadline passed.")
     if outcome is not None and not raw.finished:
         await call.finish(*outcome)
+
+
+async def _guarded(work: Awaitable[None]) -> tuple[StatusCode, str] | None:
+    """Run a method body; the status it failed with (None: it answered, or the client left).
+
+    Errors are caught here, inside the nursery, so they never arrive wrapped in a group."""
+    try:
+        await work
+    except GrpcError as error:
+        return error.code, error.message
+    except DomainError as error:
+        status = status_for_error(error)
+        return status.code, status.message
+    except ClientGone:
+        return None
+    return None
 
 
 async def _read_request(raw: RawRequest, method: Method, body_timeout: float) -> Message:

@@ -18,6 +18,7 @@ IO_LIBRARIES = {
     "httpx",
     "h11",
     "h2",
+    "wsproto",
 }
 
 

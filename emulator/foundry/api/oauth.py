@@ -242,13 +242,13 @@ def field(form: Mapping[str, str], name: str) -> str | None:
 async def read_oauth_form(limit: int, deadline: float) -> dict[str, str]:
     """The form body of a token or revocation request (Quart); see `oauth_form`."""
     check_form_type(request.mimetype)
-    return oauth_form(await read_body(OAUTH, limit, deadline))
+    return oauth_form(await read_body(OAUTH, limit, deadline, setting=""))
 
 
 async def read_raw_oauth_form(raw: RawRequest, limit: int, deadline: float) -> dict[str, str]:
     """`read_oauth_form` for a raw route."""
     check_form_type(mimetype_of(raw.header(b"content-type")))
-    return oauth_form(await raw.read_body(limit, deadline))
+    return oauth_form(await raw.read_body(limit, deadline, setting=""))
 
 
 def check_form_type(mimetype: str) -> None:
@@ -368,7 +368,7 @@ def oauth_blueprint(instance: FoundryInstance) -> Blueprint:
         oauth = instance.oauth
         if request.mimetype != FORM_TYPE:
             return error_page("invalid_request", f"The sign-in form must be posted as {FORM_TYPE}.")
-        data = await read_body(OAUTH, form_limit, settings.body_timeout)
+        data = await read_body(OAUTH, form_limit, settings.body_timeout, setting="")
         form = parse_form(data, OAUTH)
         params = AuthorizeParams.from_pairs(parse_qsl(data.decode("utf-8"), keep_blank_values=True))
         try:

@@ -117,6 +117,7 @@ class HealthHub:
         self.limit = limit
         self._subscribers: dict[ServiceKey, set[HealthSubscription]] = {}
         self._count = 0
+        self._count_changed = trio.lowlevel.ParkingLot()
 
     @contextmanager
     def subscribe(self, key: ServiceKey) -> Iterator[HealthSubscription]:
@@ -125,15 +126,24 @@ class HealthHub:
         subscription = HealthSubscription(key, self.capacity)
         self._subscribers.setdefault(key, set()).add(subscription)
         self._count += 1
+        self._count_changed.unpark_all()
         try:
             yield subscription
         finally:
             self._count -= 1
+            self._count_changed.unpark_all()
             holders = self._subscribers.get(key)
             if holders is not None:
                 holders.discard(subscription)
                 if not holders:
                     del self._subscribers[key]
+
+    async def wait_open_streams(self, count: int) -> None:
+        """Return once exactly `count` streams are open (tests wait on this, never sleep)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while self._count != count:
+            await self._count_changed.park()
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     def publish(self, key: ServiceKey, snapshot: HealthSnapshot) -> None:
         for subscription in self._subscribers.get(key, ()):

@@ -186,9 +186,9 @@ async def test_get_services_refusals(
     token = None if token_args is None else app.token(**token_args)
     request = protos.GetServicesRequest(environment_id=ENV, tenant_id=tenant)
     exchange = await finished(await app.call(nursery, INVENTORY, frame(request), token=token))
-    # Trailers-Only: the status is in the one head, and there is no message.
-    assert exchange.head[b"grpc-status"] == status
-    assert text in exchange.head[b"grpc-message"]
+    # Trailers-Only: the status and no message.
+    assert exchange.trailers[b"grpc-status"] == status
+    assert text in exchange.trailers[b"grpc-message"]
     assert exchange.messages(protos.GetServicesResponse) == []
 
 
@@ -210,7 +210,7 @@ async def test_unknown_environment_is_not_found(nursery: trio.Nursery, tmp_path:
     app = App(tmp_path)
     request = protos.GetFindingsRequest(environment_id="env-nowhere")
     exchange = await finished(await app.call(nursery, DRIFT, frame(request), token=app.token()))
-    assert exchange.head[b"grpc-status"] == b"5"
+    assert exchange.trailers[b"grpc-status"] == b"5"
 
 
 @pytest.mark.parametrize(
@@ -238,7 +238,7 @@ async def test_bad_calls(
     exchange = await finished(
         await app.call(nursery, DRIFT, body, token=app.token(), headers=headers)
     )
-    assert exchange.head[b"grpc-status"] == status
+    assert exchange.trailers[b"grpc-status"] == status
 
 
 async def test_without_trailers_the_answer_is_unimplemented(
@@ -249,7 +249,7 @@ async def test_without_trailers_the_answer_is_unimplemented(
     exchange = await finished(
         await app.call(nursery, DRIFT, request, token=app.token(), trailers=False)
     )
-    assert exchange.head[b"grpc-status"] == b"12"
+    assert exchange.trailers[b"grpc-status"] == b"12"
 
 
 async def test_stream_health_until_the_client_cancels(

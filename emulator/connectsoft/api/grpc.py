@@ -9,9 +9,10 @@ answers (one HEADERS frame with `grpc-status` and `grpc-message`), later ones en
 with those trailers. `grpc-timeout` is a cancel scope around the whole call, whose effect is
 DEADLINE_EXCEEDED.
 
-Sending trailers needs the ASGI `http.response.trailers` extension (HTTP/2). Until the shared
-RawRequest grows `start(trailers=True)` / `send_trailers`, `_Call` sends those ASGI messages
-itself through the request's send callable. Imports trio, the engine, the core and protobuf.
+Sending trailers needs the ASGI `http.response.trailers` extension (HTTP/2; the emulator's own
+HTTP/1.1 server refuses gRPC before a route runs). Why not the shared emulator.web.grpc: it
+serves unary calls only, and these need server streaming and `grpc-timeout`; the framing and
+status helpers are in ..grpcwire. Imports trio, the engine, the core and protobuf.
 """
 
 from __future__ import annotations
@@ -66,60 +67,26 @@ class _Call:
 
     def __init__(self, raw: RawRequest) -> None:
         self.raw = raw
-        # The request's ASGI send (see the module docstring).
-        self._send = raw._send
-
-    @property
-    def started(self) -> bool:
-        return self.raw.started
-
-    async def _transmit(self, message: dict[str, Any]) -> None:
-        try:
-            await self._send(message)
-        except trio.Cancelled:
-            raise
-        except Exception as error:
-            raise ClientGone(f"could not send: {error!r}") from error
+        self.trailers_offered = TRAILERS_EXTENSION in (raw.scope.get("extensions") or {})
 
     async def start(self) -> None:
-        self.raw.started = True
-        await self._transmit(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": RESPONSE_HEADERS,
-                "trailers": True,
-            }
-        )
+        await self.raw.start(200, RESPONSE_HEADERS, trailers=True)
 
     async def message(self, payload: bytes) -> None:
-        await self._transmit(
-            {"type": "http.response.body", "body": encode_message(payload), "more_body": True}
-        )
+        await self.raw.send_body(encode_message(payload), more=True)
 
     async def finish(self, code: StatusCode, text: str = "") -> None:
-        """End the call: trailers after the messages, or a Trailers-Only answer."""
-        if not self.started:
-            self.raw.started = True
-            self.raw.finished = True
-            await self._transmit(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [*RESPONSE_HEADERS, *trailers(code, text)],
-                }
-            )
-            await self._transmit({"type": "http.response.body", "body": b"", "more_body": False})
+        """End the call with its status in the trailers; before any message that is a
+        Trailers-Only answer (the server sends head and trailers as one HEADERS frame)."""
+        if not self.trailers_offered:
+            # No trailers here (HTTP/1.1, or a server without the extension): the status goes
+            # in the head of an empty answer, which is how Trailers-Only looks on the wire.
+            await self.raw.respond(200, b"", [*RESPONSE_HEADERS, *trailers(code, text)])
             return
-        self.raw.finished = True
-        await self._transmit({"type": "http.response.body", "body": b"", "more_body": False})
-        await self._transmit(
-            {
-                "type": "http.response.trailers",
-                "headers": trailers(code, text),
-                "more_trailers": False,
-            }
-        )
+        if not self.raw.started:
+            await self.start()
+        await self.raw.send_body(b"", more=False)
+        await self.raw.send_trailers(trailers(code, text))
 
 
 Body = Callable[[_Call, Caller, Message], Awaitable[None]]
@@ -201,7 +168,7 @@ async def _serve(
     except GrpcError as error:
         await call.finish(error.code, error.message)
         return
-    if TRAILERS_EXTENSION not in (raw.scope.get("extensions") or {}):
+    if not call.trailers_offered:
         await call.finish(StatusCode.UNIMPLEMENTED, "gRPC needs HTTP/2 (with trailers).")
         return
     deadline = math.inf if head.timeout is None else head.timeout

@@ -12,11 +12,13 @@ call changes the state (a new deployment may be due sooner), whichever comes fir
 whether from a call or a timer, goes through `_dispatch`, which reads the new events from the log
 and tells the subscribers.
 
-Imports trio and the ConnectSoft core; must not import quart, hypercorn or yaml.
+Imports trio, the ConnectSoft core and the shared event feed (emulator.web.sse); must not
+import quart, hypercorn or yaml.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -27,8 +29,9 @@ import attrs
 import trio
 
 from ..platform.clock import Clock
+from ..web.sse import EventFeed, ServerSentEvent
 from .core.errors import Exhausted
-from .core.events import Resume
+from .core.events import Event, Resume
 from .core.records import Check, RuntimeService
 from .core.state import RuntimeState
 
@@ -36,6 +39,9 @@ R = TypeVar("R")
 # Open health streams across all services; one more is refused with RESOURCE_EXHAUSTED / 429.
 MAX_SUBSCRIPTIONS = 20_000
 HEALTH_EVENT = "ServiceHealthChanged"
+# Events buffered per event-stream reader before it counts as fallen behind (it then reconnects
+# with Last-Event-ID and resumes from the log).
+SSE_BUFFER = 256
 
 
 @attrs.frozen
@@ -169,6 +175,8 @@ class RuntimeEngine:
         self._dispatched = state.events.last_sequence
         self._wake = trio.Event()
         self._events_lot = trio.lowlevel.ParkingLot()
+        # Live events for /_emulate/connectsoft/events (emulator.web.sse).
+        self.feed: EventFeed[ServerSentEvent] = EventFeed(buffer=SSE_BUFFER)
         self.closed = False
 
     def now(self) -> float:
@@ -210,6 +218,7 @@ class RuntimeEngine:
         """Shutdown or reset: end every open stream and wake every waiting reader."""
         self.closed = True
         self.health.close_all()
+        self.feed.close()
         self._events_lot.unpark_all()
 
     async def wait_events(self, after: int) -> Resume:
@@ -226,6 +235,8 @@ class RuntimeEngine:
         self._dispatched = self.state.events.last_sequence
         if not resume.events:
             return
+        for event in resume.events:
+            self.feed.publish_nowait(sse_event(event))
         changed: set[ServiceKey] = set()
         if resume.gap:
             # More changes than the log keeps happened at once: refresh every watched service.
@@ -241,3 +252,9 @@ class RuntimeEngine:
             if service is not None:
                 self.health.publish(key, HealthSnapshot.of(service))
         self._events_lot.unpark_all()
+
+
+def sse_event(event: Event) -> ServerSentEvent:
+    """An event of the log as a server-sent event; its id is the log's sequence number."""
+    data = json.dumps(event.envelope(), separators=(",", ":"), ensure_ascii=False)
+    return ServerSentEvent(data=data, event=event.event_type, id=str(event.sequence))

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import T0, seed_data
+from httpx_sse import aconnect_sse
 
 from emulator.connectsoft.core.records import SequentialIds
 from emulator.platform.clock import ManualClock
@@ -493,16 +494,14 @@ async def test_event_stream_resumes_with_last_event_id(start_emulator: Any) -> N
 async def read_events(
     client: httpx.AsyncClient, headers: dict[str, str], count: int
 ) -> list[tuple[str, dict[str, Any]]]:
-    """The first `count` events of the stream, each with its SSE id."""
+    """The first `count` events of the stream (read with httpx-sse), each with its SSE id."""
     events: list[tuple[str, dict[str, Any]]] = []
-    async with client.stream("GET", "/_emulate/connectsoft/events", headers=headers) as response:
-        assert response.headers["content-type"].startswith("text/event-stream")
-        event_id = ""
-        async for line in response.aiter_lines():
-            if line.startswith("id: "):
-                event_id = line[4:]
-            elif line.startswith("data: "):
-                events.append((event_id, json.loads(line[6:])))
-                if len(events) == count:
-                    break
+    async with aconnect_sse(
+        client, "GET", "/_emulate/connectsoft/events", headers=headers
+    ) as source:
+        assert source.response.headers["cs-schema-version"] == "1.0"
+        async for event in source.aiter_sse():
+            events.append((event.id, json.loads(event.data)))
+            if len(events) == count:
+                break
     return events

@@ -3,24 +3,26 @@
 Owns the routes users' tests drive the emulator with instead of sleeping: arm a provisioning or
 health-gate failure, report a service (or one check) Unhealthy and heal it, inject drift (by
 hand or by a seeded rule) and clear it, list approvals and grant or reject one, and
-`GET /_emulate/connectsoft/events`, the event log as server-sent events (`id:` is the event's
-sequence number, so `Last-Event-ID` resumes; a reader whose position retention already dropped
-gets a `: gap` comment first). Like the emulator's other `/_emulate` routes these take no token.
+`GET /_emulate/connectsoft/events`, the event log as server-sent events through the shared
+writer (emulator.web.sse): `id:` is the event's sequence number, so `Last-Event-ID` (or
+`?lastEventId=`) resumes from the log; a reader whose position retention already dropped gets a
+`gap` event first; a reader that falls behind the live feed is ended and resumes the same way.
+Like the emulator's other `/_emulate` routes these take no token.
 Imports quart, the engine and the core.
 """
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
-import trio
 from quart import Blueprint, Response
 
 from ...web.http import json_response, parse_json, read_body
-from ...web.rawasgi import ClientGone, RawRequest, RawRoute
+from ...web.rawasgi import RawRequest, RawRoute
+from ...web.sse import ServerSentEvent, last_event_id, parse_last_event_id, stream_events
 from ..core.errors import InvalidArgument
-from ..core.events import Event
+from ..engine import sse_event
 from . import serializers
 from .errors import PROBLEMS, SCHEMA_HEADER, SCHEMA_VERSION
 
@@ -29,9 +31,6 @@ if TYPE_CHECKING:
 
 PREFIX = "/_emulate/connectsoft"
 EVENTS_PATH = f"{PREFIX}/events"
-KEEPALIVE_SECONDS = 15.0
-# Events written per send when a reader catches up.
-BATCH = 256
 MAX_CONTROL_BODY = 16 * 1024
 
 
@@ -154,65 +153,27 @@ def _text(data: dict[str, Any], key: str) -> str:
 # The event stream (a raw route: it streams and watches for the client leaving) ----------------
 
 
-def sse_frame(event: Event) -> bytes:
-    data = json.dumps(event.envelope(), separators=(",", ":"), ensure_ascii=False)
-    return f"id: {event.sequence}\nevent: {event.event_type}\ndata: {data}\n\n".encode()
-
-
 def event_routes(instance: ConnectSoftInstance) -> list[RawRoute]:
     async def events(raw: RawRequest) -> None:
-        last = raw.header(b"last-event-id")
+        last = last_event_id(raw)
         if last is None:
-            query = bytes(raw.scope.get("query_string") or b"").decode("latin-1")
-            for pair in query.split("&"):
-                name, _, value = pair.partition("=")
-                if name == "lastEventId":
-                    last = value
+            query = parse_qs(bytes(raw.scope.get("query_string") or b"").decode("latin-1"))
+            given = query.get("lastEventId")
+            last = parse_last_event_id(given[0] if given else None)
         engine = instance.engine
-        resume = engine.state.events.resume(last, limit=BATCH)
-        await raw.start(
-            200,
-            [
-                (b"content-type", b"text/event-stream; charset=utf-8"),
-                (b"cache-control", b"no-store"),
-                (SCHEMA_HEADER.encode(), SCHEMA_VERSION.encode()),
-            ],
-        )
-        if raw.method == "HEAD":
-            await raw.send_body(b"", more=False)
-            return
-        opening = b": gap\n\n" if resume.gap else b": connected\n\n"
-        async with trio.open_nursery() as nursery:
-
-            async def watch() -> None:
-                await raw.wait_disconnect()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(watch)
-            try:
-                await raw.send_body(
-                    opening + b"".join(sse_frame(e) for e in resume.events), more=True
-                )
-                position = (
-                    resume.events[-1].sequence
-                    if resume.events
-                    else engine.state.events.last_sequence
-                )
-                while not engine.closed:
-                    with trio.move_on_after(KEEPALIVE_SECONDS) as idle:
-                        batch = await engine.wait_events(position)
-                    if idle.cancelled_caught:
-                        await raw.send_body(b":\n", more=True)
-                        continue
-                    chunk = batch.events[:BATCH]
-                    if not chunk:
-                        continue
-                    head = b": gap\n\n" if batch.gap else b""
-                    await raw.send_body(head + b"".join(sse_frame(e) for e in chunk), more=True)
-                    position = chunk[-1].sequence
-                await raw.send_body(b": closed\n\n", more=False)
-            except ClientGone:
-                pass
-            nursery.cancel_scope.cancel()
+        # Subscribing and reading the log happen with no checkpoint between them, so every
+        # event is either replayed or live, never both and never neither.
+        with engine.feed.subscribe() as subscription:
+            resume = engine.state.events.resume(last)
+            first = [sse_event(event) for event in resume.events]
+            if resume.gap:
+                gap = ServerSentEvent(data='{"missedEvents":true}', event="gap")
+                first.insert(0, gap)
+            await stream_events(
+                raw,
+                subscription,
+                first=first,
+                headers=[(SCHEMA_HEADER.encode(), SCHEMA_VERSION.encode())],
+            )
 
     return [RawRoute("GET", EVENTS_PATH, events, "The event log as server-sent events.")]

@@ -18,6 +18,7 @@ from ..platform.errors import ErrorFamily
 from ..platform.seedschema import Node
 from ..platform.service import Service, ServiceContext, ServiceInstance
 from ..web.rawasgi import RawRoute
+from . import persistence
 from .api.control import control_blueprint, event_routes
 from .api.errors import PREFIXES, PROBLEMS
 from .api.grpc import grpc_routes
@@ -167,6 +168,18 @@ class ConnectSoftInstance(ServiceInstance):
         # Every open stream and waiting reader is answered before the state is replaced.
         self.engine.close()
         self.engine = self._build_engine()
+        replaced, self._replaced = self._replaced, trio.Event()
+        replaced.set()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The durable state for `--state-file` (emulator/connectsoft/persistence.py)."""
+        return persistence.snapshot(self.engine.state)
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Replace the seed's state with saved state (ValueError, changing nothing, if bad)."""
+        state = persistence.read_snapshot(data, self.seed, self.ids)
+        self.engine.close()
+        self.engine = RuntimeEngine(state, self.context.clock)
         replaced, self._replaced = self._replaced, trio.Event()
         replaced.set()
 

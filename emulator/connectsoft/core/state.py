@@ -108,6 +108,29 @@ class RuntimeState:
             state.set_unhealthy(env_id, service_id, None, True, now)
         return state
 
+    def rebuild_indexes(self) -> None:
+        """Derive the lookups and the timer heap from the records (after a restore)."""
+        self._service_index = {}
+        for env in self.environments.values():
+            for service_id in env.services:
+                self._service_index.setdefault(service_id, set()).add(env.environment_id)
+        self._open_approvals = {
+            (a.tenant_id, a.operation.removeprefix("runtime."), a.target): a.approval_id
+            for a in self.approvals.values()
+            if a.status in (ApprovalStatus.PENDING, ApprovalStatus.GRANTED)
+        }
+        self._config_versions = {}
+        for c in self.configurations.values():
+            key = (c.environment_id, c.name)
+            self._config_versions[key] = max(self._config_versions.get(key, 0), c.version)
+        self._timers = []
+        for env in self.environments.values():
+            if env.due_at is not None:
+                self._push_timer(env.due_at, "env", env.environment_id)
+        for deployment in self.deployments.values():
+            if deployment.due_at is not None:
+                self._push_timer(deployment.due_at, "dep", deployment.deployment_id)
+
     def _seed_environment(self, s: EnvironmentSeed, now: float) -> None:
         status = EnvironmentStatus.PROVISIONING
         env = Environment(

@@ -235,8 +235,10 @@ class RuntimeEngine:
         self._dispatched = self.state.events.last_sequence
         if not resume.events:
             return
-        for event in resume.events:
-            self.feed.publish_nowait(sse_event(event))
+        if self.feed.statistics().subscribers:
+            # Encoded only when someone is listening (most of the time nobody is).
+            for event in resume.events:
+                self.feed.publish_nowait(sse_event(event))
         changed: set[ServiceKey] = set()
         if resume.gap:
             # More changes than the log keeps happened at once: refresh every watched service.

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from ...platform.clock import Randomness
+from ...platform.statemachine import Transitions
 from ..seed import GRANT_TYPES, FoundrySeed, OAuthClientSeed, OAuthSettingsSeed
 from .errors import Conflict, DomainError, NotFound
 from .principals import Directory
@@ -66,7 +67,8 @@ MAX_LIVE_CODES = 10_000
 PRUNE_INTERVAL = 60.0
 
 
-E = TypeVar("E", bound=enum.Enum)
+S = TypeVar("S", bound=enum.Enum)
+V = TypeVar("V", bound=enum.Enum)
 
 
 class OAuthError(DomainError):
@@ -82,13 +84,14 @@ class IllegalTransition(DomainError):
     """A state machine was asked for a transition its table does not have."""
 
 
-def _transition(table: Mapping[tuple[E, str], E], what: str, state: E, event: str) -> E:
-    target = table.get((state, event))
-    if target is None:
+def _transition(table: Transitions[S, V], state: S, event: V) -> S:
+    """The next state, or the core's IllegalTransition (a Conflict) changing nothing."""
+    if not table.allows(state, event):
         raise IllegalTransition(
-            "illegal_transition", f"A {what} in state {state.value} cannot {event}."
+            "illegal_transition",
+            f"A {table.machine} in state {state.value} cannot {event.value}.",
         )
-    return target
+    return table.target(state, event)
 
 
 # Clients ---------------------------------------------------------------------------------------
@@ -380,10 +383,18 @@ class CodeState(enum.Enum):
     VOIDED = "voided"
 
 
-CODE_TRANSITIONS: Mapping[tuple[CodeState, str], CodeState] = {
-    (CodeState.ISSUED, "redeem"): CodeState.REDEEMED,
-    (CodeState.ISSUED, "void"): CodeState.VOIDED,
-}
+class CodeEvent(enum.Enum):
+    REDEEM = "redeem"
+    VOID = "void"
+
+
+CODE_TRANSITIONS: Transitions[CodeState, CodeEvent] = Transitions(
+    "code",
+    {
+        (CodeState.ISSUED, CodeEvent.REDEEM): CodeState.REDEEMED,
+        (CodeState.ISSUED, CodeEvent.VOID): CodeState.VOIDED,
+    },
+)
 
 
 @attrs.define
@@ -402,8 +413,8 @@ class AuthorizationCode:
     grant_id: str | None = None
 
 
-def apply_code_event(code: AuthorizationCode, event: str) -> None:
-    code.state = _transition(CODE_TRANSITIONS, "code", code.state, event)
+def apply_code_event(code: AuthorizationCode, event: CodeEvent) -> None:
+    code.state = _transition(CODE_TRANSITIONS, code.state, event)
 
 
 def pkce_matches(method: str, challenge: str, verifier: str) -> bool:
@@ -422,9 +433,13 @@ class GrantState(enum.Enum):
     REVOKED = "revoked"
 
 
-GRANT_TRANSITIONS: Mapping[tuple[GrantState, str], GrantState] = {
-    (GrantState.ACTIVE, "revoke"): GrantState.REVOKED,
-}
+class GrantEvent(enum.Enum):
+    REVOKE = "revoke"
+
+
+GRANT_TRANSITIONS: Transitions[GrantState, GrantEvent] = Transitions(
+    "grant", {(GrantState.ACTIVE, GrantEvent.REVOKE): GrantState.REVOKED}
+)
 
 
 class RefreshState(enum.Enum):
@@ -433,10 +448,18 @@ class RefreshState(enum.Enum):
     REVOKED = "revoked"
 
 
-REFRESH_TRANSITIONS: Mapping[tuple[RefreshState, str], RefreshState] = {
-    (RefreshState.ACTIVE, "rotate"): RefreshState.ROTATED,
-    (RefreshState.ACTIVE, "revoke"): RefreshState.REVOKED,
-}
+class RefreshEvent(enum.Enum):
+    ROTATE = "rotate"
+    REVOKE = "revoke"
+
+
+REFRESH_TRANSITIONS: Transitions[RefreshState, RefreshEvent] = Transitions(
+    "refresh token",
+    {
+        (RefreshState.ACTIVE, RefreshEvent.ROTATE): RefreshState.ROTATED,
+        (RefreshState.ACTIVE, RefreshEvent.REVOKE): RefreshState.REVOKED,
+    },
+)
 
 
 @attrs.define
@@ -448,8 +471,8 @@ class RefreshToken:
     state: RefreshState = RefreshState.ACTIVE
 
 
-def apply_refresh_event(token: RefreshToken, event: str) -> None:
-    token.state = _transition(REFRESH_TRANSITIONS, "refresh token", token.state, event)
+def apply_refresh_event(token: RefreshToken, event: RefreshEvent) -> None:
+    token.state = _transition(REFRESH_TRANSITIONS, token.state, event)
 
 
 @attrs.define
@@ -466,8 +489,8 @@ class Grant:
     refresh_tokens: list[RefreshToken] = attrs.field(factory=list)
 
 
-def apply_grant_event(grant: Grant, event: str) -> None:
-    grant.state = _transition(GRANT_TRANSITIONS, "grant", grant.state, event)
+def apply_grant_event(grant: Grant, event: GrantEvent) -> None:
+    grant.state = _transition(GRANT_TRANSITIONS, grant.state, event)
 
 
 # Issued tokens ---------------------------------------------------------------------------------
@@ -720,7 +743,7 @@ class OAuthServer:
         if principal is None or not principal.active:
             self._void(record)
             raise OAuthError("invalid_grant", f"The user {record.username} is no longer active.")
-        apply_code_event(record, "redeem")
+        apply_code_event(record, CodeEvent.REDEEM)
         grant = Grant(
             grant_id=self.randomness.uuid(),
             client_id=client.client_id,
@@ -784,7 +807,7 @@ class OAuthServer:
 
     def _void(self, record: AuthorizationCode) -> None:
         if record.state is CodeState.ISSUED:
-            apply_code_event(record, "void")
+            apply_code_event(record, CodeEvent.VOID)
 
     def refresh(
         self, client: OAuthClient, value: str | None, scope: str | None, now: float
@@ -825,7 +848,7 @@ class OAuthServer:
         principal = self.directory.get(grant.username)
         if principal is None or not principal.active:
             raise OAuthError("invalid_grant", f"The user {grant.username} is no longer active.")
-        apply_refresh_event(token, "rotate")
+        apply_refresh_event(token, RefreshEvent.ROTATE)
         return self._issue_for_grant(
             grant, requested or grant.scopes, now, "refresh_token", offline=True
         )
@@ -935,10 +958,10 @@ class OAuthServer:
         grant = self.grants.get(grant_id)
         if grant is None or grant.state is GrantState.REVOKED:
             return False
-        apply_grant_event(grant, "revoke")
+        apply_grant_event(grant, GrantEvent.REVOKE)
         for refresh in grant.refresh_tokens:
             if refresh.state is RefreshState.ACTIVE:
-                apply_refresh_event(refresh, "revoke")
+                apply_refresh_event(refresh, RefreshEvent.REVOKE)
         for access in grant.access_tokens:
             access.revoke()
         return True

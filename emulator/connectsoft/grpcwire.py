@@ -24,7 +24,6 @@ from .core.errors import (
     Exhausted,
     Forbidden,
     GovernanceDenied,
-    IllegalTransition,
     InvalidArgument,
     NotFound,
     Unauthenticated,
@@ -73,7 +72,6 @@ _ERROR_CODES: tuple[tuple[type[DomainError], StatusCode], ...] = (
     (NotFound, StatusCode.NOT_FOUND),
     (InvalidArgument, StatusCode.INVALID_ARGUMENT),
     (Conflict, StatusCode.FAILED_PRECONDITION),
-    (IllegalTransition, StatusCode.FAILED_PRECONDITION),
     (Exhausted, StatusCode.RESOURCE_EXHAUSTED),
 )
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.connectsoft.core.errors import IllegalTransition
 from emulator.connectsoft.core.machines import (
     APPROVAL_MACHINE,
     DEPLOYMENT_MACHINE,
@@ -30,6 +29,7 @@ from emulator.connectsoft.core.machines import (
     EnvironmentTrigger as ET,
 )
 from emulator.connectsoft.core.records import Deployment
+from emulator.platform.statemachine import IllegalTransition
 
 LEGAL_DEPLOYMENT = [
     (D.REQUESTED, DT.ELAPSED, D.PROVISIONING),
@@ -58,7 +58,7 @@ ILLEGAL_DEPLOYMENT = [
 
 @pytest.mark.parametrize(("state", "trigger", "expected"), LEGAL_DEPLOYMENT)
 def test_deployment_legal(state: D, trigger: DT, expected: D) -> None:
-    assert DEPLOYMENT_MACHINE.next(state, trigger) is expected
+    assert DEPLOYMENT_MACHINE.target(state, trigger) is expected
 
 
 def _deployment(phase: D) -> Deployment:
@@ -72,7 +72,7 @@ def test_deployment_illegal_changes_nothing(state: D, trigger: DT) -> None:
     record = _deployment(state)
     with pytest.raises(IllegalTransition) as caught:
         record.apply(trigger, 5.0)
-    assert caught.value.details == {"state": state.value, "trigger": trigger.value}
+    assert (caught.value.state, caught.value.event) == (state, trigger)
     assert record.phase is state
     assert record.history == []
     assert record.updated_at == 0.0
@@ -86,7 +86,7 @@ def test_deployment_illegal_changes_nothing(state: D, trigger: DT) -> None:
     ],
 )
 def test_environment_legal(state: E, trigger: ET, expected: E) -> None:
-    assert ENVIRONMENT_MACHINE.next(state, trigger) is expected
+    assert ENVIRONMENT_MACHINE.target(state, trigger) is expected
 
 
 @pytest.mark.parametrize(
@@ -95,7 +95,7 @@ def test_environment_legal(state: E, trigger: ET, expected: E) -> None:
 )
 def test_environment_illegal(state: E, trigger: ET) -> None:
     with pytest.raises(IllegalTransition):
-        ENVIRONMENT_MACHINE.next(state, trigger)
+        ENVIRONMENT_MACHINE.target(state, trigger)
 
 
 @pytest.mark.parametrize(
@@ -112,7 +112,7 @@ def test_environment_illegal(state: E, trigger: ET) -> None:
 def test_approval_table(state: A, trigger: AT, expected: A | None) -> None:
     assert APPROVAL_MACHINE.allows(state, trigger) is (expected is not None)
     if expected is not None:
-        assert APPROVAL_MACHINE.next(state, trigger) is expected
+        assert APPROVAL_MACHINE.target(state, trigger) is expected
 
 
 @pytest.mark.parametrize(

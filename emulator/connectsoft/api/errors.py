@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...platform.errors import ApiError, ErrorFamily
+from ...platform.statemachine import IllegalTransition
 from ..core.errors import (
     ApprovalRequired,
     Conflict,
@@ -19,7 +20,6 @@ from ..core.errors import (
     Exhausted,
     Forbidden,
     GovernanceDenied,
-    IllegalTransition,
     InvalidArgument,
     NotFound,
     Unauthenticated,
@@ -38,7 +38,6 @@ _STATUS: tuple[tuple[type[DomainError], int], ...] = (
     (NotFound, 404),
     (InvalidArgument, 400),
     (Conflict, 409),
-    (IllegalTransition, 409),
     (Exhausted, 429),
 )
 
@@ -93,6 +92,9 @@ class ProblemFamily(ErrorFamily):
         if isinstance(error, OAuthError):
             # A bearer token that did not verify on a runtime route.
             return self.error(401, "InvalidToken", error.message)
+        if isinstance(error, IllegalTransition):
+            # The core checks what a caller may ask for first; this is the safety net.
+            return self.error(409, "IllegalTransition", str(error))
         if not isinstance(error, DomainError):
             return None
         return self.error(status_of(error), error.code, error.message, parameters=error.details)

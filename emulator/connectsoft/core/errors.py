@@ -48,9 +48,5 @@ class Conflict(DomainError):
     """The request contradicts the current state (deploying into a Failed environment)."""
 
 
-class IllegalTransition(DomainError):
-    """A state machine was asked for a transition its table does not have (nothing changed)."""
-
-
 class Exhausted(DomainError):
     """A bounded resource is full (too many open streams); retry later."""

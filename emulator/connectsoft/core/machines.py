@@ -1,23 +1,17 @@
 """The two lifecycles of the runtime platform as transition tables: environments and deployments.
 
-Owns `EnvironmentStatus`, `DeploymentPhase`, their triggers, the tables and `Machine` (the one
-lookup every status change goes through). Records hold a status; only `Machine.next` decides the
-next one, and an unknown (state, trigger) pair raises IllegalTransition so nothing changes.
+Owns `EnvironmentStatus`, `DeploymentPhase`, `ApprovalStatus`, their triggers and their tables
+(emulator.platform.statemachine.Transitions, the one lookup every status change goes through).
+Records hold a status; only the table decides the next one, and an unknown (state, trigger) pair
+raises IllegalTransition before anything changes.
 Imports nothing from trio, quart or yaml.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from typing import Generic, TypeVar
 
-import attrs
-
-from .errors import IllegalTransition
-
-S = TypeVar("S", bound=enum.Enum)
-T = TypeVar("T", bound=enum.Enum)
+from ...platform.statemachine import Transitions
 
 
 class EnvironmentStatus(enum.Enum):
@@ -52,40 +46,19 @@ class DeploymentTrigger(enum.Enum):
     ROLLBACK = "rollback"
 
 
-@attrs.frozen
-class Machine(Generic[S, T]):
-    name: str
-    table: Mapping[tuple[S, T], S]
-    terminal: frozenset[S]
-
-    def next(self, state: S, trigger: T) -> S:
-        try:
-            return self.table[(state, trigger)]
-        except KeyError:
-            raise IllegalTransition(
-                "IllegalTransition",
-                f"A {self.name} in state {state.value} cannot take {trigger.value!r}.",
-                {"state": state.value, "trigger": trigger.value},
-            ) from None
-
-    def allows(self, state: S, trigger: T) -> bool:
-        return (state, trigger) in self.table
-
-
 _E = EnvironmentStatus
 _ET = EnvironmentTrigger
-ENVIRONMENT_MACHINE: Machine[EnvironmentStatus, EnvironmentTrigger] = Machine(
+ENVIRONMENT_MACHINE: Transitions[EnvironmentStatus, EnvironmentTrigger] = Transitions(
     "environment",
     {
         (_E.PROVISIONING, _ET.PROVISIONED): _E.ACTIVE,
         (_E.PROVISIONING, _ET.PROVISIONING_FAILED): _E.FAILED,
     },
-    frozenset({_E.ACTIVE, _E.FAILED}),
 )
 
 _D = DeploymentPhase
 _DT = DeploymentTrigger
-DEPLOYMENT_MACHINE: Machine[DeploymentPhase, DeploymentTrigger] = Machine(
+DEPLOYMENT_MACHINE: Transitions[DeploymentPhase, DeploymentTrigger] = Transitions(
     "deployment",
     {
         (_D.REQUESTED, _DT.ELAPSED): _D.PROVISIONING,
@@ -102,7 +75,6 @@ DEPLOYMENT_MACHINE: Machine[DeploymentPhase, DeploymentTrigger] = Machine(
         (_D.ROLLING_OUT, _DT.ROLLBACK): _D.ROLLING_BACK,
         (_D.HEALTH_GATING, _DT.ROLLBACK): _D.ROLLING_BACK,
     },
-    frozenset({_D.COMPLETED, _D.ROLLED_BACK}),
 )
 
 
@@ -127,7 +99,7 @@ class ApprovalTrigger(enum.Enum):
 
 _A = ApprovalStatus
 _AT = ApprovalTrigger
-APPROVAL_MACHINE: Machine[ApprovalStatus, ApprovalTrigger] = Machine(
+APPROVAL_MACHINE: Transitions[ApprovalStatus, ApprovalTrigger] = Transitions(
     "approval",
     {
         (_A.PENDING, _AT.GRANT): _A.GRANTED,
@@ -135,5 +107,4 @@ APPROVAL_MACHINE: Machine[ApprovalStatus, ApprovalTrigger] = Machine(
         (_A.GRANTED, _AT.CONSUME): _A.CONSUMED,
         (_A.REJECTED, _AT.CONSUME): _A.CONSUMED,
     },
-    frozenset({_A.CONSUMED}),
 )

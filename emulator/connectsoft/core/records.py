@@ -163,7 +163,7 @@ class Environment:
         return self.name
 
     def apply(self, trigger: EnvironmentTrigger, at: float, reason: str | None = None) -> None:
-        new = ENVIRONMENT_MACHINE.next(self.status, trigger)
+        new = ENVIRONMENT_MACHINE.target(self.status, trigger)
         self.status = new
         self.updated_at = at
         self.due_at = None
@@ -193,7 +193,7 @@ class Deployment:
         return self.phase in DEPLOYMENT_MACHINE.terminal
 
     def apply(self, trigger: DeploymentTrigger, at: float, reason: str | None = None) -> None:
-        new = DEPLOYMENT_MACHINE.next(self.phase, trigger)
+        new = DEPLOYMENT_MACHINE.target(self.phase, trigger)
         self.phase = new
         self.updated_at = at
         self.due_at = None
@@ -244,5 +244,5 @@ class Approval:
     decided_at: float | None = None
 
     def apply(self, trigger: ApprovalTrigger, at: float) -> None:
-        self.status = APPROVAL_MACHINE.next(self.status, trigger)
+        self.status = APPROVAL_MACHINE.target(self.status, trigger)
         self.decided_at = at

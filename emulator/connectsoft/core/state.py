@@ -25,6 +25,7 @@ from .access import Caller, decide
 from .errors import ApprovalRequired, Conflict, GovernanceDenied, InvalidArgument, NotFound
 from .events import EventLog
 from .machines import (
+    APPROVAL_MACHINE,
     ApprovalStatus,
     ApprovalTrigger,
     DeploymentPhase,
@@ -748,6 +749,11 @@ class RuntimeState:
         approval = self.approvals.get(approval_id)
         if approval is None:
             raise NotFound("ApprovalNotFound", f"Approval {approval_id} does not exist.")
+        if not APPROVAL_MACHINE.allows(approval.status, trigger):
+            raise Conflict(
+                "ApprovalAlreadyDecided",
+                f"Approval {approval_id} is {approval.status.value}; it cannot be decided again.",
+            )
         approval.apply(trigger, now)
         env = self.environments.get(approval.environment_id or "")
         self._emit_for_tenant(

@@ -15,6 +15,8 @@ from emulator.connectsoft.core.records import SequentialIds
 from emulator.platform.clock import ManualClock
 
 PREFIXES = ["/runtime", "/v1/runtime"]
+# The emulator's own HTTP servers and the Hypercorn mode.
+SERVERS = ["emulator", "hypercorn"]
 ZERO = {
     name: 0
     for name in (
@@ -44,8 +46,10 @@ class ScriptedIds(SequentialIds):
         return super().new(prefix)
 
 
-async def start(start_emulator: Any, **overrides: Any) -> Any:
-    running = await start_emulator({"connectsoft": seed_data(**overrides)}, clock=ManualClock(T0))
+async def start(start_emulator: Any, server: str = "emulator", **overrides: Any) -> Any:
+    running = await start_emulator(
+        {"connectsoft": seed_data(**overrides)}, clock=ManualClock(T0), http_server=server
+    )
     instance = running.emulator.services["connectsoft"]
     instance.state.ids = ScriptedIds(
         {
@@ -113,10 +117,14 @@ SCALE = {
 }
 
 
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "http2"])
+@pytest.mark.parametrize("server", SERVERS)
 @pytest.mark.parametrize("prefix", PREFIXES)
-async def test_golden_provision_an_environment(start_emulator: Any, prefix: str) -> None:
-    running = await start(start_emulator, environments=[], drift_rules=[])
-    async with running.client(service="connectsoft") as client:
+async def test_golden_provision_an_environment(
+    start_emulator: Any, prefix: str, server: str, http2: bool
+) -> None:
+    running = await start(start_emulator, server, environments=[], drift_rules=[])
+    async with running.client(service="connectsoft", http2=http2) as client:
         response = await client.post(
             f"{prefix}/environments", json=PROVISION, headers=auth(await token(client))
         )
@@ -130,10 +138,14 @@ async def test_golden_provision_an_environment(start_emulator: Any, prefix: str)
     }
 
 
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "http2"])
+@pytest.mark.parametrize("server", SERVERS)
 @pytest.mark.parametrize("prefix", PREFIXES)
-async def test_golden_deploy_generated_workloads(start_emulator: Any, prefix: str) -> None:
-    running = await start(start_emulator)
-    async with running.client(service="connectsoft") as client:
+async def test_golden_deploy_generated_workloads(
+    start_emulator: Any, prefix: str, server: str, http2: bool
+) -> None:
+    running = await start(start_emulator, server)
+    async with running.client(service="connectsoft", http2=http2) as client:
         headers = auth(await token(client))
         published = await client.post(
             f"{prefix}/configurations",
@@ -157,10 +169,14 @@ async def test_golden_deploy_generated_workloads(start_emulator: Any, prefix: st
     }
 
 
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "http2"])
+@pytest.mark.parametrize("server", SERVERS)
 @pytest.mark.parametrize("prefix", PREFIXES)
-async def test_golden_get_service_health(start_emulator: Any, prefix: str) -> None:
-    running = await start(start_emulator)
-    async with running.client(service="connectsoft") as client:
+async def test_golden_get_service_health(
+    start_emulator: Any, prefix: str, server: str, http2: bool
+) -> None:
+    running = await start(start_emulator, server)
+    async with running.client(service="connectsoft", http2=http2) as client:
         response = await client.get(
             f"{prefix}/services/module-reservations-api/health",
             headers=auth(await token(client)),
@@ -180,10 +196,14 @@ async def test_golden_get_service_health(start_emulator: Any, prefix: str) -> No
     }
 
 
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "http2"])
+@pytest.mark.parametrize("server", SERVERS)
 @pytest.mark.parametrize("prefix", PREFIXES)
-async def test_golden_apply_a_scaling_policy(start_emulator: Any, prefix: str) -> None:
-    running = await start(start_emulator)
-    async with running.client(service="connectsoft") as client:
+async def test_golden_apply_a_scaling_policy(
+    start_emulator: Any, prefix: str, server: str, http2: bool
+) -> None:
+    running = await start(start_emulator, server)
+    async with running.client(service="connectsoft", http2=http2) as client:
         response = await client.post(
             f"{prefix}/scaling-policies", json=SCALE, headers=auth(await token(client))
         )
@@ -196,11 +216,15 @@ async def test_golden_apply_a_scaling_policy(start_emulator: Any, prefix: str) -
     }
 
 
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "http2"])
+@pytest.mark.parametrize("server", SERVERS)
 @pytest.mark.parametrize("prefix", PREFIXES)
-async def test_golden_list_drift_findings(start_emulator: Any, prefix: str) -> None:
-    running = await start(start_emulator)
+async def test_golden_list_drift_findings(
+    start_emulator: Any, prefix: str, server: str, http2: bool
+) -> None:
+    running = await start(start_emulator, server)
     running.emulator.clock.advance(300)
-    async with running.client(service="connectsoft") as client:
+    async with running.client(service="connectsoft", http2=http2) as client:
         injected = await client.post(
             "/_emulate/connectsoft/faults/drift", json={"ruleId": "image-lag"}
         )

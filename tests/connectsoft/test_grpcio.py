@@ -20,10 +20,12 @@ from emulator.connectsoft import protos
 ENV = "env-9f1c2b7d"
 PREFIX = "/connectsoft.runtime.v1"
 TRANSPORTS = ["h2c", "tls"]
+# The emulator's own HTTP/2 server and the Hypercorn mode.
+SERVERS = ["emulator", "hypercorn"]
 
 
-async def start(start_emulator: Any, tls: bool) -> tuple[Any, str]:
-    running = await start_emulator({"connectsoft": seed_data()})
+async def start(start_emulator: Any, tls: bool, server: str = "emulator") -> tuple[Any, str]:
+    running = await start_emulator({"connectsoft": seed_data()}, http_server=server)
     async with running.client(service="connectsoft") as client:
         response = await client.post(
             "/connect/token",
@@ -55,9 +57,10 @@ def metadata(token: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {token}")]
 
 
+@pytest.mark.parametrize("server", SERVERS)
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_get_services_and_findings(start_emulator: Any, transport: str) -> None:
-    running, token = await start(start_emulator, transport == "tls")
+async def test_get_services_and_findings(start_emulator: Any, transport: str, server: str) -> None:
+    running, token = await start(start_emulator, transport == "tls", server)
     engine = running.emulator.services["connectsoft"].engine
     engine.call(lambda now: engine.state.apply_drift_rule("image-lag", now))
 
@@ -117,9 +120,12 @@ async def test_refusals_are_status_codes(
     assert token not in details
 
 
+@pytest.mark.parametrize("server", SERVERS)
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_stream_health_until_cancelled(start_emulator: Any, transport: str) -> None:
-    running, token = await start(start_emulator, transport == "tls")
+async def test_stream_health_until_cancelled(
+    start_emulator: Any, transport: str, server: str
+) -> None:
+    running, token = await start(start_emulator, transport == "tls", server)
     engine = running.emulator.services["connectsoft"].engine
 
     def make_unhealthy() -> None:

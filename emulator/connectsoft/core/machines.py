@@ -1,4 +1,5 @@
-"""The two lifecycles of the runtime platform as transition tables: environments and deployments.
+"""The three lifecycles of the runtime platform as transition tables: environments, deployments
+and governance approvals.
 
 Owns `EnvironmentStatus`, `DeploymentPhase`, `ApprovalStatus`, their triggers and their tables
 (emulator.platform.statemachine.Transitions, the one lookup every status change goes through).

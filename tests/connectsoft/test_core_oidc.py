@@ -160,3 +160,12 @@ def test_bad_key_file_is_an_error(tmp_path: Path) -> None:
     (tmp_path / KEY_FILE).write_text(json.dumps(public))
     with pytest.raises(SigningKeyError, match="private"):
         load_or_create_signing_key(tmp_path)
+
+
+def test_issuers_stay_bounded(key: ECKey) -> None:
+    issuer = make_issuer(key)
+    for n in range(40):
+        token = grant(issuer, issuer=f"http://host-{n}:4100")
+        assert issuer.verify(token.access_token, T0).subject == "portal"
+    late = jwt.decode(grant(issuer, issuer="http://host-99:4100").access_token, key).claims
+    assert late["iss"] == ISSUER

@@ -27,6 +27,8 @@ AUDIENCE = "connectsoft-runtime"
 # Clock skew allowed on `nbf` and `exp`, in seconds.
 LEEWAY = 5.0
 MAX_TOKEN_CHARS = 8192
+# Distinct `iss` values (base URLs clients used) remembered for verification.
+MAX_ISSUERS = 32
 
 
 class OAuthError(DomainError):
@@ -119,6 +121,9 @@ class OidcIssuer:
         scope_text = " ".join(granted)
         issued_at = int(now)
         iss = issuer or self.issuer
+        if iss not in self._issued_under and len(self._issued_under) >= MAX_ISSUERS:
+            # Host headers are the client's to choose: the set stays bounded.
+            iss = self.issuer
         claims = {
             "iss": iss,
             "sub": client.client_id,

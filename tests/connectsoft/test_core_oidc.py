@@ -28,7 +28,7 @@ def make_issuer(key: ECKey) -> OidcIssuer:
     return OidcIssuer.create(key, make_seed().clients, 3600, ISSUER, lambda: f"jti-{next(counter)}")
 
 
-def grant(issuer: OidcIssuer, **overrides: Any) -> Any:
+def grant(oidc: OidcIssuer, **overrides: Any) -> Any:
     args: dict[str, Any] = {
         "client_id": "portal",
         "client_secret": "portal-secret-value",
@@ -38,7 +38,7 @@ def grant(issuer: OidcIssuer, **overrides: Any) -> Any:
         "now": T0,
     }
     args.update(overrides)
-    return issuer.issue(**args)
+    return oidc.issue(**args)
 
 
 def test_issue_and_verify(key: ECKey) -> None:

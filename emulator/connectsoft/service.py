@@ -171,6 +171,11 @@ class ConnectSoftInstance(ServiceInstance):
         replaced, self._replaced = self._replaced, trio.Event()
         replaced.set()
 
+    def embedded_handle(self, handle: Any) -> Any:
+        from .embedded import ConnectSoftHandle
+
+        return ConnectSoftHandle(handle)
+
     def snapshot(self) -> dict[str, Any]:
         """The durable state for `--state-file` (emulator/connectsoft/persistence.py)."""
         return persistence.snapshot(self.engine.state)

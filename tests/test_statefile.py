@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -332,3 +333,27 @@ async def test_cli_refuses_a_corrupt_state_file(tmp_path: Path) -> None:
     assert lines[0].startswith("emulator: error: state file ")
     assert str(state_file) in lines[0]
     assert "Traceback" not in result.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["runtimes"][0].update(token=""), "runtimes[0].token: must not be empty"),
+        (lambda d: d["runtimes"][0].update(resets="3"), "runtimes[0].resets: expected an integer"),
+        (lambda d: d["runtimes"][0].update(extra=1), "runtimes[0].extra: unknown key"),
+        (lambda d: d["tokens"][0].update(digest="00"), "tokens[0].digest: must be a SHA-256"),
+        (lambda d: d["tokens"][0].pop("revoked"), "tokens[0].revoked: required field"),
+        (lambda d: d.update(grants={}), "grants: expected a list"),
+    ],
+    ids=["empty token", "string count", "unknown key", "short digest", "missing", "not a list"],
+)
+async def test_malformed_saved_records_name_their_path(
+    start_emulator: StartEmulator, change: Any, message: str
+) -> None:
+    running = await start_emulator()
+    data = running.foundry.snapshot()
+    assert data["runtimes"]
+    assert data["tokens"]
+    change(data)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        running.foundry.restore(data)

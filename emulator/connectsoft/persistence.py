@@ -2,8 +2,9 @@
 
 Owns `snapshot(state)` (environments with their inventories, deployments with their history,
 configurations, secret bindings, approvals, armed faults) and `read_snapshot(data, seed, ids)`,
-which checks all of it and builds a fresh `RuntimeState` (ValueError on anything malformed; the
-caller's state is untouched until it swaps the result in). Timers are rebuilt from the records'
+which checks all of it with the platform's JSON-with-path reader and builds a fresh
+`RuntimeState` (ValueError naming the path of anything malformed; the caller's state is
+untouched until it swaps the result in). Timers are rebuilt from the records'
 due times, so a restored deployment moves on where it stopped. The event log is not kept: a
 reader resuming with an id from before the restart is told about the gap. The data holds no
 secret values (bindings hold references only). Sync: imports nothing from trio, quart or yaml.
@@ -11,9 +12,10 @@ secret values (bindings hold references only). Sync: imports nothing from trio, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
+from ..platform.seedschema import Node, plain_failure
 from .core.events import EventLog
 from .core.machines import ApprovalStatus, DeploymentPhase, EnvironmentStatus
 from .core.records import (
@@ -36,6 +38,7 @@ from .core.state import Faults, RuntimeState
 from .seed import ConnectSoftSeed
 
 VERSION = 1
+T = TypeVar("T")
 
 
 def snapshot(state: RuntimeState) -> dict[str, Any]:
@@ -168,187 +171,316 @@ def _deployment(d: Deployment) -> dict[str, Any]:
     }
 
 
-# Reading back -------------------------------------------------------------------------------
+# Reading back (with the platform's JSON-with-path reader) ---------------------------------------
 
 
-def _get(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
-    if not isinstance(data, Mapping):
-        raise ValueError(f"expected an object around {key!r}")
-    value = data[key]
-    if isinstance(value, bool) and kind in (int, float, (int, float)):
-        raise ValueError(f"{key} has the wrong type")
-    if not isinstance(value, kind):
-        raise ValueError(f"{key} has the wrong type")
-    return value
+def _tuple(node: Node, size: int, what: str) -> list[Node]:
+    items = node.as_list()
+    if len(items) != size:
+        raise node.error(f"{what} has {size} items")
+    return items
 
 
-def _text(data: Mapping[str, Any], key: str) -> str:
-    return str(_get(data, key, str))
+def _opt(node: Node, read: Callable[[Node], T]) -> T | None:
+    return None if node.value is None else read(node)
 
 
-def _opt_text(data: Mapping[str, Any], key: str) -> str | None:
-    value = _get(data, key, (str, type(None)))
-    return None if value is None else str(value)
+def _text(node: Node) -> str:
+    return node.as_str(allow_empty=True)
 
 
-def _number(data: Mapping[str, Any], key: str) -> float:
-    return float(_get(data, key, (int, float)))
-
-
-def _opt_number(data: Mapping[str, Any], key: str) -> float | None:
-    value = data[key]
-    return None if value is None else _number(data, key)
-
-
-def _read_workload(value: Any) -> Workload | None:
-    if value is None:
+def _read_workload(node: Node) -> Workload | None:
+    if node.value is None:
         return None
-    image, replicas, configuration = value
-    if not isinstance(image, str) or not isinstance(replicas, int):
-        raise ValueError("a workload is [image, replicas, configurationId]")
-    if configuration is not None and not isinstance(configuration, str):
-        raise ValueError("a workload's configurationId is a string")
-    return Workload(image, replicas, configuration)
+    image, replicas, configuration = _tuple(
+        node, 3, "a workload [image, replicas, configurationId]"
+    )
+    return Workload(image.as_str(), replicas.as_int(minimum=0), _opt(configuration, _text))
 
 
-def _read_history(value: Any) -> list[StatusChange]:
+def _read_history(node: Node) -> list[StatusChange]:
     changes = []
-    for status, at, reason in value:
-        if not isinstance(status, str) or not isinstance(at, int | float):
-            raise ValueError("a history entry is [status, at, reason]")
-        changes.append(StatusChange(status, float(at), None if reason is None else str(reason)))
+    for item in node.as_list():
+        status, at, reason = _tuple(item, 3, "a history entry [status, at, reason]")
+        changes.append(StatusChange(status.as_str(), at.as_float(), _opt(reason, _text)))
     return changes
 
 
-def _read_service(data: Mapping[str, Any], environment_id: str) -> RuntimeService:
-    scaling = data["scaling"]
-    policy = None
-    if scaling is not None:
-        policy_id, target, metric, low, high, percent, to_zero, applied = scaling
-        policy = ScalingPolicy(
-            str(policy_id),
-            str(target),
-            str(metric),
-            int(low),
-            int(high),
-            int(percent),
-            bool(to_zero),
-            float(applied),
-        )
-    findings = {}
-    for finding_id, kind, desired, actual, severity, detected in data["findings"]:
-        findings[str(kind)] = Finding(
-            str(finding_id), str(kind), str(desired), str(actual), str(severity), float(detected)
-        )
-    severity = _get(data, "driftSeverity", dict)
+def _read_policy(node: Node) -> ScalingPolicy:
+    policy_id, target, metric, low, high, percent, to_zero, applied = _tuple(
+        node, 8, "a scaling policy"
+    )
+    return ScalingPolicy(
+        policy_id.as_str(),
+        target.as_str(),
+        metric.as_str(),
+        low.as_int(minimum=0),
+        high.as_int(minimum=1),
+        percent.as_int(minimum=1),
+        to_zero.as_bool(),
+        applied.as_float(),
+    )
+
+
+def _read_finding(node: Node) -> Finding:
+    finding_id, kind, desired, actual, severity, detected = _tuple(node, 6, "a finding")
+    return Finding(
+        finding_id.as_str(),
+        kind.as_str(),
+        _text(desired),
+        _text(actual),
+        severity.as_str(),
+        detected.as_float(),
+    )
+
+
+def _read_check(node: Node) -> Check:
+    name, status, duration = _tuple(node, 3, "a check [name, status, durationMs]")
+    return Check(name.as_str(), status.as_str(), _opt(duration, lambda n: n.as_int(minimum=0)))
+
+
+def _read_service(node: Node, environment_id: str) -> RuntimeService:
+    f = node.fields(required=_SERVICE_KEYS)
+    findings = [_read_finding(item) for item in f.list("findings")]
     return RuntimeService(
-        service_id=_text(data, "serviceId"),
+        service_id=f.str("serviceId"),
         environment_id=environment_id,
-        target=_text(data, "target"),
-        deployed=_read_workload(data["deployed"]),
-        running=_read_workload(data["running"]),
-        checks=tuple(
-            Check(str(name), str(status), None if ms is None else int(ms))
-            for name, status, ms in data["checks"]
-        ),
-        health_status=_text(data, "healthStatus"),
-        evaluated_at=_number(data, "evaluatedAt"),
-        scaling=policy,
-        forced_unhealthy=frozenset(str(n) for n in _get(data, "forcedUnhealthy", list)),
-        deploying=_opt_text(data, "deploying"),
-        drift_severity={str(k): str(v) for k, v in severity.items()},
-        findings=findings,
+        target=f.str("target"),
+        deployed=_read_workload(f["deployed"]),
+        running=_read_workload(f["running"]),
+        checks=tuple(_read_check(item) for item in f.list("checks")),
+        health_status=f.str("healthStatus"),
+        evaluated_at=f.float("evaluatedAt"),
+        scaling=_opt(f["scaling"], _read_policy),
+        forced_unhealthy=frozenset(f.str_list("forcedUnhealthy")),
+        deploying=_opt(f["deploying"], _text),
+        drift_severity={key: value.as_str() for key, value in f["driftSeverity"].as_items()},
+        findings={finding.kind: finding for finding in findings},
+    )
+
+
+_SERVICE_KEYS = (
+    "serviceId",
+    "target",
+    "deployed",
+    "running",
+    "checks",
+    "healthStatus",
+    "evaluatedAt",
+    "scaling",
+    "forcedUnhealthy",
+    "deploying",
+    "driftSeverity",
+    "findings",
+)
+_ENVIRONMENT_KEYS = (
+    "environmentId",
+    "tenantId",
+    "projectId",
+    "name",
+    "stage",
+    "region",
+    "isolationModel",
+    "computeTargets",
+    "traceId",
+    "createdAt",
+    "status",
+    "updatedAt",
+    "dueAt",
+    "history",
+    "services",
+)
+_DEPLOYMENT_KEYS = (
+    "deploymentId",
+    "environmentId",
+    "tenantId",
+    "releaseRef",
+    "components",
+    "configurationId",
+    "strategy",
+    "traceId",
+    "createdAt",
+    "phase",
+    "updatedAt",
+    "dueAt",
+    "history",
+    "previous",
+)
+
+
+def _read_environment(node: Node) -> Environment:
+    f = node.fields(required=_ENVIRONMENT_KEYS)
+    env_id = f.str("environmentId")
+    env = Environment(
+        environment_id=env_id,
+        tenant_id=f.str("tenantId"),
+        project_id=f.str("projectId"),
+        name=f.str("name"),
+        stage=f.str("stage"),
+        region=f.str("region"),
+        isolation_model=f.str("isolationModel"),
+        compute_targets=f.str_list("computeTargets"),
+        trace_id=f.str("traceId"),
+        created_at=f.float("createdAt"),
+        status=f.choice("status", EnvironmentStatus),
+        updated_at=f.float("updatedAt"),
+        due_at=f.opt_float("dueAt"),
+        history=_read_history(f["history"]),
+    )
+    for item in f.list("services"):
+        service = _read_service(item, env_id)
+        env.services[service.service_id] = service
+    return env
+
+
+def _read_component(node: Node) -> Component:
+    module_id, image, target = _tuple(node, 3, "a component [moduleId, image, target]")
+    return Component(module_id.as_str(), image.as_str(), target.as_str())
+
+
+def _read_deployment(node: Node, environments: Mapping[str, Environment]) -> Deployment:
+    f = node.fields(required=_DEPLOYMENT_KEYS)
+    environment_id = f.str("environmentId")
+    if environment_id not in environments:
+        raise f["environmentId"].error(f"no saved environment {environment_id}")
+    return Deployment(
+        deployment_id=f.str("deploymentId"),
+        environment_id=environment_id,
+        tenant_id=f.str("tenantId"),
+        release_ref=f.str("releaseRef"),
+        components=tuple(_read_component(item) for item in f.list("components")),
+        configuration_id=f.opt_str("configurationId"),
+        strategy=f.str("strategy"),
+        trace_id=f.str("traceId"),
+        created_at=f.float("createdAt"),
+        phase=f.choice("phase", DeploymentPhase),
+        updated_at=f.float("updatedAt"),
+        due_at=f.opt_float("dueAt"),
+        history=_read_history(f["history"]),
+        previous={key: _read_workload(value) for key, value in f["previous"].as_items()},
+    )
+
+
+def _read_configuration(node: Node) -> Configuration:
+    f = node.fields(
+        required=(
+            "configurationId",
+            "environmentId",
+            "tenantId",
+            "name",
+            "version",
+            "settings",
+            "publishedAt",
+        )
+    )
+    settings: dict[str, str | int | float | bool] = {}
+    for key, value in f["settings"].as_items():
+        if isinstance(value.value, bool | int | float | str):
+            settings[key] = value.value
+        else:
+            raise value.error("a setting is a string, number or boolean")
+    return Configuration(
+        configuration_id=f.str("configurationId"),
+        environment_id=f.str("environmentId"),
+        tenant_id=f.str("tenantId"),
+        name=f.str("name"),
+        version=f.int("version", minimum=1),
+        settings=settings,
+        published_at=f.float("publishedAt"),
+    )
+
+
+def _read_binding(node: Node) -> SecretBinding:
+    f = node.fields(
+        required=(
+            "bindingId",
+            "environmentId",
+            "tenantId",
+            "serviceId",
+            "secrets",
+            "createdAt",
+            "rotations",
+        )
+    )
+    secrets = []
+    for item in f.list("secrets"):
+        name, ref = _tuple(item, 2, "a secret [name, keyVaultRef]")
+        secrets.append(SecretReference(name.as_str(), ref.as_str()))
+    rotations = []
+    for item in f.list("rotations"):
+        rotation_id, name, at = _tuple(item, 3, "a rotation [rotationId, secretName, at]")
+        rotations.append(Rotation(rotation_id.as_str(), name.as_str(), at.as_float()))
+    return SecretBinding(
+        binding_id=f.str("bindingId"),
+        environment_id=f.str("environmentId"),
+        tenant_id=f.str("tenantId"),
+        service_id=f.str("serviceId"),
+        secrets=tuple(secrets),
+        created_at=f.float("createdAt"),
+        rotations=rotations,
+    )
+
+
+def _read_approval(node: Node) -> Approval:
+    f = node.fields(
+        required=(
+            "approvalId",
+            "tenantId",
+            "operation",
+            "environmentId",
+            "target",
+            "requestedAt",
+            "status",
+            "decidedAt",
+        )
+    )
+    return Approval(
+        approval_id=f.str("approvalId"),
+        tenant_id=f.str("tenantId"),
+        operation=f.str("operation"),
+        environment_id=f.opt_str("environmentId"),
+        target=f.str("target"),
+        requested_at=f.float("requestedAt"),
+        status=f.choice("status", ApprovalStatus),
+        decided_at=f.opt_float("decidedAt"),
     )
 
 
 def read_snapshot(data: Any, seed: ConnectSoftSeed, ids: IdFactory) -> RuntimeState:
-    """A new state from `snapshot`'s data; ValueError (or KeyError/TypeError) if malformed."""
-    if not isinstance(data, Mapping) or data.get("version") != VERSION:
-        raise ValueError(f"not ConnectSoft state of version {VERSION}")
+    """A new state from `snapshot`'s data; ValueError naming the path of a malformed value."""
+    root = Node(data, "connectsoft", "", plain_failure)
+    f = root.fields(
+        required=(
+            "version",
+            "environments",
+            "deployments",
+            "configurations",
+            "bindings",
+            "approvals",
+            "faults",
+        )
+    )
+    if f["version"].value != VERSION:
+        raise f["version"].error(f"must be {VERSION}")
     state = RuntimeState(seed, ids, EventLog(seed.event_retention))
-    for item in _get(data, "environments", list):
-        env_id = _text(item, "environmentId")
-        env = Environment(
-            environment_id=env_id,
-            tenant_id=_text(item, "tenantId"),
-            project_id=_text(item, "projectId"),
-            name=_text(item, "name"),
-            stage=_text(item, "stage"),
-            region=_text(item, "region"),
-            isolation_model=_text(item, "isolationModel"),
-            compute_targets=tuple(str(t) for t in _get(item, "computeTargets", list)),
-            trace_id=_text(item, "traceId"),
-            created_at=_number(item, "createdAt"),
-            status=EnvironmentStatus(_text(item, "status")),
-            updated_at=_number(item, "updatedAt"),
-            due_at=_opt_number(item, "dueAt"),
-            history=_read_history(item["history"]),
-        )
-        for service_data in _get(item, "services", list):
-            service = _read_service(service_data, env_id)
-            env.services[service.service_id] = service
-        state.environments[env_id] = env
-    for item in _get(data, "deployments", list):
-        environment_id = _text(item, "environmentId")
-        if environment_id not in state.environments:
-            raise ValueError(f"deployment of an unknown environment {environment_id}")
-        deployment = Deployment(
-            deployment_id=_text(item, "deploymentId"),
-            environment_id=environment_id,
-            tenant_id=_text(item, "tenantId"),
-            release_ref=_text(item, "releaseRef"),
-            components=tuple(
-                Component(str(m), str(i), str(t)) for m, i, t in _get(item, "components", list)
-            ),
-            configuration_id=_opt_text(item, "configurationId"),
-            strategy=_text(item, "strategy"),
-            trace_id=_text(item, "traceId"),
-            created_at=_number(item, "createdAt"),
-            phase=DeploymentPhase(_text(item, "phase")),
-            updated_at=_number(item, "updatedAt"),
-            due_at=_opt_number(item, "dueAt"),
-            history=_read_history(item["history"]),
-            previous={str(k): _read_workload(v) for k, v in _get(item, "previous", dict).items()},
-        )
+    for item in f.list("environments"):
+        env = _read_environment(item)
+        state.environments[env.environment_id] = env
+    for item in f.list("deployments"):
+        deployment = _read_deployment(item, state.environments)
         state.deployments[deployment.deployment_id] = deployment
-    for item in _get(data, "configurations", list):
-        settings = _get(item, "settings", dict)
-        configuration = Configuration(
-            configuration_id=_text(item, "configurationId"),
-            environment_id=_text(item, "environmentId"),
-            tenant_id=_text(item, "tenantId"),
-            name=_text(item, "name"),
-            version=int(_get(item, "version", int)),
-            settings={str(k): v for k, v in settings.items()},
-            published_at=_number(item, "publishedAt"),
-        )
+    for item in f.list("configurations"):
+        configuration = _read_configuration(item)
         state.configurations[configuration.configuration_id] = configuration
-    for item in _get(data, "bindings", list):
-        binding = SecretBinding(
-            binding_id=_text(item, "bindingId"),
-            environment_id=_text(item, "environmentId"),
-            tenant_id=_text(item, "tenantId"),
-            service_id=_text(item, "serviceId"),
-            secrets=tuple(SecretReference(str(n), str(r)) for n, r in item["secrets"]),
-            created_at=_number(item, "createdAt"),
-            rotations=[Rotation(str(i), str(n), float(at)) for i, n, at in item["rotations"]],
-        )
+    for item in f.list("bindings"):
+        binding = _read_binding(item)
         state.bindings[binding.binding_id] = binding
-    for item in _get(data, "approvals", list):
-        approval = Approval(
-            approval_id=_text(item, "approvalId"),
-            tenant_id=_text(item, "tenantId"),
-            operation=_text(item, "operation"),
-            environment_id=_opt_text(item, "environmentId"),
-            target=_text(item, "target"),
-            requested_at=_number(item, "requestedAt"),
-            status=ApprovalStatus(_text(item, "status")),
-            decided_at=_opt_number(item, "decidedAt"),
-        )
+    for item in f.list("approvals"):
+        approval = _read_approval(item)
         state.approvals[approval.approval_id] = approval
-    faults = _get(data, "faults", dict)
+    faults = f["faults"].fields(required=("failNextProvisioning", "failNextHealthGate"))
     state.faults = Faults(
-        int(_get(faults, "failNextProvisioning", int)), int(_get(faults, "failNextHealthGate", int))
+        faults.int("failNextProvisioning", minimum=0), faults.int("failNextHealthGate", minimum=0)
     )
     state.rebuild_indexes()
     return state

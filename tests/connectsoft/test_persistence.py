@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,21 +80,34 @@ def test_restored_state_moves_on() -> None:
 
 
 @pytest.mark.parametrize(
-    "mangle",
+    ("mangle", "path"),
     [
-        lambda d: {**d, "version": 99},
-        lambda d: {**d, "environments": "nope"},
-        lambda d: {**d, "deployments": [{**d["deployments"][0], "phase": "Sideways"}]},
-        lambda d: {**d, "deployments": [{**d["deployments"][0], "environmentId": "env-ghost"}]},
-        lambda d: {**d, "faults": {"failNextProvisioning": "1", "failNextHealthGate": 0}},
-        lambda d: {**d, "environments": [{**d["environments"][0], "history": [[1, 2]]}]},
-        lambda d: [],
+        (lambda d: {**d, "version": 99}, "connectsoft.version"),
+        (lambda d: {**d, "environments": "nope"}, "connectsoft.environments"),
+        (
+            lambda d: {**d, "deployments": [{**d["deployments"][0], "phase": "Sideways"}]},
+            "connectsoft.deployments[0].phase",
+        ),
+        (
+            lambda d: {**d, "deployments": [{**d["deployments"][0], "environmentId": "env-x"}]},
+            "connectsoft.deployments[0].environmentId",
+        ),
+        (
+            lambda d: {**d, "faults": {"failNextProvisioning": "1", "failNextHealthGate": 0}},
+            "connectsoft.faults.failNextProvisioning",
+        ),
+        (
+            lambda d: {**d, "environments": [{**d["environments"][0], "history": [[1, 2]]}]},
+            "connectsoft.environments[0].history[0]",
+        ),
+        (lambda d: {**d, "extra": 1}, "connectsoft.extra"),
+        (lambda d: [], "connectsoft"),
     ],
 )
-def test_bad_data_is_refused(mangle: Any) -> None:
+def test_bad_data_is_refused_with_its_path(mangle: Any, path: str) -> None:
     state = busy_state()
     data = json.loads(json.dumps(persistence.snapshot(state)))
-    with pytest.raises((ValueError, TypeError, KeyError)):
+    with pytest.raises(ValueError, match=r"^" + re.escape(path) + r": "):
         persistence.read_snapshot(mangle(data), state.seed, SequentialIds())
 
 

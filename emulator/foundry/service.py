@@ -27,6 +27,7 @@ from .api.inspector import compute_modules_to_json, inspector_blueprint
 from .api.oauth import oauth_blueprint, oauth_routes
 from .api.ontologies import ontologies_blueprint
 from .api.runtime import runtime_blueprint, runtime_routes
+from .api.signin import signin_blueprint
 from .broker import Broker
 from .core.connectivity import Connectivity
 from .core.identity import Identity
@@ -117,6 +118,7 @@ class FoundryInstance(ServiceInstance):
 
     def blueprints(self) -> Sequence[Blueprint]:
         return [
+            signin_blueprint(self),
             oauth_blueprint(self),
             admin_blueprint(self),
             connectivity_blueprint(self),

@@ -169,3 +169,12 @@ def test_issuers_stay_bounded(key: ECKey) -> None:
         assert issuer.verify(token.access_token, T0).subject == "portal"
     late = jwt.decode(grant(issuer, issuer="http://host-99:4100").access_token, key).claims
     assert late["iss"] == ISSUER
+
+
+def test_racing_starts_agree_on_one_key(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        keys = list(pool.map(lambda _: load_or_create_signing_key(tmp_path), range(16)))
+    assert len({key.thumbprint() for key in keys}) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [KEY_FILE]

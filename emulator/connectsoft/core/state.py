@@ -15,7 +15,7 @@ called, so their events and history carry exact times. Imports nothing from trio
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -1107,13 +1107,6 @@ class RuntimeState:
             occurred_at=at,
             payload=payload,
         )
-
-    def services_of(self, environment_ids: Iterable[str]) -> list[RuntimeService]:
-        return [
-            service
-            for env_id in environment_ids
-            for service in self.environments[env_id].services.values()
-        ]
 
 
 _ROLLBACK_FROM = frozenset(

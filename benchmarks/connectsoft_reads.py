@@ -1,4 +1,4 @@
-"""ConnectSoft REST reads against the calibration baseline .
+"""ConnectSoft REST reads against the calibration baseline: run this file with python.
 
 Measures the bare h11 baseline server (benchmarks/baseline_h11.py) and then the emulator
 (ConnectSoft only, one seeded environment with 20 services) with the suite's closed-loop load

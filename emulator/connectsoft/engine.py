@@ -124,12 +124,16 @@ class HealthHub:
         self._subscribers: dict[ServiceKey, set[HealthSubscription]] = {}
         self._count = 0
         self._count_changed = trio.lowlevel.ParkingLot()
+        self.closed = False
 
     @contextmanager
     def subscribe(self, key: ServiceKey) -> Iterator[HealthSubscription]:
         if self._count >= self.limit:
             raise Exhausted("TooManyStreams", "Too many open health streams; retry later.")
         subscription = HealthSubscription(key, self.capacity)
+        if self.closed:
+            # A stream that races a reset or shutdown ends at once instead of waiting forever.
+            subscription.close()
         self._subscribers.setdefault(key, set()).add(subscription)
         self._count += 1
         self._count_changed.unpark_all()
@@ -159,6 +163,7 @@ class HealthHub:
         return list(self._subscribers)
 
     def close_all(self) -> None:
+        self.closed = True
         for holders in self._subscribers.values():
             for subscription in holders:
                 subscription.close()

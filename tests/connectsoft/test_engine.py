@@ -133,3 +133,10 @@ async def test_refused_call_still_dispatches_its_approval_event(
         engine.call(lambda now: engine.state.create_deployment(caller(), DEPLOY, now))
     resume = await engine.wait_events(0)
     assert [e.event_type for e in resume.events] == ["GovernanceApprovalRequested"]
+
+
+def test_a_subscription_after_close_is_already_ended() -> None:
+    hub = HealthHub(capacity=2)
+    hub.close_all()
+    with hub.subscribe(KEY) as late:
+        assert late.closed

@@ -281,7 +281,7 @@ BAD_CALLS: list[tuple[str, Any, str, type[DomainError], str]] = [
         "EnvironmentExists",
     ),
     ("provision", {**PROVISION, "stage": "qa"}, "connectsoft", InvalidArgument, "InvalidRequest"),
-    ("provision", {**PROVISION, "tenantId": "nobody"}, "nobody", InvalidArgument, "TenantNotBound"),
+    ("provision", {**PROVISION, "tenantId": "nobody"}, "nobody", Forbidden, "TenantNotBound"),
     ("provision", ["not", "an", "object"], "connectsoft", InvalidArgument, "InvalidRequest"),
 ]
 
@@ -510,3 +510,16 @@ def test_secret_bindings_hold_references_only(state: RuntimeState) -> None:
     assert caught.value.code == "SecretValueRefused"
     assert "hunter2" not in str(caught.value)
     assert all("hunter2" not in str(e.payload) for e in state.events.after(0).events)
+
+
+def test_tenant_binding_limits_projects() -> None:
+    state = make_state(
+        tenants=[
+            {"tenant_id": "connectsoft", "projects": ["proj-booking-saas"]},
+            {"tenant_id": "other"},
+        ]
+    )
+    with pytest.raises(Forbidden) as caught:
+        state.provision(caller(), {**PROVISION, "projectId": "proj-elsewhere"}, T0)
+    assert caught.value.code == "ProjectNotBound"
+    assert state.provision(caller(), PROVISION, T0).project_id == "proj-booking-saas"

@@ -22,7 +22,14 @@ import attrs
 
 from ..seed import ConnectSoftSeed, DriftRuleSeed, EnvironmentSeed
 from .access import Caller, decide
-from .errors import ApprovalRequired, Conflict, GovernanceDenied, InvalidArgument, NotFound
+from .errors import (
+    ApprovalRequired,
+    Conflict,
+    Forbidden,
+    GovernanceDenied,
+    InvalidArgument,
+    NotFound,
+)
 from .events import EventLog
 from .machines import (
     APPROVAL_MACHINE,
@@ -1041,20 +1048,19 @@ class RuntimeState:
             )
 
     def _check_tenant_binding(self, tenant_id: str, project_id: str) -> None:
+        """The tenant's RuntimeTenantBinding must cover the project (403 otherwise)."""
         if not self.seed.tenants:
             return
         for tenant in self.seed.tenants:
             if tenant.tenant_id == tenant_id:
                 if tenant.projects and project_id not in tenant.projects:
-                    raise InvalidArgument(
+                    raise Forbidden(
                         "ProjectNotBound",
                         f"Project {project_id} is not bound to tenant {tenant_id}.",
                         {"field": "projectId"},
                     )
                 return
-        raise InvalidArgument(
-            "TenantNotBound", f"Tenant {tenant_id} has no runtime tenant binding."
-        )
+        raise Forbidden("TenantNotBound", f"Tenant {tenant_id} has no runtime tenant binding.")
 
     def _fresh_id(self, prefix: str, taken: Mapping[str, object]) -> str:
         for _ in range(100):

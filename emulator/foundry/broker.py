@@ -50,7 +50,7 @@ from .core.jobs import (
 )
 from .core.runtimes import Runtime, RuntimeRegistry
 from .results import ResultPipe, ResultUpload
-from .seed import JobLimitsSeed
+from .seed import JobLimitsSeed, OnRestart
 
 log = logging.getLogger("emulator.foundry.broker")
 # Deadline entries of ended jobs are dropped once this many jobs have ended since the last time.
@@ -310,7 +310,7 @@ class Broker:
         return [job.job_id for job in jobs]
 
     def _end_running(self, job: Job, runtime: Runtime, kind: FailureKind, message: str) -> None:
-        if runtime.on_restart == "requeue":
+        if runtime.on_restart is OnRestart.REQUEUE:
             self.give_back(job)
         else:
             self._finish(job, JobEvent.FAIL, kind, message)

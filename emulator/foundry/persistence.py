@@ -24,6 +24,7 @@ from .core.oauth import Grant, GrantState, RefreshState, RefreshToken
 from .core.principals import Directory
 from .core.runtimes import Binding, Runtime, RuntimeRegistry
 from .core.tokens import AccessToken
+from .seed import OnRestart, PrincipalType
 
 T = TypeVar("T")
 
@@ -144,7 +145,7 @@ def _runtime_to_data(runtime: Runtime) -> dict[str, Any]:
         # The Module-Auth-Token itself: modules hold it and must keep working after a restart.
         "token": runtime.token,
         "tokenSeeded": runtime.token_seeded,
-        "onRestart": runtime.on_restart,
+        "onRestart": runtime.on_restart.value,
         "displayName": runtime.display_name,
         "createdAt": runtime.created_at,
         "resetAt": runtime.reset_at,
@@ -177,7 +178,7 @@ def snapshot(
         "servicePrincipals": [
             {"clientId": p.oauth_client_id, "displayName": p.display_name}
             for p in directory.principals.values()
-            if p.principal_type == "service" and p.oauth_client_id == p.username
+            if p.principal_type is PrincipalType.SERVICE and p.oauth_client_id == p.username
         ],
         "tokens": [_token_to_data(key, token) for key, token in tokens.items()],
         "grants": [_grant_to_data(grant) for grant in grants.values()],
@@ -325,7 +326,7 @@ def _read_runtime(node: Node) -> Runtime:
         runtime_id=f.str("runtimeId"),
         token=f.str("token"),
         token_seeded=f.bool("tokenSeeded"),
-        on_restart=f.str("onRestart"),
+        on_restart=f.choice("onRestart", OnRestart),
         display_name=f.opt_str("displayName", allow_empty=True),
         created_at=f.float("createdAt"),
         reset_at=f.float("resetAt"),

@@ -35,7 +35,7 @@ from .core.jobs import FailureKind
 from .core.oauth import SCOPE_DESCRIPTIONS, OAuthServer
 from .core.ontologies import Ontologies
 from .core.runtimes import RuntimeRegistry
-from .seed import FoundrySeed, read_tokens
+from .seed import FoundrySeed, PrincipalType, read_tokens
 
 
 class FoundryService(Service):
@@ -216,7 +216,7 @@ class FoundryInstance(ServiceInstance):
         seed = self.seed
         endpoints = self.context.endpoints
         lines = []
-        humans = [u for u in seed.users if u.principal_type == "human" and u.active]
+        humans = [u for u in seed.users if u.principal_type is PrincipalType.HUMAN and u.active]
         lines.append(
             "Users:         "
             + (", ".join(f"{u.username} ({u.display_name})" for u in humans) or "none")

@@ -100,7 +100,7 @@ def runtime_summary_to_json(runtime: Runtime, polling: int, now: float) -> dict[
         "lastPollAt": millis(runtime.last_poll_at),
         "lastSchemaPostAt": millis(runtime.last_schema_at),
         "resets": runtime.resets,
-        "onRestart": runtime.on_restart,
+        "onRestart": runtime.on_restart.value,
         "schemas": list(runtime.schemas),
     }
 

@@ -330,7 +330,7 @@ def runtime_to_json(instance: FoundryInstance, runtime: Runtime) -> dict[str, An
     return {
         "runtimeId": runtime.runtime_id,
         "displayName": runtime.display_name,
-        "onRestart": runtime.on_restart,
+        "onRestart": runtime.on_restart.value,
         "createdAt": millis(runtime.created_at),
         "resetAt": millis(runtime.reset_at),
         "lastPollAt": millis(runtime.last_poll_at),

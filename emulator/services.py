@@ -12,10 +12,15 @@ from .platform.service import Service
 
 def registered_services() -> tuple[Service, ...]:
     """A fresh instance of every registered service, primary first."""
+    from .connectsoft.service import ConnectSoftService
     from .fabric.service import FabricService
     from .foundry.service import FoundryService
 
-    services: tuple[Service, ...] = (FoundryService(), FabricService())
+    services: tuple[Service, ...] = (
+        FoundryService(),
+        FabricService(),
+        ConnectSoftService(),
+    )
     return services
 
 

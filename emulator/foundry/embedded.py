@@ -96,7 +96,9 @@ class FoundryHandle:
             except DomainError as error:
                 raise ValueError(error.message) from None
             ended = instance.broker.runtime_reset(runtime) if existed else []
-            return runtime_session_to_json(instance, runtime, created=not existed, ended=ended)
+            return runtime_session_to_json(
+                instance.state, runtime, created=not existed, ended=ended
+            )
 
         answer: dict[str, Any] = self.handle.call(create)
         session = RuntimeSession.from_json(answer)

@@ -36,6 +36,7 @@ from .core.oauth import SCOPE_DESCRIPTIONS, OAuthServer
 from .core.ontologies import Ontologies
 from .core.runtimes import RuntimeRegistry
 from .seed import FoundrySeed, PrincipalType, read_tokens
+from .state import FoundryState
 
 
 class FoundryService(Service):
@@ -89,53 +90,68 @@ class FoundryInstance(ServiceInstance):
     secret_names = frozenset({"module_auth_token", "moduleauthtoken"})
 
     def __init__(self, seed: FoundrySeed, context: ServiceContext) -> None:
-        self.seed = seed
-        self.context = context
-        self.auth = BearerAuth(lambda: self.identity, context.clock)
-        self._build_state()
+        self.state = FoundryState.from_seed(seed, context)
 
-    def _build_state(self) -> None:
-        """(Re)create every area's state from the seed."""
-        now = self.context.clock.now()
-        self.identity = Identity.from_seed(self.seed, now)
-        self.oauth = OAuthServer.from_seed(
-            self.seed, self.identity.directory, self.identity.tokens, self.context.randomness
-        )
-        self.connectivity = Connectivity.from_seed(self.seed.connections, now)
-        self.ontologies = Ontologies.from_seed(self.seed.ontologies)
-        # Compute modules: runtimes (tokens the emulator made up survive a reset) and the broker.
-        self.runtimes = RuntimeRegistry.from_seed(
-            self.seed.compute_modules, now, self.context.randomness, getattr(self, "runtimes", None)
-        )
-        self.broker = Broker.build(
-            self.runtimes,
-            self.seed.compute_modules.limits,
-            self.context.clock,
-            self.context.randomness,
-        )
+    # The areas, for tests and the embedded handle (routes use `state` directly).
+
+    @property
+    def seed(self) -> FoundrySeed:
+        return self.state.seed
+
+    @property
+    def context(self) -> ServiceContext:
+        return self.state.context
+
+    @property
+    def auth(self) -> BearerAuth:
+        return self.state.auth
+
+    @property
+    def identity(self) -> Identity:
+        return self.state.identity
+
+    @property
+    def oauth(self) -> OAuthServer:
+        return self.state.oauth
+
+    @property
+    def connectivity(self) -> Connectivity:
+        return self.state.connectivity
+
+    @property
+    def ontologies(self) -> Ontologies:
+        return self.state.ontologies
+
+    @property
+    def runtimes(self) -> RuntimeRegistry:
+        return self.state.runtimes
+
+    @property
+    def broker(self) -> Broker:
+        return self.state.broker
 
     # ServiceInstance --------------------------------------------------------------------------
 
     def blueprints(self) -> Sequence[Blueprint]:
         return [
-            signin_blueprint(self),
-            oauth_blueprint(self),
-            admin_blueprint(self),
-            connectivity_blueprint(self),
-            ontologies_blueprint(self),
-            runtime_blueprint(self),
-            contour_blueprint(self),
-            inspector_blueprint(self),
+            signin_blueprint(self.state),
+            oauth_blueprint(self.state),
+            admin_blueprint(self.state),
+            connectivity_blueprint(self.state),
+            ontologies_blueprint(self.state),
+            runtime_blueprint(self.state),
+            contour_blueprint(self.state),
+            inspector_blueprint(self.state),
         ]
 
     def raw_routes(self) -> Sequence[RawRoute]:
         """The hot paths (the compute-module job plane, the token endpoint and the current-user
         routes), served as raw ASGI in front of Quart."""
         return [
-            *runtime_routes(self),
-            *contour_routes(self),
-            *oauth_routes(self),
-            *admin_routes(self),
+            *runtime_routes(self.state),
+            *contour_routes(self.state),
+            *oauth_routes(self.state),
+            *admin_routes(self.state),
         ]
 
     def embedded_handle(self, handle: Any) -> Any:
@@ -161,7 +177,7 @@ class FoundryInstance(ServiceInstance):
     def reset(self) -> None:
         # Answer every waiting poll and caller before the state they wait on is replaced.
         self.broker.close(FailureKind.EMULATOR_RESET)
-        self._build_state()
+        self.state.rebuild()
 
     def snapshot(self) -> dict[str, Any]:
         """The durable state for `--state-file` (emulator/foundry/persistence.py); has secrets."""
@@ -190,13 +206,7 @@ class FoundryInstance(ServiceInstance):
         self.connectivity.connections.update(saved.connections)
         # The broker resolves deployed apps through the registry: give it the restored one.
         self.broker.close(FailureKind.EMULATOR_RESET)
-        self.runtimes = runtimes
-        self.broker = Broker.build(
-            self.runtimes,
-            self.seed.compute_modules.limits,
-            self.context.clock,
-            self.context.randomness,
-        )
+        self.state.replace_runtimes(runtimes)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -209,7 +219,7 @@ class FoundryInstance(ServiceInstance):
             "deployedApps": len(self.runtimes.bindings),
             "jobs": self.broker.jobs.counts(),
             # Runtimes, deployed apps and recent jobs for the inspector page; never a token.
-            "computeModules": compute_modules_to_json(self),
+            "computeModules": compute_modules_to_json(self.state),
         }
 
     def banner_lines(self) -> list[str]:

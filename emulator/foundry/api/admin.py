@@ -26,7 +26,7 @@ from ..seed import EnrollmentSeed
 from .errors import FOUNDRY_API, OAUTH
 
 if TYPE_CHECKING:
-    from ..service import FoundryInstance
+    from ..state import FoundryState
 
 ADMIN_READ = "api:admin-read"
 
@@ -87,18 +87,18 @@ def enrollment_to_json(enrollment: EnrollmentSeed, started_at: float) -> dict[st
     }
 
 
-def admin_routes(instance: FoundryInstance) -> list[RawRoute]:
+def admin_routes(state: FoundryState) -> list[RawRoute]:
     """getCurrent and /multipass/api/me as raw routes (with HEAD and OPTIONS, as Quart had)."""
 
     async def get_current_user(raw: RawRequest) -> None:
-        # `instance.auth` is looked up per request: reset() replaces it.
-        caller = instance.auth.require_raw(
+        # `state.auth` is looked up per request: reset() replaces it.
+        caller = state.auth.require_raw(
             raw, FOUNDRY_API, scope=ADMIN_READ, denied="GetCurrentUserPermissionDenied"
         )
         await raw.respond_json(200, user_to_json(caller.principal))
 
     async def multipass_me(raw: RawRequest) -> None:
-        caller = instance.auth.require_raw(raw, OAUTH)
+        caller = state.auth.require_raw(raw, OAUTH)
         await raw.respond_json(200, me_to_json(caller.principal))
 
     return with_automatic_methods(
@@ -119,17 +119,17 @@ def admin_routes(instance: FoundryInstance) -> list[RawRoute]:
     )
 
 
-def admin_blueprint(instance: FoundryInstance) -> Blueprint:
+def admin_blueprint(state: FoundryState) -> Blueprint:
     blueprint = Blueprint("admin", __name__)
     # The enrollment's createdTime when the seed gives none: when the emulator was built.
-    started_at = instance.context.clock.now()
+    started_at = state.context.clock.now()
 
     @blueprint.get("/api/v2/admin/enrollments/getCurrent")
     async def get_current_enrollment() -> Response:
         """The enrollment of the current user's organization (the emulator has one)."""
-        instance.auth.require(
+        state.auth.require(
             FOUNDRY_API, scope=ADMIN_READ, denied="GetCurrentEnrollmentPermissionDenied"
         )
-        return json_response(enrollment_to_json(instance.seed.enrollment, started_at))
+        return json_response(enrollment_to_json(state.seed.enrollment, started_at))
 
     return blueprint

@@ -27,7 +27,7 @@ from ..core.connectivity import (
 from .errors import FOUNDRY_API
 
 if TYPE_CHECKING:
-    from ..service import FoundryInstance
+    from ..state import FoundryState
 
 READ_SCOPE = "api:connectivity-connection-read"
 WRITE_SCOPE = "api:connectivity-connection-write"
@@ -107,12 +107,12 @@ def connection_to_json(connection: Connection) -> dict[str, Any]:
 # Routes -----------------------------------------------------------------------------------------
 
 
-def connectivity_blueprint(instance: FoundryInstance) -> Blueprint:
+def connectivity_blueprint(state: FoundryState) -> Blueprint:
     blueprint = Blueprint("foundry_connectivity", __name__, url_prefix="/api/v2/connectivity")
 
     def authorize(scope: str, denied: str, rid: str | None = None) -> None:
-        # `instance.auth` is looked up per request: reset() replaces it with a fresh one.
-        instance.auth.require(
+        # `state.auth` is looked up per request: reset() replaces it with a fresh one.
+        state.auth.require(
             FOUNDRY_API,
             scope=scope,
             denied=denied,
@@ -120,7 +120,7 @@ def connectivity_blueprint(instance: FoundryInstance) -> Blueprint:
         )
 
     async def read_json() -> Any:
-        settings = instance.context.settings
+        settings = state.context.settings
         data = await read_body(FOUNDRY_API, settings.max_body_bytes, settings.body_timeout)
         if not data.strip():
             raise FOUNDRY_API.error(
@@ -135,9 +135,9 @@ def connectivity_blueprint(instance: FoundryInstance) -> Blueprint:
     async def create_connection() -> Response:
         authorize(WRITE_SCOPE, "CreateConnectionPermissionDenied")
         data = await read_json()
-        context = instance.context
+        context = state.context
         draft = ConnectionDraft.from_json(data)
-        connection = instance.connectivity.create(
+        connection = state.connectivity.create(
             draft,
             rid=f"ri.magritte..source.{context.randomness.uuid()}",
             now=context.clock.now(),
@@ -145,7 +145,7 @@ def connectivity_blueprint(instance: FoundryInstance) -> Blueprint:
         return json_response(connection_to_json(connection))
 
     def existing(connection_rid: str) -> Connection:
-        return instance.connectivity.get(connection_rid)
+        return state.connectivity.get(connection_rid)
 
     @blueprint.get("/connections/<connection_rid>")
     async def get_connection(connection_rid: str) -> Response:
@@ -164,9 +164,7 @@ def connectivity_blueprint(instance: FoundryInstance) -> Blueprint:
         existing(connection_rid)  # a missing connection is reported before a bad body
         data = await read_json()
         secrets = read_secret_update(data)
-        instance.connectivity.update_secrets(
-            connection_rid, secrets, now=instance.context.clock.now()
-        )
+        state.connectivity.update_secrets(connection_rid, secrets, now=state.context.clock.now())
         return Response(b"", status=204)
 
     return blueprint

@@ -35,7 +35,7 @@ from .runtime import closed_error, domain_error, millis
 
 if TYPE_CHECKING:
     from ..core.principals import Principal
-    from ..service import FoundryInstance
+    from ..state import FoundryState
 
 PREFIX = "/contour-backend-multiplexer/api/module-group-multiplexer"
 OCTET_STREAM = [(b"content-type", b"application/octet-stream")]
@@ -48,9 +48,9 @@ def _parse_spec(data: bytes) -> JobSpec:
         raise domain_error(error) from None
 
 
-def _submit(instance: FoundryInstance, spec: JobSpec, principal: Principal, *, sync: bool) -> Job:
+def _submit(state: FoundryState, spec: JobSpec, principal: Principal, *, sync: bool) -> Job:
     try:
-        return instance.broker.submit(
+        return state.broker.submit(
             spec, submitted_by=principal.username, submitted_by_id=principal.id, sync=sync
         )
     except BrokerClosed as error:
@@ -62,13 +62,13 @@ def _submit(instance: FoundryInstance, spec: JobSpec, principal: Principal, *, s
 # The synchronous execute --------------------------------------------------------------------------
 
 
-def contour_routes(instance: FoundryInstance) -> list[RawRoute]:
+def contour_routes(state: FoundryState) -> list[RawRoute]:
     def authenticate(raw: RawRequest) -> Principal:
         header = raw.header(b"authorization") or ""
         scheme, _, value = header.strip().partition(" ")
         token = value.strip() if scheme.lower() == "bearer" and value.strip() else None
         try:
-            principal, _ = instance.identity.authenticate(token, instance.context.clock.now())
+            principal, _ = state.identity.authenticate(token, state.context.clock.now())
         except AuthenticationError as error:
             raise unauthorized(COMPUTE_MODULE, error.code, error.message) from None
         note_principal(raw.scope, principal.username)
@@ -76,11 +76,11 @@ def contour_routes(instance: FoundryInstance) -> list[RawRoute]:
 
     async def execute(raw: RawRequest) -> None:
         principal = authenticate(raw)
-        settings = instance.context.settings
+        settings = state.context.settings
         body = await raw.read_body(settings.max_body_bytes, settings.body_timeout)
         spec = _parse_spec(body)
-        broker = instance.broker
-        job = _submit(instance, spec, principal, sync=True)
+        broker = state.broker
+        job = _submit(state, spec, principal, sync=True)
         pipe = broker.pipe(job)
         problem: ApiError | None = None
         done = False
@@ -230,10 +230,10 @@ def _end_problem(broker: Broker, job: Job) -> ApiError | None:
 # Asynchronous jobs ------------------------------------------------------------------------------
 
 
-def contour_blueprint(instance: FoundryInstance) -> Blueprint:
+def contour_blueprint(state: FoundryState) -> Blueprint:
     blueprint = Blueprint("contour", __name__, url_prefix=PREFIX)
-    settings = instance.context.settings
-    bearer = instance.auth.bearer(COMPUTE_MODULE)
+    settings = state.context.settings
+    bearer = state.auth.bearer(COMPUTE_MODULE)
 
     async def body_json() -> Any:
         return parse_json(
@@ -243,7 +243,7 @@ def contour_blueprint(instance: FoundryInstance) -> Blueprint:
 
     def own_job(caller: Caller, job_id: str) -> Job:
         try:
-            job = instance.broker.jobs.get(job_id)
+            job = state.broker.jobs.get(job_id)
         except DomainError as error:
             raise domain_error(error) from None
         if job.submitted_by != caller.principal.username:
@@ -255,7 +255,7 @@ def contour_blueprint(instance: FoundryInstance) -> Blueprint:
     @bearer
     async def submit(caller: Caller) -> Response:
         spec = _spec_from(await body_json())
-        job = _submit(instance, spec, caller.principal, sync=False)
+        job = _submit(state, spec, caller.principal, sync=False)
         return json_response(submitted_to_json(job))
 
     @blueprint.get("/jobs/<job_id>/status")
@@ -267,7 +267,7 @@ def contour_blueprint(instance: FoundryInstance) -> Blueprint:
     @bearer
     async def result(caller: Caller) -> Response:
         job = own_job(caller, _job_id_from(await body_json()))
-        return result_response(job, instance.broker)
+        return result_response(job, state.broker)
 
     return blueprint
 

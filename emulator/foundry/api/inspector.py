@@ -23,7 +23,7 @@ from ..core.runtimes import Runtime
 from .runtime import PREFIX, millis
 
 if TYPE_CHECKING:
-    from ..service import FoundryInstance
+    from ..state import FoundryState
 
 # The most recent jobs the state shows (the detail route reaches every job still kept).
 RECENT_JOBS = 50
@@ -31,7 +31,7 @@ RECENT_JOBS = 50
 CONNECTED_GRACE_SECONDS = 10.0
 
 
-def inspector_blueprint(instance: FoundryInstance) -> Blueprint:
+def inspector_blueprint(state: FoundryState) -> Blueprint:
     blueprint = Blueprint("inspector", __name__)
 
     @blueprint.get("/_emulate/")
@@ -47,7 +47,7 @@ def inspector_blueprint(instance: FoundryInstance) -> Blueprint:
     @blueprint.get(PREFIX + "/jobs/<job_id>")
     async def job_detail(job_id: str) -> Response:
         """One job for the inspector: its query and the first bytes of its result."""
-        job = instance.broker.jobs.get(job_id)
+        job = state.broker.jobs.get(job_id)
         return json_response(job_detail_to_json(job), headers={"Cache-Control": "no-store"})
 
     return blueprint
@@ -56,11 +56,11 @@ def inspector_blueprint(instance: FoundryInstance) -> Blueprint:
 # Serializers ------------------------------------------------------------------------------------
 
 
-def compute_modules_to_json(instance: FoundryInstance) -> dict[str, Any]:
+def compute_modules_to_json(state: FoundryState) -> dict[str, Any]:
     """The job plane for `/_emulate/state` (and the inspector): never a token."""
-    broker = instance.broker
-    registry = instance.runtimes
-    now = instance.context.clock.now()
+    broker = state.broker
+    registry = state.runtimes
+    now = state.context.clock.now()
     table = broker.jobs
     recent = list(itertools.islice(reversed(table.jobs.values()), RECENT_JOBS))
     recent.reverse()

@@ -35,7 +35,7 @@ from ..seed import GRANT_TYPES
 from .errors import OAUTH
 
 if TYPE_CHECKING:
-    from ..service import FoundryInstance
+    from ..state import FoundryState
 
 log = logging.getLogger("emulator.foundry.oauth")
 
@@ -177,9 +177,9 @@ def issued_to_json(issued: IssuedTokens) -> dict[str, Any]:
 # The blueprint ---------------------------------------------------------------------------------
 
 
-def oauth_blueprint(instance: FoundryInstance) -> Blueprint:
+def oauth_blueprint(state: FoundryState) -> Blueprint:
     blueprint = Blueprint("multipass_oauth2", __name__, url_prefix=PREFIX)
-    settings = instance.context.settings
+    settings = state.context.settings
     form_limit = min(settings.max_body_bytes, MAX_FORM_BYTES)
 
     @blueprint.post("/revoke_token")
@@ -187,7 +187,7 @@ def oauth_blueprint(instance: FoundryInstance) -> Blueprint:
         """RFC 7009 revocation (the SDK's sign_out): 200 even for an unknown token."""
         form = await read_oauth_form(form_limit, settings.body_timeout)
         credentials = client_credentials(form, request.headers.get("Authorization"))
-        oauth = instance.oauth
+        oauth = state.oauth
         # An OAuthError propagates: the OAuth family translates it (RFC 6749 section 5.2).
         client = oauth.authenticate_client(credentials)
         revoked = oauth.revoke(client, field(form, "token"))
@@ -200,15 +200,15 @@ def oauth_blueprint(instance: FoundryInstance) -> Blueprint:
     return blueprint
 
 
-def oauth_routes(instance: FoundryInstance) -> list[RawRoute]:
+def oauth_routes(state: FoundryState) -> list[RawRoute]:
     """The token endpoint as a raw route (POST; OPTIONS as Quart answered it)."""
-    settings = instance.context.settings
-    clock = instance.context.clock
+    settings = state.context.settings
+    clock = state.context.clock
     form_limit = min(settings.max_body_bytes, MAX_FORM_BYTES)
 
     async def token(raw: RawRequest) -> None:
         form = await read_raw_oauth_form(raw, form_limit, settings.body_timeout)
-        issued = exchange(instance, form, raw.header(b"authorization"), clock.now())
+        issued = exchange(state, form, raw.header(b"authorization"), clock.now())
         await raw.respond_json(200, issued_to_json(issued), NO_STORE_HEADERS)
 
     return with_automatic_methods(
@@ -225,7 +225,7 @@ def oauth_routes(instance: FoundryInstance) -> list[RawRoute]:
 
 
 def exchange(
-    instance: FoundryInstance, form: Mapping[str, str], authorization: str | None, now: float
+    state: FoundryState, form: Mapping[str, str], authorization: str | None, now: float
 ) -> IssuedTokens:
     """Token exchange for the authorization_code, refresh_token and client_credentials grants
     (client authentication by form fields or HTTP Basic); an OAUTH ApiError otherwise."""
@@ -238,7 +238,7 @@ def exchange(
             f"grant_type {grant_type!r} is not supported; use one of {', '.join(GRANT_TYPES)}.",
         )
     credentials = client_credentials(form, authorization)
-    oauth = instance.oauth  # looked up per request: reset() replaces it
+    oauth = state.oauth  # looked up per request: reset() replaces it
     try:
         client = oauth.authenticate_client(credentials)
         if grant_type == "authorization_code":

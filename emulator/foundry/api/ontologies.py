@@ -21,7 +21,7 @@ from ..core.ontologies import Ontology
 from .errors import FOUNDRY_API
 
 if TYPE_CHECKING:
-    from ..service import FoundryInstance
+    from ..state import FoundryState
 
 READ_SCOPE = "api:ontologies-read"
 
@@ -71,18 +71,18 @@ def query_parameters(data: Any) -> dict[str, Any]:
     return parameters
 
 
-def ontologies_blueprint(instance: FoundryInstance) -> Blueprint:
+def ontologies_blueprint(state: FoundryState) -> Blueprint:
     blueprint = Blueprint("foundry_ontologies", __name__, url_prefix="/api/v2/ontologies")
 
     def authorize(denied: str, parameters: dict[str, Any] | None = None) -> None:
-        # `instance.auth` is looked up per request: reset() replaces it with a fresh one.
-        instance.auth.require(FOUNDRY_API, scope=READ_SCOPE, denied=denied, parameters=parameters)
+        # `state.auth` is looked up per request: reset() replaces it with a fresh one.
+        state.auth.require(FOUNDRY_API, scope=READ_SCOPE, denied=denied, parameters=parameters)
 
     @blueprint.get("")
     async def list_ontologies() -> Response:
         authorize("ListOntologiesPermissionDenied")
         page_size = parse_page_size(request.args.get("pageSize"))
-        page = instance.ontologies.page(page_size, request.args.get("pageToken"))
+        page = state.ontologies.page(page_size, request.args.get("pageToken"))
         body: dict[str, Any] = {"data": [ontology_to_json(o) for o in page.data]}
         if page.next_page_token is not None:
             body["nextPageToken"] = page.next_page_token
@@ -91,7 +91,7 @@ def ontologies_blueprint(instance: FoundryInstance) -> Blueprint:
     @blueprint.get("/<ontology>")
     async def get_ontology(ontology: str) -> Response:
         authorize("GetOntologyPermissionDenied", {"ontology": ontology})
-        found = instance.ontologies.resolve(ontology)
+        found = state.ontologies.resolve(ontology)
         return json_response(ontology_to_json(found))
 
     @blueprint.post("/<ontology>/queries/<query_api_name>/execute")
@@ -100,9 +100,9 @@ def ontologies_blueprint(instance: FoundryInstance) -> Blueprint:
             "ExecuteQueryPermissionDenied", {"ontology": ontology, "queryApiName": query_api_name}
         )
         # An unknown ontology or query is reported before a bad body.
-        found = instance.ontologies.resolve(ontology)
+        found = state.ontologies.resolve(ontology)
         query = found.query(query_api_name)
-        settings = instance.context.settings
+        settings = state.context.settings
         data = await read_body(FOUNDRY_API, settings.max_body_bytes, settings.body_timeout)
         parameters = (
             query_parameters(parse_json(data, FOUNDRY_API, "InvalidRequestBody"))

@@ -37,7 +37,7 @@ from ..core.runtimes import REPLICA_PATTERN, Runtime, RuntimeRequest
 from .errors import COMPUTE_MODULE, translated
 
 if TYPE_CHECKING:
-    from ..service import FoundryInstance
+    from ..state import FoundryState
 
 PREFIX = "/_emulate/foundry/compute-modules"
 RUNTIMES = PREFIX + "/runtimes"
@@ -57,9 +57,9 @@ def closed_error(error: BrokerClosed) -> ApiError:
     return translated(COMPUTE_MODULE, error)
 
 
-def runtime_base(instance: FoundryInstance, runtime_id: str) -> str:
+def runtime_base(state: FoundryState, runtime_id: str) -> str:
     """The URL under which one runtime's routes live, on the HTTPS listener when there is one."""
-    endpoints = instance.context.endpoints
+    endpoints = state.context.endpoints
     if endpoints.https_port is not None:
         origin = f"https://{endpoints.runtime_host}:{endpoints.https_port}"
     else:
@@ -77,10 +77,10 @@ def _replica(params: Mapping[str, str]) -> str:
 
 
 def _authenticate(
-    instance: FoundryInstance, runtime_id: str, token: str | None, scope: MutableMapping[str, Any]
+    state: FoundryState, runtime_id: str, token: str | None, scope: MutableMapping[str, Any]
 ) -> Runtime:
     try:
-        runtime = instance.runtimes.authenticate(runtime_id, token)
+        runtime = state.runtimes.authenticate(runtime_id, token)
     except DomainError as error:
         raise domain_error(error) from None
     # The request log names the runtime (never its token).
@@ -113,15 +113,15 @@ def _json_bytes(value: str) -> bytes:
 # Raw routes: the long poll and the result upload -------------------------------------------------
 
 
-def runtime_routes(instance: FoundryInstance) -> list[RawRoute]:
+def runtime_routes(state: FoundryState) -> list[RawRoute]:
     async def poll(raw: RawRequest) -> None:
         replica = _replica(raw.params)
         runtime = _authenticate(
-            instance, raw.params["runtime_id"], raw.header(b"module-auth-token"), raw.scope
+            state, raw.params["runtime_id"], raw.header(b"module-auth-token"), raw.scope
         )
-        settings = instance.context.settings
+        settings = state.context.settings
         await raw.read_body(settings.max_body_bytes, settings.body_timeout)
-        broker = instance.broker
+        broker = state.broker
         # Fast path: a job is waiting already, so there is no wait a disconnect must cut short.
         ready = broker.take_nowait(runtime, replica)
         if ready is not None:
@@ -141,10 +141,10 @@ def runtime_routes(instance: FoundryInstance) -> list[RawRoute]:
 
     async def post_result(raw: RawRequest) -> None:
         runtime = _authenticate(
-            instance, raw.params["runtime_id"], raw.header(b"module-auth-token"), raw.scope
+            state, raw.params["runtime_id"], raw.header(b"module-auth-token"), raw.scope
         )
         _replica(raw.params)
-        broker = instance.broker
+        broker = state.broker
         try:
             upload = broker.begin_upload(runtime, raw.params["job_id"], raw.content_length())
         except DomainError as error:
@@ -204,13 +204,13 @@ async def _cancel_when_gone(raw: RawRequest, scope: trio.CancelScope) -> None:
 # Quart routes: sessions, schemas, restart, inspect ----------------------------------------------
 
 
-def runtime_blueprint(instance: FoundryInstance) -> Blueprint:
+def runtime_blueprint(state: FoundryState) -> Blueprint:
     blueprint = Blueprint("compute_module_runtimes", __name__, url_prefix=PREFIX)
-    settings = instance.context.settings
+    settings = state.context.settings
 
     def authenticated(runtime_id: str) -> Runtime:
         return _authenticate(
-            instance,
+            state,
             runtime_id,
             request.headers.get("Module-Auth-Token"),
             cast(MutableMapping[str, Any], request.scope),
@@ -224,14 +224,14 @@ def runtime_blueprint(instance: FoundryInstance) -> Blueprint:
     async def create_runtime() -> Response:
         try:
             ask = RuntimeRequest.from_json(await json_body())
-            runtime, existed = instance.runtimes.create_or_reset(
-                ask, instance.context.clock.now(), instance.context.randomness
+            runtime, existed = state.runtimes.create_or_reset(
+                ask, state.context.clock.now(), state.context.randomness
             )
         except DomainError as error:
             raise domain_error(error) from None
-        ended = instance.broker.runtime_reset(runtime) if existed else []
+        ended = state.broker.runtime_reset(runtime) if existed else []
         return json_response(
-            runtime_session_to_json(instance, runtime, created=not existed, ended=ended)
+            runtime_session_to_json(state, runtime, created=not existed, ended=ended)
         )
 
     @blueprint.post("/runtimes/<runtime_id>/schemas", defaults={"replica": ""})
@@ -240,8 +240,8 @@ def runtime_blueprint(instance: FoundryInstance) -> Blueprint:
         _replica({"replica": replica})
         runtime = authenticated(runtime_id)
         try:
-            names = instance.runtimes.store_schemas(
-                runtime, await json_body(), instance.context.clock.now()
+            names = state.runtimes.store_schemas(
+                runtime, await json_body(), state.context.clock.now()
             )
         except DomainError as error:
             raise domain_error(error) from None
@@ -255,14 +255,14 @@ def runtime_blueprint(instance: FoundryInstance) -> Blueprint:
         # The Python library sends no body; read whatever comes so the connection stays usable.
         await read_body(COMPUTE_MODULE, settings.max_body_bytes, settings.body_timeout)
         # The Python library needs 200 and a JSON array of strings, or it exits.
-        return json_response(instance.broker.restart(runtime, replica))
+        return json_response(state.broker.restart(runtime, replica))
 
     @blueprint.get("/runtimes/<runtime_id>/jobs/<job_id>")
     async def inspect(runtime_id: str, job_id: str) -> Response:
         # No authentication, as in the seed documents; and so never the token.
         try:
-            runtime = instance.runtimes.get(runtime_id)
-            job = instance.broker.jobs.get(job_id)
+            runtime = state.runtimes.get(runtime_id)
+            job = state.broker.jobs.get(job_id)
         except DomainError as error:
             raise domain_error(error) from None
         if job.runtime_id != runtime.runtime_id:
@@ -271,7 +271,7 @@ def runtime_blueprint(instance: FoundryInstance) -> Blueprint:
             )
         return json_response(
             {
-                "runtime": runtime_to_json(instance, runtime),
+                "runtime": runtime_to_json(state, runtime),
                 "job": job_to_json(job),
                 "schemas": [schema_to_json(s) for s in runtime.schemas.values()],
             }
@@ -288,10 +288,10 @@ def millis(seconds: float | None) -> int | None:
 
 
 def runtime_session_to_json(
-    instance: FoundryInstance, runtime: Runtime, *, created: bool, ended: list[str]
+    state: FoundryState, runtime: Runtime, *, created: bool, ended: list[str]
 ) -> dict[str, Any]:
-    endpoints = instance.context.endpoints
-    base = runtime_base(instance, runtime.runtime_id)
+    endpoints = state.context.endpoints
+    base = runtime_base(state, runtime.runtime_id)
     ca_path = None if endpoints.ca_path is None else str(endpoints.ca_path)
     port = endpoints.https_port
     if port is None:
@@ -327,14 +327,14 @@ def runtime_session_to_json(
         "caPath": ca_path,
         "deployedApps": [
             {"deployedAppRid": b.deployed_app_rid, "branch": b.branch}
-            for b in instance.runtimes.bindings_of(runtime.runtime_id)
+            for b in state.runtimes.bindings_of(runtime.runtime_id)
         ],
         "endedJobs": ended,
         "environment": environment,
     }
 
 
-def runtime_to_json(instance: FoundryInstance, runtime: Runtime) -> dict[str, Any]:
+def runtime_to_json(state: FoundryState, runtime: Runtime) -> dict[str, Any]:
     return {
         "runtimeId": runtime.runtime_id,
         "displayName": runtime.display_name,
@@ -343,11 +343,11 @@ def runtime_to_json(instance: FoundryInstance, runtime: Runtime) -> dict[str, An
         "resetAt": millis(runtime.reset_at),
         "lastPollAt": millis(runtime.last_poll_at),
         "lastSchemaPostAt": millis(runtime.last_schema_at),
-        "pollsWaiting": instance.broker.polling(runtime.runtime_id),
-        "jobsQueued": instance.broker.waiting(runtime.runtime_id),
+        "pollsWaiting": state.broker.polling(runtime.runtime_id),
+        "jobsQueued": state.broker.waiting(runtime.runtime_id),
         "deployedApps": [
             {"deployedAppRid": b.deployed_app_rid, "branch": b.branch, "active": b.active}
-            for b in instance.runtimes.bindings_of(runtime.runtime_id)
+            for b in state.runtimes.bindings_of(runtime.runtime_id)
         ],
     }
 

@@ -35,7 +35,7 @@ from ..core.principals import Principal
 from .errors import OAUTH
 
 if TYPE_CHECKING:
-    from ..service import FoundryInstance
+    from ..state import FoundryState
 
 from .oauth import (
     AUTHORIZE_FIELDS,
@@ -206,17 +206,17 @@ def error_redirect(uri: str, error: OAuthError, state: str | None, status: int) 
 # The blueprint ---------------------------------------------------------------------------------
 
 
-def signin_blueprint(instance: FoundryInstance) -> Blueprint:
+def signin_blueprint(state: FoundryState) -> Blueprint:
     """The sign-in page and its form."""
     blueprint = Blueprint("multipass_signin", __name__, url_prefix=PREFIX)
-    settings = instance.context.settings
-    clock = instance.context.clock
+    settings = state.context.settings
+    clock = state.context.clock
     form_limit = min(settings.max_body_bytes, MAX_FORM_BYTES)
 
     @blueprint.get("/authorize")
     async def authorize() -> Response:
         """The sign-in page: pick a seeded user (or deny) for an authorization-code request."""
-        oauth = instance.oauth  # looked up per request: reset() replaces it
+        oauth = state.oauth  # looked up per request: reset() replaces it
         params = AuthorizeParams.from_pairs(request.args.items(multi=True))
         try:
             target = oauth.authorization_target(params)
@@ -231,7 +231,7 @@ def signin_blueprint(instance: FoundryInstance) -> Blueprint:
     @blueprint.post("/authorize/callback")
     async def authorize_callback() -> Response:
         """The sign-in page's form: a user was picked (a code is issued) or access denied."""
-        oauth = instance.oauth
+        oauth = state.oauth
         if request.mimetype != FORM_TYPE:
             return error_page("invalid_request", f"The sign-in form must be posted as {FORM_TYPE}.")
         data = await read_body(OAUTH, form_limit, settings.body_timeout, setting="")

@@ -22,7 +22,6 @@ for _name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
     os.environ.pop(_name, None)
 
 
-
 @pytest.fixture(scope="session")
 def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One CA for the whole session (generating it is the slow part of starting)."""

@@ -23,7 +23,7 @@ from .api.admin import admin_blueprint, admin_routes
 from .api.auth import BearerAuth
 from .api.connectivity import connectivity_blueprint
 from .api.contour import contour_blueprint, contour_routes
-from .api.inspector import compute_modules_to_json, inspector_blueprint
+from .api.inspector import compute_modules_to_json, inspector_blueprint, inspector_page
 from .api.oauth import oauth_blueprint, oauth_routes
 from .api.ontologies import ontologies_blueprint
 from .api.runtime import runtime_blueprint, runtime_routes
@@ -153,6 +153,9 @@ class FoundryInstance(ServiceInstance):
             *oauth_routes(self.state),
             *admin_routes(self.state),
         ]
+
+    def inspector_page(self) -> bytes | None:
+        return inspector_page()
 
     def embedded_handle(self, handle: Any) -> Any:
         from .embedded import FoundryHandle

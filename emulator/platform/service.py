@@ -137,6 +137,12 @@ class ServiceInstance(ABC):
         then replace state: on bad data raise ValueError and change nothing."""
         raise ValueError("this service keeps no durable state")
 
+    def inspector_page(self) -> bytes | None:
+        """The HTML page `GET /_emulate/` serves on this service's listeners, or None for the
+        generic inspector (the `/_emulate/state` summary and the request log, live). The page
+        may read only the `/_emulate` routes, which never carry a secret."""
+        return None
+
     def embedded_handle(self, handle: Any) -> Any:
         """What the embedded API's `handle.service(name)` returns for this service, given the
         `EmulatorHandle` (whose `call` runs code on the emulator's loop from any thread): helpers

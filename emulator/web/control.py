@@ -9,6 +9,7 @@ here: services describe their state without them and the request log is redacted
 from __future__ import annotations
 
 from collections.abc import Iterable
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, request
@@ -26,6 +27,17 @@ CONTROL_PREFIX = "/_emulate"
 
 def control_blueprint(emulator: Emulator, site: Site) -> Blueprint:
     blueprint = Blueprint("emulate", __name__, url_prefix=CONTROL_PREFIX)
+
+    @blueprint.get("/")
+    async def inspector() -> Response:
+        """The inspector page: the service's own, or the generic state and request log."""
+        page = site.instance.inspector_page()
+        if page is None:
+            source = resources.files("emulator.web").joinpath("templates", "inspector.html")
+            page = source.read_bytes()
+        return Response(
+            page, content_type="text/html; charset=utf-8", headers={"Cache-Control": "no-store"}
+        )
 
     @blueprint.get("/health")
     async def health() -> Response:

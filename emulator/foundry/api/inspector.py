@@ -1,6 +1,6 @@
 """The inspector page (`GET /_emulate/`) and what it reads besides `/_emulate/state`.
 
-Owns the page route, the job detail route `GET /_emulate/foundry/compute-modules/jobs/{jobId}`
+Owns the page (served through `FoundryInstance.inspector_page`), the job detail route `GET /_emulate/foundry/compute-modules/jobs/{jobId}`
 (the query and the first bytes of the result), and the secret-free summaries of runtimes,
 deployed apps and jobs that `FoundryInstance.describe()` puts under `computeModules`. Like every
 `/_emulate` route these need no authentication, so they never carry a secret: no Module-Auth-Token,
@@ -31,18 +31,13 @@ RECENT_JOBS = 50
 CONNECTED_GRACE_SECONDS = 10.0
 
 
+def inspector_page() -> bytes:
+    """Foundry's inspector page (served at `GET /_emulate/` through the contract's hook)."""
+    return resources.files("emulator.foundry").joinpath("templates", "inspector.html").read_bytes()
+
+
 def inspector_blueprint(state: FoundryState) -> Blueprint:
     blueprint = Blueprint("inspector", __name__)
-
-    @blueprint.get("/_emulate/")
-    async def page() -> Response:
-        """The inspector page: runtimes, deployed apps, jobs and requests, live."""
-        source = resources.files("emulator.foundry").joinpath("templates", "inspector.html")
-        return Response(
-            source.read_bytes(),
-            content_type="text/html; charset=utf-8",
-            headers={"Cache-Control": "no-store"},
-        )
 
     @blueprint.get(PREFIX + "/jobs/<job_id>")
     async def job_detail(job_id: str) -> Response:

@@ -1,8 +1,10 @@
-"""The `foundry-emulator` command line: serve, check, init.
+"""The `emulator` command line (also installed as `foundry-emulator`): serve, check, init, and
+the subcommands services add (Foundry's `module`).
 
 Owns argument parsing, logging set-up, exit codes (0 fine, 1 cannot serve, 2 bad seed or
-options) and the startup banner. Every failure a user can cause prints one line, never a
-traceback.
+options) and the startup banner. Every failure a user can cause prints one line, prefixed with
+the name the program was called by, never a traceback. Knows services only through the
+registry and the contract.
 """
 
 from __future__ import annotations
@@ -18,21 +20,32 @@ from pathlib import Path
 import trio
 
 from . import __version__
-from .platform.seeds import Seed, default_seed_path, load_seed
+from .platform.seeds import default_seed_path, load_seed
 from .platform.seedschema import SeedError
-from .platform.service import Endpoints
-from .platform.settings import Settings, SettingsError
-from .web.app import Emulator, build_emulator, default_services
+from .platform.service import CommandError, Endpoints, add_cli_parser
+from .platform.settings import Settings, SettingsError, parse_service_ports
+from .services import registered_services
+from .web.app import Emulator, build_emulator
 
 log = logging.getLogger("emulator")
 
+# The name errors and the banner use: the command the user typed (`foundry-emulator` stays an
+# alias of `emulator` that behaves identically).
+PROG = "emulator"
+
+
+def _program_name() -> str:
+    called = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return "foundry-emulator" if called == "foundry-emulator" else "emulator"
+
 
 def _parser() -> argparse.ArgumentParser:
+    names = ", ".join(service.name for service in registered_services())
     parser = argparse.ArgumentParser(
-        prog="foundry-emulator",
-        description="A local, stateful emulator of the Palantir Foundry HTTP APIs.",
+        prog=PROG,
+        description=f"A local, stateful emulator of cloud service APIs ({names}).",
     )
-    parser.add_argument("--version", action="version", version=f"foundry-emulator {__version__}")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="start the emulator")
@@ -40,8 +53,28 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=Path, dest="seed_path", help="seed YAML (default: seeds/default.yaml)"
     )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="plain HTTP port, 0 for any (default 4000)")
-    serve.add_argument("--tls-port", type=int, help="HTTPS port, 0 for any (default 4443)")
+    serve.add_argument(
+        "--services",
+        help=f"comma-separated services to run ({names}; default: those with a seed block)",
+    )
+    serve.add_argument(
+        "--port",
+        action="append",
+        metavar="[SERVICE=]N",
+        help="plain HTTP port of SERVICE (repeatable), or of foundry when bare; 0 for any",
+    )
+    serve.add_argument(
+        "--tls-port",
+        action="append",
+        metavar="[SERVICE=]N",
+        help="HTTPS port of SERVICE (repeatable), or of foundry when bare; 0 for any",
+    )
+    serve.add_argument(
+        "--endpoints-file",
+        type=Path,
+        metavar="PATH",
+        help="once listening, write every service's URLs, the CA path and the pid here (JSON)",
+    )
     serve.add_argument(
         "--no-http",
         action="store_const",
@@ -85,31 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a seed file and summarise it")
     check.add_argument("file", type=Path)
 
-    module = commands.add_parser("module", help="run a compute module against a running emulator")
-    module_commands = module.add_subparsers(dest="module_command", required=True, metavar="ACTION")
-    for name, text in (
-        ("run", "create/reset a runtime session and run the module command"),
-        ("env", "create/reset a runtime session and print the module's environment"),
-    ):
-        action = module_commands.add_parser(name, help=text)
-        action.add_argument("--runtime", required=True, help="runtime id")
-        action.add_argument("--deployed-app", help="bind this deployed app RID to the runtime")
-        action.add_argument("--branch", help="deployed app branch (default master)")
-        action.add_argument(
-            "--emulator",
-            default=os.environ.get("FOUNDRY_EMULATOR_URL", "http://127.0.0.1:4000"),
-            help="URL of the running emulator (default $FOUNDRY_EMULATOR_URL or "
-            "http://127.0.0.1:4000)",
-        )
-        action.add_argument("--rotate-token", action="store_true", help="issue a new module token")
-        if name == "run":
-            action.add_argument("--replicas", type=int, default=1, help="copies of the module")
-            action.add_argument(
-                "module_argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS..."
-            )
-        else:
-            action.add_argument("--format", choices=("shell", "dotenv", "docker"), default="shell")
-            action.add_argument("--token-file", type=Path, help="where to write the token file")
+    for service in registered_services():
+        for command in service.cli_commands():
+            add_cli_parser(commands, command)
 
     init = commands.add_parser("init", help="write a commented starter seed")
     init.add_argument("--out", type=Path, help="file to write (default: standard output)")
@@ -118,93 +129,68 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global PROG
+    PROG = _program_name()
     args = _parser().parse_args(argv)
     if args.command == "check":
         return _check(args.file)
     if args.command == "init":
         return _init(args.out, args.force)
-    if args.command == "module":
-        return _module(args)
-    return _serve(args)
+    if args.command == "serve":
+        return _serve(args)
+    try:
+        return int(args.service_command.run(args, Settings.resolve(os.environ).state_dir))
+    except (CommandError, SettingsError) as error:
+        _error(str(error))
+        return error.status if isinstance(error, CommandError) else 2
 
 
 def _error(message: str) -> None:
-    print(f"foundry-emulator: error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
 def _check(path: Path) -> int:
     try:
-        seed = load_seed(path, default_services())
+        seed = load_seed(path, registered_services())
         build_emulator(Settings(), seed)
     except SeedError as error:
         _error(str(error))
         return 2
     print(f"{path}: OK")
-    for line in seed_summary(seed):
-        print(f"  {line}")
+    for service in registered_services():
+        if service.name not in seed.present:
+            continue
+        block = seed.blocks[service.name]
+        print(f"  {service.name}:")
+        for line in service.summary(block):
+            print(f"    {line}")
+        for warning in service.warnings(block):
+            print(f"  warning: {warning}")
     return 0
 
 
-def seed_summary(seed: Seed) -> list[str]:
-    from .foundry.seed import FoundrySeed
-
-    lines = [f"tokens: {len(seed.tokens)}"]
-    foundry = seed.blocks.get("foundry")
-    if isinstance(foundry, FoundrySeed):
-        lines += [
-            f"users: {len(foundry.users)}",
-            f"oauth clients: {len(foundry.oauth_clients)}",
-            f"connections: {len(foundry.connections)}",
-            f"ontologies: {len(foundry.ontologies)} "
-            f"({sum(len(o.queries) for o in foundry.ontologies)} queries)",
-            f"runtimes: {len(foundry.compute_modules.runtimes)}",
-            f"deployed apps: {len(foundry.compute_modules.deployed_apps)}",
-        ]
-    return lines
+def starter_seed() -> str:
+    """The commented starter seed: every service's block under one header."""
+    header = (
+        f"# {PROG} seed. Check it with: {PROG} check THIS_FILE\n"
+        "# Every key is optional unless marked (required). Unknown keys are errors.\n"
+        "# A service runs when its block is here (or when `serve --services` names it).\n"
+    )
+    blocks = [block for service in registered_services() if (block := service.starter_block())]
+    return header + "".join("\n" + block for block in blocks)
 
 
 def _init(out: Path | None, force: bool) -> int:
-    from .foundry.starter import STARTER_SEED
-
+    text = starter_seed()
     if out is None:
-        sys.stdout.write(STARTER_SEED)
+        sys.stdout.write(text)
         return 0
     if out.exists() and not force:
         _error(f"{out} exists; pass --force to overwrite it")
         return 2
-    out.write_text(STARTER_SEED, encoding="utf-8")
-    print(f"wrote {out}; check it with: foundry-emulator check {out}")
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote {out}; check it with: {PROG} check {out}")
     return 0
-
-
-def _module(args: argparse.Namespace) -> int:
-    from .foundry import launcher
-
-    try:
-        session = launcher.create_session(
-            args.emulator,
-            args.runtime,
-            deployed_app=args.deployed_app,
-            branch=args.branch,
-            rotate_token=args.rotate_token,
-        )
-        if args.module_command == "run":
-            command = list(args.module_argv)
-            if command[:1] == ["--"]:
-                command = command[1:]
-            if args.replicas < 1:
-                raise launcher.LauncherError("--replicas must be at least 1")
-            return launcher.run_module(session, command, replicas=args.replicas)
-        token_file = launcher.write_token_file(
-            session.module_auth_token,
-            args.token_file or Settings().state_dir / f"module-token-{args.runtime}",
-        )
-        sys.stdout.write(launcher.format_environment(session.environment(token_file), args.format))
-        print(f"# token file: {token_file}", file=sys.stderr)
-        return 0
-    except launcher.LauncherError as error:
-        _error(str(error))
-        return 1
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -213,8 +199,6 @@ def _serve(args: argparse.Namespace) -> int:
         for name in (
             "seed_path",
             "host",
-            "port",
-            "tls_port",
             "http_enabled",
             "tls_enabled",
             "base_url",
@@ -224,22 +208,46 @@ def _serve(args: argparse.Namespace) -> int:
             "access_log",
             "graceful_timeout",
             "http_server",
+            "endpoints_file",
         )
     }
     if args.cert_hosts:
         overrides["cert_hosts"] = tuple(args.cert_hosts)
     try:
+        if args.services is not None:
+            overrides["services"] = tuple(
+                name.strip() for name in args.services.split(",") if name.strip()
+            )
+        for flag, bare, per_service in (
+            ("--port", "port", "ports"),
+            ("--tls-port", "tls_port", "tls_ports"),
+        ):
+            values = getattr(args, bare) or []
+            pairs = parse_service_ports([v for v in values if "=" in v], flag)
+            for value in values:
+                if "=" not in value:
+                    if not value.isdigit():
+                        raise SettingsError(
+                            f"{flag}: expected SERVICE=PORT or a port, got {value!r}"
+                        )
+                    overrides[bare] = int(value)
+            if pairs:
+                overrides[per_service] = pairs
         settings = Settings.resolve(os.environ, overrides)
+        known = {service.name for service in registered_services()}
+        for name, _ in (*settings.ports, *settings.tls_ports):
+            if name not in known:
+                raise SettingsError(f"unknown service {name!r} in a port option")
     except SettingsError as error:
         _error(str(error))
         return 2
     configure_logging(settings.log_level)
     seed_path = settings.seed_path or default_seed_path()
     try:
-        seed = load_seed(seed_path, default_services())
+        seed = load_seed(seed_path, registered_services())
         # Building the state checks what only a service can (for example connection auth).
         emulator = build_emulator(settings, seed)
-    except SeedError as error:
+    except (SeedError, SettingsError) as error:
         _error(str(error))
         return 2
     # Durable state (--state-file): restore what the last run saved before serving anything.
@@ -297,18 +305,24 @@ async def _serve_until_signal(emulator: Emulator) -> None:
             print(banner(emulator, endpoints), flush=True)
 
 
-def banner(emulator: Emulator, endpoints: Endpoints) -> str:
-    lines = [f"foundry-emulator {__version__} is ready"]
-    if endpoints.http_url:
-        lines.append(f"HTTP:          {endpoints.http_url}  (HTTP/1.1 and h2c)")
-    if endpoints.https_url:
-        lines.append(f"HTTPS:         {endpoints.https_url}  (HTTP/1.1 and h2)")
-    if endpoints.ca_path:
-        lines.append(f"CA:            {endpoints.ca_path}  (trust this for HTTPS)")
-    lines.append(f"Base URL:      {endpoints.base_url}")
+def banner(emulator: Emulator, endpoints: Endpoints | None = None) -> str:
+    """What `serve` prints once every listener is bound: each service with its URLs and the
+    credentials its seed offers."""
+    lines = [f"{PROG} {__version__} is ready"]
+    ca = next((s.endpoints.ca_path for s in emulator.sites.values() if s.endpoints.ca_path), None)
+    if ca:
+        lines.append(f"CA:            {ca}  (trust this for HTTPS)")
     lines.append(f"Seed:          {emulator.seed.source}")
-    for service in emulator.services.values():
-        lines.extend(service.banner_lines())
+    for site in emulator.sites.values():
+        lines.append("")
+        lines.append(f"== {site.service.title} ({site.name})")
+        if site.endpoints.http_url:
+            lines.append(f"HTTP:          {site.endpoints.http_url}  (HTTP/1.1 and h2c)")
+        if site.endpoints.https_url:
+            lines.append(f"HTTPS:         {site.endpoints.https_url}  (HTTP/1.1 and h2)")
+        lines.append(f"Base URL:      {site.endpoints.base_url}")
+        lines.extend(site.instance.banner_lines())
+    lines.append("")
     lines.append("Stop with Ctrl-C (SIGINT) or SIGTERM.")
     return "\n".join(lines)
 

@@ -1,8 +1,10 @@
 """Running an emulator inside another program: `open_emulator` for Trio, `run_in_thread` otherwise.
 
-Owns the `EmulatorHandle` that the programmatic API and the pytest plugin give out: the listener
-URLs, the CA path, the object graph, and service helpers (for Foundry: `handle.foundry`, see
-`emulator.foundry.embedded`). Both forms listen on 127.0.0.1 port 0 unless told otherwise.
+Owns the `EmulatorHandle` that the programmatic API and the pytest plugin give out: every
+service's listener URLs (`handle.url("fabric")`), the CA path, the object graph, and each
+service's helpers (`handle.service("foundry")`, which the service's `embedded_handle` hook
+builds; `handle.foundry` is the first release's shortcut). Both forms listen on 127.0.0.1 with
+every port 0 (free ports) unless told otherwise. Knows services only by name.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import trio
@@ -20,10 +22,8 @@ from .platform.clock import Clock
 from .platform.seeds import Seed, default_seed_path, load_seed, seed_from_mapping
 from .platform.service import Endpoints
 from .platform.settings import Settings
-from .web.app import Emulator, build_emulator, default_services
-
-if TYPE_CHECKING:
-    from .foundry.embedded import FoundryHandle
+from .services import registered_services
+from .web.app import Emulator, build_emulator
 
 SeedLike = Mapping[str, Any] | Path | str | Seed | None
 
@@ -33,10 +33,10 @@ def resolve_seed(seed: SeedLike) -> Seed:
     if isinstance(seed, Seed):
         return seed
     if seed is None:
-        return load_seed(default_seed_path(), default_services())
+        return load_seed(default_seed_path(), registered_services())
     if isinstance(seed, str | Path):
-        return load_seed(Path(seed), default_services())
-    return seed_from_mapping(seed, default_services())
+        return load_seed(Path(seed), registered_services())
+    return seed_from_mapping(seed, registered_services())
 
 
 @attrs.define
@@ -64,11 +64,30 @@ class EmulatorHandle:
     def ca_path(self) -> Path | None:
         return self.endpoints.ca_path
 
-    @property
-    def foundry(self) -> FoundryHandle:
-        from .foundry.embedded import FoundryHandle
+    def endpoints_of(self, service: str) -> Endpoints:
+        """Where `service` listens; KeyError naming the running services if it does not run."""
+        sites = self.emulator.sites
+        if service not in sites:
+            raise KeyError(f"{service!r} is not running (running: {', '.join(sites)})")
+        return sites[service].endpoints
 
-        return FoundryHandle(self)
+    def url(self, service: str, *, tls: bool = False) -> str:
+        """The base URL of a service's HTTP (or, with `tls`, HTTPS) listener."""
+        endpoints = self.endpoints_of(service)
+        url = endpoints.https_url if tls else endpoints.http_url
+        if url is None:
+            raise KeyError(f"{service} has no {'HTTPS' if tls else 'HTTP'} listener")
+        return url
+
+    def service(self, name: str) -> Any:
+        """The helpers of a running service (its `ServiceInstance.embedded_handle`)."""
+        self.endpoints_of(name)
+        return self.emulator.sites[name].instance.embedded_handle(self)
+
+    @property
+    def foundry(self) -> Any:
+        """Foundry's helpers (`emulator.foundry.embedded.FoundryHandle`): tokens, runtimes."""
+        return self.service("foundry")
 
     def call(self, function: Any, *args: Any) -> Any:
         """Run a synchronous function on the emulator's loop (from its thread or any other)."""
@@ -77,6 +96,8 @@ class EmulatorHandle:
         return trio.from_thread.run_sync(function, *args, trio_token=self.trio_token)
 
     def reset(self) -> None:
+        """Every running service back to its seed."""
+
         def reset_all() -> None:
             for service in self.emulator.services.values():
                 service.reset()
@@ -85,7 +106,7 @@ class EmulatorHandle:
 
 
 def _settings(overrides: Mapping[str, Any]) -> Settings:
-    values = {"port": 0, "tls_port": 0, "log_level": "warning", **overrides}
+    values = {"ephemeral_ports": True, "log_level": "warning", **overrides}
     return Settings(**values)
 
 
@@ -95,8 +116,8 @@ async def open_emulator(
 ) -> AsyncIterator[EmulatorHandle]:
     """Serve an emulator for the duration of the block (Trio programs and pytest-trio tests).
 
-    `settings` are `emulator.settings.Settings` fields (port, tls_port, state_dir, ...); ports
-    default to 0 (any free port).
+    `settings` are `emulator.platform.settings.Settings` fields (services, ports, state_dir,
+    ...); every port defaults to 0 (any free port).
     """
     from .transport.server import serve
 
@@ -139,7 +160,7 @@ def run_in_thread(
         finally:
             started.set()
 
-    thread = threading.Thread(target=thread_main, name="foundry-emulator", daemon=True)
+    thread = threading.Thread(target=thread_main, name="emulator", daemon=True)
     thread.start()
     started.wait()
     if failure:

@@ -17,8 +17,9 @@ from emulator.platform.clock import Clock
 from emulator.platform.seeds import Seed, default_seed_path, load_seed, seed_from_mapping
 from emulator.platform.service import Endpoints
 from emulator.platform.settings import Settings
+from emulator.services import registered_services
 from emulator.transport.server import serve
-from emulator.web.app import Emulator, build_emulator, default_services
+from emulator.web.app import Emulator, build_emulator
 
 # This machine exports SSL_CERT_FILE/REQUESTS_CA_BUNDLE globally; tests set them explicitly.
 for _name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
@@ -51,17 +52,28 @@ class Running:
     def foundry(self) -> Any:
         return self.emulator.services["foundry"]
 
+    def url(self, service: str, *, tls: bool = False) -> str:
+        """The base URL of a running service's HTTP (or HTTPS) listener."""
+        endpoints = self.emulator.sites[service].endpoints
+        url = endpoints.https_url if tls else endpoints.http_url
+        assert url is not None
+        return url
+
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_path))
 
-    def client(self, *, tls: bool = False, http2: bool = False, **kwargs: Any) -> httpx.AsyncClient:
-        """An httpx client for one listener; http2 without TLS means h2c with prior knowledge."""
+    def client(
+        self, *, tls: bool = False, http2: bool = False, service: str | None = None, **kwargs: Any
+    ) -> httpx.AsyncClient:
+        """An httpx client for one listener of `service` (default: the primary service); http2
+        without TLS means h2c with prior knowledge."""
         kwargs.setdefault("timeout", 30.0)
+        name = service or self.emulator.primary.name
         if tls:
             return httpx.AsyncClient(
-                base_url=self.https_url, verify=self.ssl_context(), http2=http2, **kwargs
+                base_url=self.url(name, tls=True), verify=self.ssl_context(), http2=http2, **kwargs
             )
-        return httpx.AsyncClient(base_url=self.http_url, http1=not http2, http2=http2, **kwargs)
+        return httpx.AsyncClient(base_url=self.url(name), http1=not http2, http2=http2, **kwargs)
 
 
 StartEmulator = Callable[..., Awaitable[Running]]
@@ -69,10 +81,10 @@ StartEmulator = Callable[..., Awaitable[Running]]
 
 def make_seed(seed: Mapping[str, Any] | Path | None) -> Seed:
     if seed is None:
-        return load_seed(default_seed_path(), default_services())
+        return load_seed(default_seed_path(), registered_services())
     if isinstance(seed, Path):
-        return load_seed(seed, default_services())
-    return seed_from_mapping(seed, default_services())
+        return load_seed(seed, registered_services())
+    return seed_from_mapping(seed, registered_services())
 
 
 @pytest.fixture(scope="session")
@@ -91,8 +103,7 @@ async def start_emulator(nursery: trio.Nursery, state_dir: Path) -> StartEmulato
         clock: Clock | None = None,
         **settings: Any,
     ) -> Running:
-        settings.setdefault("port", 0)
-        settings.setdefault("tls_port", 0)
+        settings.setdefault("ephemeral_ports", True)
         settings.setdefault("state_dir", state_dir)
         settings.setdefault("graceful_timeout", 2.0)
         emulator = build_emulator(Settings(**settings), make_seed(seed), clock=clock)

@@ -7,6 +7,8 @@ import logging
 import pytest
 from conftest import Running, StartEmulator
 
+from emulator.web.app import Emulator
+
 
 async def test_state_describes_services_without_secrets(emulator: Running) -> None:
     async with emulator.client() as client:
@@ -86,10 +88,10 @@ async def test_openapi_is_generated_from_the_routes(emulator: Running) -> None:
     assert paths["/_emulate/requests"].keys() >= {"get", "delete"}
 
 
-def _quart_rules(emulator_graph: object) -> list[object]:
+def _quart_rules(emulator_graph: Emulator) -> list[object]:
     from emulator.web.app import create_app
 
-    app = create_app(emulator_graph)  # type: ignore[arg-type]
+    app = create_app(emulator_graph, emulator_graph.primary)
     return [rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"]
 
 

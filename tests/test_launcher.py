@@ -287,7 +287,7 @@ async def test_run_without_a_command_is_a_one_line_error(running: Running) -> No
     )
     assert result.returncode == 1
     assert result.stderr.decode().strip().splitlines() == [
-        "foundry-emulator: error: give the module command after --, e.g. -- python app.py"
+        "emulator: error: give the module command after --, e.g. -- python app.py"
     ]
 
 
@@ -379,7 +379,7 @@ async def test_env_with_no_emulator_running_says_how_to_start_one(tmp_path: Path
     assert result.stdout == b""
     [line] = result.stderr.decode().splitlines()
     assert line.startswith(
-        f"foundry-emulator: error: no emulator answers at http://127.0.0.1:{port}"
+        f"emulator: error: no emulator answers at http://127.0.0.1:{port}"
     )
     assert "foundry-emulator serve" in line
     assert not (tmp_path / "token").exists()
@@ -404,4 +404,4 @@ async def test_env_reports_the_emulators_refusal(running: Running) -> None:
     )
     assert result.returncode == 1
     [line] = result.stderr.decode().splitlines()
-    assert line.startswith("foundry-emulator: error: the emulator refused the runtime session: 400")
+    assert line.startswith("emulator: error: the emulator refused the runtime session: 400")

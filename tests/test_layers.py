@@ -21,9 +21,10 @@ IO_LIBRARIES = {
 }
 
 
-def imports_of(path: Path) -> set[str]:
+def imports_of(path: Path, tree: ast.Module | None = None) -> set[str]:
     """Absolute top-level names and package-relative module paths a file imports."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    if tree is None:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
     package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -45,13 +46,6 @@ def modules(pattern: str) -> list[Path]:
 
 def roots(names: set[str]) -> set[str]:
     return {name.split(".")[0] for name in names}
-
-
-@pytest.mark.parametrize("path", modules("foundry/core/*.py"), ids=lambda p: p.name)
-def test_core_is_synchronous_and_pure(path: Path) -> None:
-    names = imports_of(path)
-    assert not roots(names) & IO_LIBRARIES, f"{path.name} imports {roots(names) & IO_LIBRARIES}"
-    assert not any(n.startswith(("emulator.foundry.api", "emulator.foundry.broker")) for n in names)
 
 
 @pytest.mark.parametrize(
@@ -82,14 +76,57 @@ def test_yaml_only_in_seeds_and_hypercorn_only_in_server() -> None:
             ), relative
 
 
+SERVICE_PACKAGES = sorted(
+    path.parent.name for path in PACKAGE.glob("*/service.py") if path.parent.name != "platform"
+)
+
+
+def runtime_imports_of(path: Path) -> set[str]:
+    """Like `imports_of`, without the imports under `if TYPE_CHECKING:` (no run-time coupling)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            node.body = []
+            node.body = [ast.Pass()]
+    return imports_of(path, tree)
+
+
+def test_every_registered_service_has_a_package() -> None:
+    from emulator.services import service_names
+
+    assert sorted(service_names()) == SERVICE_PACKAGES
+
+
 def test_generic_modules_know_no_service() -> None:
-    # The service registry (app.default_services), the CLI's seed summary, starter and module
-    # launcher, and the embedded handle's `.foundry` shortcut are the only places the generic
-    # layer names Foundry.
-    allowed = {"web/app.py", "cli.py", "embedded.py"}
+    # The registry is the one place the generic layer names a service package.
     for path in modules("**/*.py"):
-        relative = str(path.relative_to(PACKAGE))
-        if relative in allowed or relative.startswith("foundry/"):
+        relative = path.relative_to(PACKAGE)
+        if relative.parts[0] in SERVICE_PACKAGES or str(relative) == "services.py":
             continue
         names = imports_of(path)
-        assert not any(n.startswith("emulator.foundry") for n in names), path.name
+        for service in SERVICE_PACKAGES:
+            assert not any(n.startswith(f"emulator.{service}") for n in names), relative
+
+
+@pytest.mark.parametrize("service", SERVICE_PACKAGES)
+def test_services_never_import_each_other(service: str) -> None:
+    others = [name for name in SERVICE_PACKAGES if name != service]
+    for path in modules(f"{service}/**/*.py"):
+        names = imports_of(path)
+        for other in others:
+            assert not any(n.startswith(f"emulator.{other}") for n in names), path
+
+
+@pytest.mark.parametrize("service", SERVICE_PACKAGES)
+def test_service_cores_are_synchronous_and_pure(service: str) -> None:
+    for path in modules(f"{service}/core/*.py"):
+        names = imports_of(path)
+        assert not roots(names) & IO_LIBRARIES, f"{path} imports {roots(names) & IO_LIBRARIES}"
+        assert not any(n.startswith(f"emulator.{service}.api") for n in names), path
+
+
+def test_platform_imports_neither_web_nor_transport_at_run_time() -> None:
+    for path in modules("platform/*.py"):
+        names = runtime_imports_of(path)
+        assert not any(n.startswith(("emulator.web", "emulator.transport")) for n in names), path
+        assert not roots(names) & {"quart", "quart_trio", "hypercorn", "h11", "h2"}, path

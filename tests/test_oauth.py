@@ -28,7 +28,7 @@ from emulator.foundry.core.oauth import (
 )
 from emulator.platform.clock import ManualClock, Randomness
 from emulator.platform.seeds import default_seed_path, seed_from_mapping
-from emulator.web.app import default_services
+from emulator.services import registered_services
 
 AUTHORIZE = "/multipass/api/oauth2/authorize"
 CALLBACK = "/multipass/api/oauth2/authorize/callback"
@@ -1162,7 +1162,7 @@ async def test_no_secret_is_logged_or_kept_in_the_request_log(
 
 def core_server(now: float = 1000.0) -> OAuthServer:
     seed = seed_from_mapping(
-        yaml.safe_load(default_seed_path().read_text(encoding="utf-8")), default_services()
+        yaml.safe_load(default_seed_path().read_text(encoding="utf-8")), registered_services()
     )
     foundry = seed.blocks["foundry"]
     identity = Identity.from_seed(foundry, now)

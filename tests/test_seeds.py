@@ -10,13 +10,13 @@ import pytest
 from emulator.foundry.seed import FoundrySeed
 from emulator.platform.seeds import default_seed_path, load_seed, seed_from_mapping
 from emulator.platform.seedschema import SeedError
-from emulator.web.app import default_services
+from emulator.services import registered_services
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def read(data: dict[str, Any]) -> FoundrySeed:
-    block = seed_from_mapping(data, default_services()).blocks["foundry"]
+    block = seed_from_mapping(data, registered_services()).blocks["foundry"]
     assert isinstance(block, FoundrySeed)
     return block
 
@@ -179,20 +179,20 @@ BAD_SEEDS: list[tuple[dict[str, Any], str, str]] = [
 @pytest.mark.parametrize(("data", "path", "message"), BAD_SEEDS)
 def test_bad_seeds_name_the_path(data: dict[str, Any], path: str, message: str) -> None:
     with pytest.raises(SeedError) as caught:
-        seed_from_mapping(data, default_services())
+        seed_from_mapping(data, registered_services())
     assert caught.value.path == path
     assert message in caught.value.message
     assert "\n" not in str(caught.value)
 
 
 def test_default_seed_is_a_useful_world() -> None:
-    seed = load_seed(default_seed_path(), default_services())
+    seed = load_seed(default_seed_path(), registered_services())
     foundry = seed.blocks["foundry"]
     assert isinstance(foundry, FoundrySeed)
     assert len([u for u in foundry.users if u.principal_type == "human"]) >= 2
     grants = {g for client in foundry.oauth_clients for g in client.grant_types}
     assert {"authorization_code", "refresh_token", "client_credentials"} <= grants
-    assert {t.username for t in seed.tokens} <= {u.username for u in foundry.users}
+    assert {t.username for t in foundry.tokens} <= {u.username for u in foundry.users}
     assert foundry.connections
     assert foundry.ontologies
     assert any(app.runtime_id == "agent-loop" for app in foundry.compute_modules.deployed_apps)
@@ -230,19 +230,19 @@ def test_ids_are_stable_across_reads() -> None:
 
 def test_prior_emulator_login_field_is_accepted() -> None:
     seed = seed_from_mapping(
-        {"tokens": {"t": {"login": "a"}}, "foundry": {"users": [user("a")]}}, default_services()
+        {"tokens": {"t": {"login": "a"}}, "foundry": {"users": [user("a")]}}, registered_services()
     )
-    assert seed.tokens[0].username == "a"
-    assert seed.tokens[0].scopes == ()
+    assert seed.blocks["foundry"].tokens[0].username == "a"
+    assert seed.blocks["foundry"].tokens[0].scopes == ()
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("foundry:\n  users: [\n", encoding="utf-8")
     with pytest.raises(SeedError, match=r"broken.yaml: <top>: not valid YAML: line \d+"):
-        load_seed(path, default_services())
+        load_seed(path, registered_services())
 
 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(SeedError, match="file not found"):
-        load_seed(tmp_path / "nope.yaml", default_services())
+        load_seed(tmp_path / "nope.yaml", registered_services())

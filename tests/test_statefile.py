@@ -327,6 +327,6 @@ async def test_cli_refuses_a_corrupt_state_file(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1, lines
-    assert lines[0].startswith("foundry-emulator: error: state file ")
+    assert lines[0].startswith("emulator: error: state file ")
     assert str(state_file) in lines[0]
     assert "Traceback" not in result.stderr.decode()

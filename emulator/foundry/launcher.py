@@ -1,4 +1,4 @@
-"""`foundry-emulator module run|env`: point a real compute module at a running emulator.
+"""`emulator module run|env`: point a real compute module at a running emulator.
 
 Owns creating or resetting a runtime session over HTTP, writing the Module-Auth-Token to a
 private file (no trailing newline: both module libraries send the file's bytes as a header),
@@ -9,6 +9,7 @@ Uses only the standard library's HTTP client: it runs wherever the emulator is i
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -26,6 +27,8 @@ from types import FrameType
 from typing import Any
 
 import attrs
+
+from ..platform.service import CliCommand, CommandError
 
 RUNTIMES_PATH = "/_emulate/foundry/compute-modules/runtimes"
 DEFAULT_EMULATOR_URL = "http://127.0.0.1:4000"
@@ -257,3 +260,73 @@ def print_error(message: str) -> None:
 
 def print_warning(message: str) -> None:
     print(f"foundry-emulator: warning: {message}", file=sys.stderr, flush=True)
+
+
+def configure_module_parser(module: argparse.ArgumentParser) -> None:
+    """The arguments of `emulator module run|env`."""
+    actions = module.add_subparsers(dest="module_command", required=True, metavar="ACTION")
+    for name, text in (
+        ("run", "create/reset a runtime session and run the module command"),
+        ("env", "create/reset a runtime session and print the module's environment"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("--runtime", required=True, help="runtime id")
+        action.add_argument("--deployed-app", help="bind this deployed app RID to the runtime")
+        action.add_argument("--branch", help="deployed app branch (default master)")
+        action.add_argument(
+            "--emulator",
+            default=emulator_url_from_environment(os.environ),
+            help="URL of the running emulator's Foundry listener (default $EMULATOR_URL, "
+            "$FOUNDRY_EMULATOR_URL or http://127.0.0.1:4000)",
+        )
+        action.add_argument("--rotate-token", action="store_true", help="issue a new module token")
+        if name == "run":
+            action.add_argument("--replicas", type=int, default=1, help="copies of the module")
+            action.add_argument(
+                "module_argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS..."
+            )
+        else:
+            action.add_argument("--format", choices=("shell", "dotenv", "docker"), default="shell")
+            action.add_argument("--token-file", type=Path, help="where to write the token file")
+
+
+def emulator_url_from_environment(environ: Mapping[str, str]) -> str:
+    return (
+        environ.get("EMULATOR_URL") or environ.get("FOUNDRY_EMULATOR_URL") or DEFAULT_EMULATOR_URL
+    )
+
+
+def run_module_command(args: argparse.Namespace, state_dir: Path) -> int:
+    """`module run` or `module env`; a failure is a CommandError (one line, exit status 1)."""
+    try:
+        session = create_session(
+            args.emulator,
+            args.runtime,
+            deployed_app=args.deployed_app,
+            branch=args.branch,
+            rotate_token=args.rotate_token,
+        )
+        if args.module_command == "run":
+            command = list(args.module_argv)
+            if command[:1] == ["--"]:
+                command = command[1:]
+            if args.replicas < 1:
+                raise LauncherError("--replicas must be at least 1")
+            return run_module(session, command, replicas=args.replicas)
+        token_file = write_token_file(
+            session.module_auth_token,
+            args.token_file or state_dir / f"module-token-{args.runtime}",
+        )
+        sys.stdout.write(format_environment(session.environment(token_file), args.format))
+        print(f"# token file: {token_file}", file=sys.stderr)
+        return 0
+    except LauncherError as error:
+        raise CommandError(str(error), status=1) from None
+
+
+MODULE_COMMAND = CliCommand(
+    name="module",
+    help="run a compute module against a running emulator",
+    configure=configure_module_parser,
+    run=run_module_command,
+)

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from ..platform.seedschema import Node, TokenSeed, check_unique
+from ..platform.seedschema import Node, check_unique
 
 RID_PATTERN = re.compile(
     r"^ri\.[a-z][a-z0-9-]*\.([a-z0-9][a-z0-9\-]*)?\.[a-z][a-z0-9-]*\.[a-zA-Z0-9._-]+$"
@@ -475,6 +475,50 @@ class ComputeModulesSeed:
             deployed_apps=apps,
             limits=JobLimitsSeed.from_node(f.get("limits")),
         )
+
+
+@attrs.frozen
+class TokenSeed:
+    """A ready-made bearer token from the top-level `tokens:` block (each names a Foundry user)."""
+
+    token: str
+    username: str
+    scopes: tuple[str, ...]
+    # Seconds until the token stops working; None means it never expires.
+    expires_in: int | None
+    # Where the token's entry is (for cross-checks made by a service).
+    path: str
+    source: str
+
+    @classmethod
+    def from_node(cls, token: str, node: Node) -> TokenSeed:
+        # `login` is the prior emulator's name for the field; both are accepted.
+        fields = node.fields(optional=("username", "login", "scopes", "expires_in"))
+        if fields.has("username") == fields.has("login"):
+            raise node.error("give exactly one of username or login")
+        username = fields.str("username") if fields.has("username") else fields.str("login")
+        expires = fields.get("expires_in")
+        return cls(
+            token=token,
+            username=username,
+            scopes=fields.str_list("scopes"),
+            expires_in=None if expires is None else expires.as_int(minimum=1),
+            path=node.path,
+            source=node.source,
+        )
+
+
+def read_tokens(node: Node | None) -> tuple[TokenSeed, ...]:
+    """The top-level `tokens:` block: token -> principal and scopes."""
+    if node is None:
+        return ()
+    items = node.as_items()
+    tokens = tuple(TokenSeed.from_node(token, entry) for token, entry in items)
+    for token_seed, (_, entry) in zip(tokens, items, strict=True):
+        if not token_seed.token.strip() or any(ch.isspace() for ch in token_seed.token):
+            raise entry.error("a token must be a non-empty string without spaces")
+    check_unique(((Node(None, t.path, t.source), t.token) for t in tokens), "token")
+    return tokens
 
 
 @attrs.frozen

@@ -1,21 +1,22 @@
 """The Foundry service: builds the Foundry state from its seed block and mounts its blueprints.
 
-Owns the `FoundryService` (seed reading, start) and `FoundryInstance` (the state of every
-Foundry area, its routes, its banner lines, reset and shutdown). Each area keeps its own core
-state and blueprint; this module only wires them together.
+Owns the `FoundryService` (seed reading, start, `check` summary, `init` block, the `module`
+subcommand) and `FoundryInstance` (the state of every Foundry area, its routes, its banner
+lines, reset, shutdown and durable state). Each area keeps its own core state and blueprint;
+this module only wires them together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import trio
 from quart import Blueprint
 
 from ..platform.errors import ErrorFamily
-from ..platform.seedschema import Node, TokenSeed
-from ..platform.service import ServiceContext
+from ..platform.seedschema import Node
+from ..platform.service import CliCommand, Service, ServiceContext, ServiceInstance
 from ..web.rawasgi import RawRoute
 from .api import errors as api_errors
 from .api.admin import admin_blueprint, admin_routes
@@ -30,26 +31,61 @@ from .broker import Broker
 from .core.connectivity import Connectivity
 from .core.identity import Identity
 from .core.jobs import FailureKind
-from .core.oauth import OAuthServer
+from .core.oauth import SCOPE_DESCRIPTIONS, OAuthServer
 from .core.ontologies import Ontologies
 from .core.runtimes import RuntimeRegistry
-from .seed import FoundrySeed
+from .seed import FoundrySeed, read_tokens
 
 
-class FoundryService:
-    key = "foundry"
+class FoundryService(Service):
+    name = "foundry"
+    title = "Palantir Foundry"
+    default_http_port = 4000
+    default_https_port = 4443
+    # The top-level `tokens:` block of the first release names Foundry users.
+    extra_seed_keys = ("tokens",)
 
-    def read_seed(self, node: Node | None, tokens: tuple[TokenSeed, ...]) -> FoundrySeed:
-        return FoundrySeed.from_node(node, tokens)
+    def read_seed(self, block: Node | None, extra: Mapping[str, Node]) -> FoundrySeed:
+        return FoundrySeed.from_node(block, read_tokens(extra.get("tokens")))
 
     def start(self, seed: Any, context: ServiceContext) -> FoundryInstance:
         if not isinstance(seed, FoundrySeed):
             seed = FoundrySeed.from_node(None, ())
         return FoundryInstance(seed, context)
 
+    def summary(self, seed: Any) -> list[str]:
+        assert isinstance(seed, FoundrySeed)
+        return [
+            f"tokens: {len(seed.tokens)}",
+            f"users: {len(seed.users)}",
+            f"oauth clients: {len(seed.oauth_clients)}",
+            f"connections: {len(seed.connections)}",
+            f"ontologies: {len(seed.ontologies)} "
+            f"({sum(len(o.queries) for o in seed.ontologies)} queries)",
+            f"runtimes: {len(seed.compute_modules.runtimes)}",
+            f"deployed apps: {len(seed.compute_modules.deployed_apps)}",
+        ]
 
-class FoundryInstance:
+    def warnings(self, seed: Any) -> list[str]:
+        assert isinstance(seed, FoundrySeed)
+        return seed_warnings(seed)
+
+    def starter_block(self) -> str:
+        from .starter import STARTER_BLOCK
+
+        return STARTER_BLOCK
+
+    def cli_commands(self) -> Sequence[CliCommand]:
+        from .launcher import MODULE_COMMAND
+
+        return (MODULE_COMMAND,)
+
+
+class FoundryInstance(ServiceInstance):
     """The running Foundry service."""
+
+    # Query names whose values the request log hides, besides the generic ones.
+    secret_names = frozenset({"module_auth_token", "moduleauthtoken"})
 
     def __init__(self, seed: FoundrySeed, context: ServiceContext) -> None:
         self.seed = seed
@@ -90,7 +126,7 @@ class FoundryInstance:
             inspector_blueprint(self),
         ]
 
-    def asgi_routes(self) -> Sequence[RawRoute]:
+    def raw_routes(self) -> Sequence[RawRoute]:
         """The hot paths (the compute-module job plane, the token endpoint and the current-user
         routes), served as raw ASGI in front of Quart."""
         return [
@@ -100,9 +136,10 @@ class FoundryInstance:
             *admin_routes(self),
         ]
 
-    def openapi_routes(self) -> list[tuple[str, tuple[str, ...], str]]:
-        """The raw routes as (rule, methods, summary), for the OpenAPI document."""
-        return [(route.rule, (route.method,), route.summary) for route in self.asgi_routes()]
+    def embedded_handle(self, handle: Any) -> Any:
+        from .embedded import FoundryHandle
+
+        return FoundryHandle(handle)
 
     def error_families(self) -> Sequence[tuple[str, ErrorFamily]]:
         return api_errors.PREFIXES
@@ -206,3 +243,22 @@ class FoundryInstance:
                 f"{endpoints.base_url}/api/v2/admin/users/getCurrent"
             )
         return lines
+
+
+def seed_warnings(seed: FoundrySeed) -> list[str]:
+    """Scope names no Foundry route checks: a typo there silently denies every request."""
+    known = set(SCOPE_DESCRIPTIONS)
+    warnings = []
+    for token in seed.tokens:
+        for scope in token.scopes:
+            if scope not in known:
+                warnings.append(f"{token.path}.scopes: unknown scope {scope!r}")
+    for index, client in enumerate(seed.oauth_clients):
+        for scope in client.allowed_scopes:
+            if scope not in known:
+                warnings.append(
+                    f"foundry.oauth_clients[{index}].allowed_scopes: unknown scope {scope!r}"
+                )
+    if warnings:
+        warnings.append(f"known scopes: {', '.join(sorted(known))}")
+    return warnings

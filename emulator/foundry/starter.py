@@ -1,9 +1,7 @@
-"""The commented starter seed that `foundry-emulator init` writes (it must pass `check`)."""
+"""Foundry's part of the commented starter seed that `emulator init` writes (it must pass
+`check`): the top-level `tokens:` block and the `foundry:` block."""
 
-STARTER_SEED = """\
-# foundry-emulator seed. Check it with: foundry-emulator check THIS_FILE
-# Every key is optional unless marked (required). Unknown keys are errors.
-
+STARTER_BLOCK = """\
 # Ready-made bearer tokens: token -> {username (required), scopes, expires_in (seconds)}.
 tokens:
   my-dev-token:

@@ -1,62 +1,73 @@
-"""The error taxonomy: one exception type, error families that know their JSON shape.
+"""The error taxonomy: one exception type, and error families that know their wire shape.
 
 Owns how an API error becomes a status, a JSON body and headers. A family is the wire shape a
-group of routes uses for errors (the OAuth `error`/`error_description` shape, Palantir's
-Conjure shape with `errorCode`/`errorName`/`errorInstanceId`/`parameters`, ...). Services
-declare which family answers under which path prefix, so unknown routes, wrong methods and
-malformed bodies are answered in the family of the route that was meant.
+group of routes uses for errors. The base class is the emulator's own plain shape,
+`{"error", "error_description"}`; a service that speaks another shape (Foundry's Conjure errors,
+Fabric's envelope, FoundryOps' `{error: {code, message, details}}`) subclasses `ErrorFamily` in
+its own package and overrides `body`, `framework_code` and `schema`. A family may also
+translate the service's domain errors once (`translate`), so handlers raise core errors and
+never convert them by hand. Services declare which family answers under which path prefix, so
+unknown routes, wrong methods and malformed bodies are answered in the family of the route that
+was meant.
 
 Imports nothing from the rest of the package, and nothing from trio, quart or hypercorn.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-# Conjure's error codes by HTTP status, as Foundry's public API uses them.
-CONJURE_CODES: Mapping[int, str] = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHORIZED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    405: "INVALID_ARGUMENT",
-    409: "CONFLICT",
-    413: "REQUEST_ENTITY_TOO_LARGE",
-    415: "INVALID_ARGUMENT",
-    431: "INVALID_ARGUMENT",
-    429: "RATE_LIMITED",
-    503: "SERVICE_UNAVAILABLE",
-    504: "TIMEOUT",
+# The codes of HTTP-level failures (no route, wrong method, body too large, ...) in the plain
+# shape; other families map the same statuses to their own vocabulary.
+PLAIN_FRAMEWORK_CODES: Mapping[int, str] = {
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "request_too_large",
+    431: "request_header_fields_too_large",
+    500: "server_error",
 }
 
 
-@attrs.frozen
 class ErrorFamily:
-    """A wire shape for errors. `style` is "oauth" (error, error_description) or "conjure"."""
+    """A wire shape for errors; this base class is the plain `{"error", "error_description"}`.
 
-    name: str
-    style: str
+    Subclasses override what differs: `body` (the JSON of an error), `framework_code` (the code of
+    an HTTP-level failure), `schema` (the error body's JSON schema, for the OpenAPI document),
+    `translate` (a domain error of the service as an `ApiError`, or None) and `decorate` (headers
+    every error of the family carries, such as a request id).
+    """
 
-    def __attrs_post_init__(self) -> None:
-        if self.style not in ("oauth", "conjure"):
-            raise ValueError(f"unknown error style {self.style!r}")
+    def __init__(self, name: str) -> None:
+        self.name = name
 
-    def body(self, error: ApiError) -> dict[str, Any]:
-        if self.style == "oauth":
-            return {"error": error.code, "error_description": error.description}
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+    def body(self, error: ApiError) -> Any:
+        return {"error": error.code, "error_description": error.description}
+
+    def framework_code(self, status: int) -> str:
+        if status >= 500:
+            return PLAIN_FRAMEWORK_CODES[500]
+        return PLAIN_FRAMEWORK_CODES.get(status, "invalid_request")
+
+    def schema(self) -> dict[str, Any]:
         return {
-            "errorCode": CONJURE_CODES.get(
-                error.status, "INTERNAL" if error.status >= 500 else "INVALID_ARGUMENT"
-            ),
-            "errorName": error.code,
-            "errorDescription": error.description,
-            "errorInstanceId": str(uuid.uuid4()),
-            "parameters": dict(error.parameters),
+            "type": "object",
+            "required": ["error", "error_description"],
+            "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
         }
+
+    def translate(self, error: Exception) -> ApiError | None:
+        """The service's own exception as an answer of this family; None: not ours (a 500)."""
+        return None
+
+    def decorate(self, error: ApiError) -> None:
+        """Add what every error of this family carries (headers); called once per error."""
 
     def error(
         self,
@@ -68,7 +79,7 @@ class ErrorFamily:
         headers: Mapping[str, str] | None = None,
     ) -> ApiError:
         """Build an error of this family (raise it from a handler)."""
-        return ApiError(
+        error = ApiError(
             family=self,
             status=status,
             code=code,
@@ -76,10 +87,12 @@ class ErrorFamily:
             parameters=dict(parameters or {}),
             headers=dict(headers or {}),
         )
+        self.decorate(error)
+        return error
 
 
-# A plain JSON family for the emulator's own routes and for paths no service claims.
-EMULATOR = ErrorFamily("emulator", "oauth")
+# The plain family for the emulator's own routes and for paths no service claims.
+EMULATOR = ErrorFamily("emulator")
 
 
 @attrs.define(auto_exc=True, eq=False)
@@ -96,7 +109,7 @@ class ApiError(Exception):
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.description}"
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> Any:
         return self.family.body(self)
 
 
@@ -108,7 +121,12 @@ class FamilyMap:
     default: ErrorFamily = EMULATOR
 
     def with_prefix(self, prefix: str, family: ErrorFamily) -> FamilyMap:
+        """Add a prefix; a prefix claimed twice is a programming error (ValueError at start)."""
         merged = dict(self.prefixes)
+        if prefix in merged:
+            raise ValueError(
+                f"path prefix {prefix!r} is claimed by both {merged[prefix]!r} and {family!r}"
+            )
         merged[prefix] = family
         ordered = sorted(merged.items(), key=lambda item: len(item[0]), reverse=True)
         return attrs.evolve(self, prefixes=tuple(ordered))
@@ -120,33 +138,29 @@ class FamilyMap:
         return self.default
 
 
-def framework_error(family: ErrorFamily, status: int, path: str, method: str) -> ApiError:
-    """The answer for an HTTP-level failure (no such route, wrong method, body too large, ...)."""
+def framework_error(
+    family: ErrorFamily, status: int, path: str, method: str, *, detail: str = ""
+) -> ApiError:
+    """The answer for an HTTP-level failure (no such route, wrong method, body too large, ...);
+    `detail` is appended to the description (for example, the limit that was exceeded)."""
+    code = family.framework_code(status)
+    suffix = f" {detail}" if detail else ""
     if status == 404:
-        code = "Default:NotFound" if family.style == "conjure" else "not_found"
         return family.error(404, code, f"No route matches {path}.", parameters={"path": path})
     if status == 405:
-        code = "Default:MethodNotAllowed" if family.style == "conjure" else "method_not_allowed"
         return family.error(
             405, code, f"{method} is not allowed on {path}.", parameters={"method": method}
         )
     if status == 413:
-        code = "Default:RequestEntityTooLarge" if family.style == "conjure" else "request_too_large"
-        return family.error(413, code, "The request body is larger than the emulator accepts.")
-    if status == 431:
-        code = (
-            "Default:RequestHeaderFieldsTooLarge"
-            if family.style == "conjure"
-            else "request_header_fields_too_large"
-        )
         return family.error(
-            431, code, "The request's headers are larger than the emulator accepts."
+            413, code, "The request body is larger than the emulator accepts." + suffix
+        )
+    if status == 431:
+        return family.error(
+            431, code, "The request's headers are larger than the emulator accepts." + suffix
         )
     if status == 408:
-        code = "Default:RequestTimeout" if family.style == "conjure" else "request_timeout"
-        return family.error(408, code, "The request body did not arrive in time.")
+        return family.error(408, code, "The request body did not arrive in time." + suffix)
     if status < 500:
-        code = "Default:InvalidArgument" if family.style == "conjure" else "invalid_request"
-        return family.error(status, code, "The request could not be read.")
-    code = "Default:Internal" if family.style == "conjure" else "server_error"
+        return family.error(status, code, "The request could not be read." + suffix)
     return family.error(500, code, "The emulator failed to handle this request; see its log.")

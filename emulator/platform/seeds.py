@@ -1,8 +1,8 @@
 """Seed documents: YAML (or a dict) to a frozen `Seed`, with errors that name the YAML path.
 
-Owns the top level of a seed (`tokens:` plus one block per service) and finding the default
-seed. The only module that imports yaml. Each service reads its own block through
-`emulator.platform.seedschema.Node`.
+Owns the top level of a seed (one block per service, plus keys a service claims besides its
+block, such as Foundry's `tokens:`) and finding the default seed. The only module that imports
+yaml. Each service reads its own block through `emulator.platform.seedschema.Node`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import yaml
 
-from .seedschema import Node, SeedError, TokenSeed, check_unique
+from .seedschema import Node, SeedError
 from .service import Service
 
 _PACKAGED_DEFAULT = Path(__file__).resolve().parent.parent / "default_seed.yaml"
@@ -29,31 +29,32 @@ def default_seed_path() -> Path:
 @attrs.frozen
 class Seed:
     source: str
-    tokens: tuple[TokenSeed, ...]
-    # Service key -> that service's parsed seed block.
+    # Service name -> that service's parsed seed block (every registered service has one,
+    # built from defaults when the document has no block for it).
     blocks: Mapping[str, Any]
+    # The services whose block (or one of whose extra keys) the document has, in registry order:
+    # the ones `serve` runs unless `--services` says otherwise.
+    present: tuple[str, ...] = ()
 
 
 def seed_from_data(data: Any, source: str, services: Sequence[Service]) -> Seed:
     """Check and convert a parsed document. Raises SeedError at the first problem."""
     root = Node({} if data is None else data, "", source)
-    keys = [service.key for service in services]
-    fields = root.fields(optional=("tokens", *keys))
-    token_nodes = fields.get("tokens")
-    tokens = tuple(
-        TokenSeed.from_node(token, node)
-        for token, node in ([] if token_nodes is None else token_nodes.as_items())
-    )
-    for token_seed, (_, node) in zip(
-        tokens, token_nodes.as_items() if token_nodes else [], strict=True
-    ):
-        if not token_seed.token.strip() or any(ch.isspace() for ch in token_seed.token):
-            raise node.error("a token must be a non-empty string without spaces")
-    check_unique(((Node(None, t.path, source), t.token) for t in tokens), "token")
-    blocks = {
-        service.key: service.read_seed(fields.get(service.key), tokens) for service in services
-    }
-    return Seed(source=source, tokens=tokens, blocks=blocks)
+    keys: list[str] = []
+    for service in services:
+        keys.extend((service.name, *service.extra_seed_keys))
+    fields = root.fields(optional=tuple(keys))
+    blocks: dict[str, Any] = {}
+    present: list[str] = []
+    for service in services:
+        extra = {
+            key: node for key in service.extra_seed_keys if (node := fields.get(key)) is not None
+        }
+        block = fields.get(service.name)
+        if block is not None or extra:
+            present.append(service.name)
+        blocks[service.name] = service.read_seed(block, extra)
+    return Seed(source=source, blocks=blocks, present=tuple(present))
 
 
 def load_seed(path: Path, services: Sequence[Service]) -> Seed:

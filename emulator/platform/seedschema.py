@@ -241,34 +241,3 @@ def walk(node: Node) -> Iterator[Node]:
     elif isinstance(node.value, dict):
         for _, child in node.as_items():
             yield from walk(child)
-
-
-@attrs.frozen
-class TokenSeed:
-    """A ready-made bearer token from the top-level `tokens:` block, shared by every service."""
-
-    token: str
-    username: str
-    scopes: tuple[str, ...]
-    # Seconds until the token stops working; None means it never expires.
-    expires_in: int | None
-    # Where the token's entry is (for cross-checks made by a service).
-    path: str
-    source: str
-
-    @classmethod
-    def from_node(cls, token: str, node: Node) -> TokenSeed:
-        # `login` is the prior emulator's name for the field; both are accepted.
-        fields = node.fields(optional=("username", "login", "scopes", "expires_in"))
-        if fields.has("username") == fields.has("login"):
-            raise node.error("give exactly one of username or login")
-        username = fields.str("username") if fields.has("username") else fields.str("login")
-        expires = fields.get("expires_in")
-        return cls(
-            token=token,
-            username=username,
-            scopes=fields.str_list("scopes"),
-            expires_in=None if expires is None else expires.as_int(minimum=1),
-            path=node.path,
-            source=node.source,
-        )

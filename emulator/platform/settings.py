@@ -1,20 +1,25 @@
-"""Server settings: one frozen value built from defaults, `FOUNDRY_EMULATOR_*` variables and flags.
+"""Server settings: one frozen value built from defaults, environment variables and flags.
 
-Owns the names, defaults and parsing of every process-level option (listeners, TLS, base URL,
-state directory, logging, HTTP limits). Service behaviour (token lifetimes, job timeouts, queue
-depths) belongs to the seed, not here. Imports nothing from the rest of the package.
+Owns the names, defaults and parsing of every process-level option (which services run, their
+listeners, TLS, base URL, state directory, logging, HTTP limits). Variables are `EMULATOR_*`;
+every `FOUNDRY_EMULATOR_*` name of the product's first release is still read, and an
+`EMULATOR_*` variable wins over its old name. Service behaviour (token lifetimes, job timeouts,
+queue depths) belongs to the seed, not here. Knows services only by name: a service's default
+ports come from its `Service` class. Imports nothing from the rest of the package.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-ENV_PREFIX = "FOUNDRY_EMULATOR_"
+ENV_PREFIX = "EMULATOR_"
+# The first release's prefix; still honoured, below EMULATOR_* in precedence.
+LEGACY_ENV_PREFIX = "FOUNDRY_EMULATOR_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 HTTP_SERVERS = ("emulator", "hypercorn")
 
@@ -34,8 +39,22 @@ class Settings:
     """Everything the server process needs to know before the seed is read."""
 
     host: str = "127.0.0.1"
-    port: int = 4000
-    tls_port: int = 4443
+    # The services to run (None: every service with a block in the seed).
+    services: tuple[str, ...] | None = None
+    # The primary service's ports (the first service in the registry, Foundry): the bare
+    # `--port N` / `--tls-port N` of the first release. None: the service's default.
+    port: int | None = None
+    tls_port: int | None = None
+    # Per-service ports, from `--port SERVICE=N` / `--tls-port SERVICE=N`.
+    ports: tuple[tuple[str, int], ...] = ()
+    tls_ports: tuple[tuple[str, int], ...] = ()
+    # Every listener not given a port binds port 0 (a free port): the embedded API and the
+    # pytest plugin set this so tests never collide.
+    ephemeral_ports: bool = False
+    # Once every listener is bound, write their URLs here as JSON (atomically); None: off.
+    endpoints_file: Path | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Path)
+    )
     http_enabled: bool = True
     tls_enabled: bool = True
     cert_hosts: tuple[str, ...] = ()
@@ -67,8 +86,11 @@ class Settings:
     def __attrs_post_init__(self) -> None:
         for name in ("port", "tls_port"):
             value = getattr(self, name)
-            if not 0 <= value <= 65535:
+            if value is not None and not 0 <= value <= 65535:
                 raise SettingsError(f"{name} must be between 0 and 65535, got {value}")
+        for name, value in (*self.ports, *self.tls_ports):
+            if not 0 <= value <= 65535:
+                raise SettingsError(f"the port of {name} must be between 0 and 65535, got {value}")
         if not (self.http_enabled or self.tls_enabled):
             raise SettingsError("--no-http and --no-tls together leave no listener")
         if self.http_server not in HTTP_SERVERS:
@@ -86,31 +108,68 @@ class Settings:
         if self.max_body_bytes < 1024 or self.max_header_bytes < 1024:
             raise SettingsError("body and header limits must be at least 1024 bytes")
 
+    def listener_ports(
+        self, name: str, primary: bool, defaults: tuple[int, int]
+    ) -> tuple[int, int]:
+        """The (HTTP, HTTPS) ports of service `name`: `--port name=N` first, then the bare
+        `--port N` for the primary service, then 0 with `ephemeral_ports`, then `defaults`."""
+        chosen = []
+        for per_service, bare, default in (
+            (self.ports, self.port, defaults[0]),
+            (self.tls_ports, self.tls_port, defaults[1]),
+        ):
+            port = dict(per_service).get(name)
+            if port is None and primary:
+                port = bare
+            if port is None:
+                port = 0 if self.ephemeral_ports else default
+            chosen.append(port)
+        return chosen[0], chosen[1]
+
     @classmethod
     def resolve(
         cls, environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None
     ) -> Settings:
-        """Defaults, then `FOUNDRY_EMULATOR_*` variables, then explicit overrides (flags).
+        """Defaults, then `FOUNDRY_EMULATOR_*`, then `EMULATOR_*` variables, then explicit
+        overrides (flags). Overrides whose value is None are treated as "not given".
 
-        Overrides whose value is None are treated as "not given".
+        `EMULATOR_PORT` (and `..._TLS_PORT`) take a bare port for the primary service or a
+        list of `service=port` pairs separated by commas, as the repeatable flag does.
         """
         values: dict[str, Any] = {}
         for field in attrs.fields(cls):
-            raw = environ.get(ENV_PREFIX + field.name.upper())
-            if raw is not None and raw != "":
-                values[field.name] = _parse(field.name, field.type, raw)
+            for prefix in (LEGACY_ENV_PREFIX, ENV_PREFIX):
+                variable = prefix + field.name.upper()
+                raw = environ.get(variable)
+                if raw is None or raw == "":
+                    continue
+                if field.name in ("port", "tls_port") and "=" in raw:
+                    pairs = parse_service_ports(raw.split(","), variable)
+                    values["ports" if field.name == "port" else "tls_ports"] = pairs
+                    continue
+                values[field.name] = _parse(variable, field.type, raw)
         for name, value in (overrides or {}).items():
             if value is not None:
                 values[name] = value
         return cls(**values)
 
 
-def _parse(name: str, kind: object, raw: str) -> Any:
+def parse_service_ports(items: Sequence[str], where: str) -> tuple[tuple[str, int], ...]:
+    """`["fabric=0", "foundry=4000"]` as pairs; `where` names the flag or variable in errors."""
+    pairs: list[tuple[str, int]] = []
+    for item in items:
+        name, sep, number = item.strip().partition("=")
+        if not sep or not name.strip() or not number.strip().isdigit():
+            raise SettingsError(f"{where}: expected SERVICE=PORT or a port number, got {item!r}")
+        pairs.append((name.strip(), int(number)))
+    return tuple(pairs)
+
+
+def _parse(variable: str, kind: object, raw: str) -> Any:
     """Turn one environment variable into the field's type; errors name the variable."""
-    variable = ENV_PREFIX + name.upper()
     text = str(kind)
     try:
-        if text == "int":
+        if text in ("int", "int | None"):
             return int(raw)
         if text == "float":
             return float(raw)
@@ -121,8 +180,10 @@ def _parse(name: str, kind: object, raw: str) -> Any:
             if lowered in ("0", "false", "no", "off"):
                 return False
             raise ValueError(raw)
-        if "tuple" in text:
+        if "tuple[str, ...]" in text:
             return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if "tuple" in text:
+            return parse_service_ports(raw.split(","), variable)
         if "Path" in text:
             return Path(raw).expanduser()
         return raw

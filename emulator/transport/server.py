@@ -16,14 +16,20 @@ The only module that imports hypercorn (besides the compatibility patches it app
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import logging
+import os
 import socket
 import ssl
+import tempfile
 from collections.abc import Awaitable, Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 from hypercorn.config import Config, Sockets
 from hypercorn.trio.lifespan import Lifespan
@@ -33,13 +39,13 @@ from hypercorn.utils import wrap_app
 from ..platform.service import Endpoints
 from ..platform.settings import Settings
 from ..platform.statefile import collect, save_state
-from ..web.app import Emulator, create_asgi
+from ..web.app import Emulator, Site, create_asgi
 from . import hypercorn_compat
 from .h1 import H1Server
 from .h2 import H2Server
 from .httpcommon import ServerLimits
 from .hypercorn_compat import BatchingListener
-from .tls import ensure_certificates
+from .tls import TlsFiles, ensure_certificates
 
 log = logging.getLogger("emulator.server")
 
@@ -99,86 +105,178 @@ def hypercorn_config(settings: Settings) -> Config:
     return config
 
 
+@attrs.define
+class Bound:
+    """One service's sockets, bound before anything is served."""
+
+    site: Site
+    insecure: list[socket.socket] = attrs.field(factory=list)
+    secure: list[socket.socket] = attrs.field(factory=list)
+
+
+def bind_all(emulator: Emulator) -> list[Bound]:
+    """Bind every running service's listeners (all or none: on a failure, close what was bound
+    and raise the one-line ListenerError)."""
+    settings = emulator.settings
+    bound: list[Bound] = []
+    try:
+        for index, site in enumerate(emulator.sites.values()):
+            http_port, https_port = settings.listener_ports(
+                site.name,
+                primary=index == 0,
+                defaults=(site.service.default_http_port, site.service.default_https_port),
+            )
+            entry = Bound(site)
+            bound.append(entry)
+            if settings.http_enabled:
+                entry.insecure.append(_bind(settings.host, http_port))
+            if settings.tls_enabled:
+                entry.secure.append(_bind(settings.host, https_port))
+    except ListenerError:
+        for entry in bound:
+            for sock in (*entry.secure, *entry.insecure):
+                sock.close()
+        raise
+    return bound
+
+
 async def serve(
     emulator: Emulator,
     *,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[Endpoints] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Bind, then serve until `shutdown_trigger` returns (or forever); reports the endpoints."""
+    """Bind every service's listeners, then serve until `shutdown_trigger` returns (or
+    forever). Reports the primary service's endpoints (every service's are in
+    `emulator.sites[name].endpoints`) once all listeners are bound and the endpoints file, if
+    asked for, is written."""
     settings = emulator.settings
     if settings.http_server == "hypercorn":
         hypercorn_compat.apply()
-    secure: list[socket.socket] = []
-    insecure: list[socket.socket] = []
-    try:
-        if settings.http_enabled:
-            insecure.append(_bind(settings.host, settings.port))
-        if settings.tls_enabled:
-            secure.append(_bind(settings.host, settings.tls_port))
-    except ListenerError:
-        for sock in (*secure, *insecure):
-            sock.close()
-        raise
-
-    config = hypercorn_config(settings)
-    endpoints = emulator.endpoints
-    shown_host = _advertised_host(settings.host)
-    if insecure:
-        endpoints.http_url = _url("http", shown_host, insecure[0].getsockname()[1])
-    if secure:
+    bound = bind_all(emulator)
+    files = None
+    if any(entry.secure for entry in bound):
         files = ensure_certificates(settings.state_dir, settings.cert_hosts)
-        config.certfile = str(files.cert_path)
-        config.keyfile = str(files.key_path)
-        endpoints.https_port = secure[0].getsockname()[1]
-        endpoints.https_url = _url("https", shown_host, endpoints.https_port)
-        endpoints.ca_path = files.ca_path
-    # The certificate always covers localhost; module libraries check the host name against it.
-    loopback = shown_host in ("127.0.0.1", "::1", "localhost")
-    endpoints.runtime_host = "localhost" if loopback else shown_host
-    endpoints.base_url = (
-        settings.base_url or endpoints.http_url or endpoints.https_url or ""
-    ).rstrip("/")
-    app = create_asgi(emulator)
+    primary = emulator.primary
+    for entry in bound:
+        fill_endpoints(settings, entry, files, primary=entry.site is primary)
+    if settings.endpoints_file is not None:
+        write_endpoints_file(settings.endpoints_file, emulator)
 
-    async def trigger() -> None:
+    # One trigger for every service's server: the first to see shutdown answers waiting
+    # requests (begin_shutdown) once, then every server drains.
+    stopping = trio.Event()
+
+    async def wait_for_shutdown() -> None:
         if shutdown_trigger is None:
             await trio.sleep_forever()
         else:
             await shutdown_trigger()
         log.info("shutting down: answering waiting requests, then draining")
         emulator.begin_shutdown()
+        stopping.set()
+
+    async def trigger() -> None:
+        await stopping.wait()
 
     # One save at a time, so the last save at shutdown is the one that stays on disk.
     saving = trio.Lock()
 
     async with trio.open_nursery() as nursery:
 
-        async def run_http(task_status: trio.TaskStatus[Any]) -> None:
+        async def run_site(entry: Bound, task_status: trio.TaskStatus[Any]) -> None:
+            config = hypercorn_config(settings)
+            if files is not None:
+                config.certfile = str(files.cert_path)
+                config.keyfile = str(files.key_path)
+            app = create_asgi(emulator, entry.site)
             if settings.http_server == "hypercorn":
                 await worker_serve(
                     wrap_app(app, config.wsgi_max_body_size, "asgi"),
                     config,
                     sockets=Sockets(
-                        secure_sockets=secure, insecure_sockets=insecure, quic_sockets=[]
+                        secure_sockets=entry.secure,
+                        insecure_sockets=entry.insecure,
+                        quic_sockets=[],
                     ),
                     shutdown_trigger=trigger,
                     task_status=task_status,
                 )
             else:
-                connections = Connections(emulator, app, config)
-                await connections.serve(secure, insecure, trigger, task_status=task_status)
-            # Every connection has drained; save the durable state a last time
-            # (--state-file), then the services' background work ends with it.
+                connections = Connections(emulator, entry.site, app, config)
+                await connections.serve(
+                    entry.secure, entry.insecure, trigger, task_status=task_status
+                )
+
+        async def run_http(task_status: trio.TaskStatus[None]) -> None:
+            async with trio.open_nursery() as sites:
+                for entry in bound:
+                    await sites.start(run_site, entry)
+                sites.start_soon(wait_for_shutdown)
+                task_status.started()
+            # Every connection of every service has drained; save the durable state a last
+            # time (--state-file), then the services' background work ends with it.
             await save_state_file(emulator, saving)
             nursery.cancel_scope.cancel()
 
-        for service in emulator.services.values():
-            await nursery.start(service.run)
+        for site in emulator.sites.values():
+            await nursery.start(site.instance.run)
         await nursery.start(run_http)
         if settings.state_file is not None:
             nursery.start_soon(save_state_periodically, emulator, saving)
-        task_status.started(endpoints)
+        task_status.started(primary.endpoints)
+
+
+def fill_endpoints(
+    settings: Settings, entry: Bound, files: TlsFiles | None, *, primary: bool
+) -> None:
+    """Record where a service listens (URLs, ports, CA) once its sockets are bound."""
+    endpoints = entry.site.endpoints
+    shown_host = _advertised_host(settings.host)
+    if entry.insecure:
+        endpoints.http_port = entry.insecure[0].getsockname()[1]
+        endpoints.http_url = _url("http", shown_host, endpoints.http_port)
+    if entry.secure and files is not None:
+        endpoints.https_port = entry.secure[0].getsockname()[1]
+        endpoints.https_url = _url("https", shown_host, endpoints.https_port)
+        endpoints.ca_path = files.ca_path
+    # The certificate always covers localhost; module libraries check the host name against it.
+    loopback = shown_host in ("127.0.0.1", "::1", "localhost")
+    endpoints.runtime_host = "localhost" if loopback else shown_host
+    # --base-url is what the primary service advertises; the others advertise their listener.
+    base = settings.base_url if primary else None
+    endpoints.base_url = (base or endpoints.http_url or endpoints.https_url or "").rstrip("/")
+
+
+def endpoints_document(emulator: Emulator) -> dict[str, Any]:
+    """What `--endpoints-file` holds: every service's URLs, the CA and the process id."""
+    ca = next(
+        (site.endpoints.ca_path for site in emulator.sites.values() if site.endpoints.ca_path), None
+    )
+    return {
+        "services": {
+            name: {"http": site.endpoints.http_url, "https": site.endpoints.https_url}
+            for name, site in emulator.sites.items()
+        },
+        "ca": None if ca is None else str(ca),
+        "pid": os.getpid(),
+    }
+
+
+def write_endpoints_file(path: Path, emulator: Emulator) -> None:
+    """Write the endpoints document atomically (a temporary file beside it, then a rename), so
+    a script polling for the file never reads half of it."""
+    data = json.dumps(endpoints_document(emulator), indent=2).encode() + b"\n"
+    directory = path.parent if str(path.parent) else Path(".")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 class Connections:
@@ -190,7 +288,7 @@ class Connections:
     close at once, busy ones after their response), give them `graceful_timeout`, then cut.
     """
 
-    def __init__(self, emulator: Emulator, app: Any, config: Config) -> None:
+    def __init__(self, emulator: Emulator, site: Site, app: Any, config: Config) -> None:
         settings = emulator.settings
         self.config = config
         self.lifespan_state: dict[str, Any] = {}
@@ -199,8 +297,8 @@ class Connections:
             keep_alive_timeout=settings.keep_alive_timeout,
             head_timeout=settings.body_timeout,
         )
-        self.h1 = H1Server(app, limits, emulator.families, self.lifespan_state)
-        self.h2 = H2Server(app, limits, emulator.families, self.lifespan_state)
+        self.h1 = H1Server(app, limits, site.families, self.lifespan_state)
+        self.h2 = H2Server(app, limits, site.families, self.lifespan_state)
         self.lifespan_app = wrap_app(app, config.wsgi_max_body_size, "asgi")
         self.ssl_context: ssl.SSLContext | None = None
 

@@ -1,9 +1,11 @@
-"""The object graph of one emulator and the Quart-Trio app that serves it.
+"""The object graph of one emulator and the ASGI app each of its services is served by.
 
-Owns `Emulator` (settings, seed, clock, endpoints and the running services), `build_emulator`
-and `create_app`, which registers every service's blueprints plus the emulator's own
-`/_emulate` routes, and renders every error in one place. There is no module-level app or
-state: each call builds a fresh graph, so every test gets its own.
+Owns `Emulator` (settings, seed, clock and one `Site` per running service), `build_emulator`,
+`create_asgi` and `create_app`: per service, a Quart-Trio app with the service's blueprints and
+the emulator's `/_emulate` routes scoped to that service, behind the service's raw routes, its
+request log and the request-head limit; errors are rendered in one place, in the family of the
+path. There is no module-level app or state: each call builds a fresh graph, so every test gets
+its own. Knows services only through the contract (emulator.platform.service) and the registry.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from ..platform.clock import Clock, Randomness, SystemClock
 from ..platform.errors import ApiError, FamilyMap, framework_error
 from ..platform.seeds import Seed
 from ..platform.service import Endpoints, Service, ServiceContext, ServiceInstance
-from ..platform.settings import Settings
+from ..platform.settings import Settings, SettingsError
+from ..services import registered_services
 from .control import control_blueprint
 from .http import error_response
 from .rawasgi import RawDispatcher, merge_routes
@@ -32,40 +35,81 @@ from .requestlog import ASGIApp, RequestLog
 log = logging.getLogger("emulator.app")
 
 
-def default_services() -> tuple[Service, ...]:
-    from ..foundry.service import FoundryService
+@attrs.define
+class Site:
+    """One running service as the emulator serves it: its instance, its own listeners'
+    endpoints, the error family of each of its paths and its request log."""
 
-    return (FoundryService(),)
+    service: Service
+    instance: ServiceInstance
+    endpoints: Endpoints
+    families: FamilyMap
+    request_log: RequestLog
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+    def raw_routes(self) -> list[tuple[str, tuple[str, ...], str]]:
+        """Routes served in front of Quart as (rule, methods, summary), for the OpenAPI document."""
+        return [(r.rule, (r.method,), r.summary) for r in self.instance.raw_routes()]
 
 
 @attrs.define
 class Emulator:
-    """Everything one running emulator owns."""
+    """Everything one running emulator owns. `sites` are in registry order; the first is the
+    primary service, whose endpoints, families and request log the single-service shortcuts
+    (`endpoints`, `families`, `request_log`) give."""
 
     settings: Settings
     seed: Seed
     clock: Clock
-    endpoints: Endpoints
-    services: dict[str, ServiceInstance]
-    families: FamilyMap
-    request_log: RequestLog = attrs.field(factory=RequestLog)
+    sites: dict[str, Site]
     started_at: float = attrs.field(factory=time.monotonic)
+
+    @property
+    def services(self) -> dict[str, ServiceInstance]:
+        return {name: site.instance for name, site in self.sites.items()}
+
+    @property
+    def primary(self) -> Site:
+        return next(iter(self.sites.values()))
+
+    @property
+    def endpoints(self) -> Endpoints:
+        return self.primary.endpoints
+
+    @property
+    def families(self) -> FamilyMap:
+        return self.primary.families
+
+    @property
+    def request_log(self) -> RequestLog:
+        return self.primary.request_log
 
     def uptime(self) -> float:
         return time.monotonic() - self.started_at
 
-    def raw_routes(self) -> list[tuple[str, tuple[str, ...], str]]:
-        """Routes served in front of Quart as (rule, methods, summary), for the OpenAPI document."""
-        routes: list[tuple[str, tuple[str, ...], str]] = []
-        for service in self.services.values():
-            describe = getattr(service, "openapi_routes", None)
-            if describe is not None:
-                routes.extend(describe())
-        return routes
-
     def begin_shutdown(self) -> None:
-        for service in self.services.values():
-            service.begin_shutdown()
+        for site in self.sites.values():
+            site.instance.begin_shutdown()
+
+
+def choose_services(
+    settings: Settings, seed: Seed, services: Sequence[Service]
+) -> tuple[Service, ...]:
+    """The services to run: `settings.services` if given (unknown names are a SettingsError),
+    else those with a block in the seed, else the primary (first registered) service."""
+    by_name = {service.name: service for service in services}
+    if settings.services is not None:
+        unknown = [name for name in settings.services if name not in by_name]
+        if unknown:
+            raise SettingsError(f"unknown service {unknown[0]!r} (known: {', '.join(by_name)})")
+        if not settings.services:
+            raise SettingsError("--services names no service")
+        return tuple(s for s in services if s.name in settings.services)
+    present = [s for s in services if s.name in seed.present]
+    return tuple(present) if present else tuple(services[:1])
 
 
 def build_emulator(
@@ -76,45 +120,46 @@ def build_emulator(
     clock: Clock | None = None,
     randomness: Randomness | None = None,
 ) -> Emulator:
-    services = default_services() if services is None else tuple(services)
-    context = ServiceContext(
-        settings=settings,
-        clock=clock or SystemClock(),
-        randomness=randomness or Randomness(),
-        endpoints=Endpoints(),
-    )
-    instances: dict[str, ServiceInstance] = {}
-    families = FamilyMap()
-    for service in services:
-        instance = service.start(seed.blocks.get(service.key), context)
-        instances[service.key] = instance
+    """Start the chosen services on their seed blocks (raises SettingsError for an unknown
+    service name, ValueError for two families claiming one prefix)."""
+    registered = registered_services() if services is None else tuple(services)
+    clock = clock or SystemClock()
+    randomness = randomness or Randomness()
+    sites: dict[str, Site] = {}
+    for service in choose_services(settings, seed, registered):
+        endpoints = Endpoints()
+        context = ServiceContext(
+            settings=settings, clock=clock, randomness=randomness, endpoints=endpoints
+        )
+        instance = service.start(seed.blocks.get(service.name), context)
+        families = FamilyMap(default=instance.default_family)
         for prefix, family in instance.error_families():
             families = families.with_prefix(prefix, family)
-    return Emulator(
-        settings=settings,
-        seed=seed,
-        clock=context.clock,
-        endpoints=context.endpoints,
-        services=instances,
-        families=families,
-        request_log=RequestLog(settings.request_log_size, access_log=settings.access_log),
-    )
+        sites[service.name] = Site(
+            service=service,
+            instance=instance,
+            endpoints=endpoints,
+            families=families,
+            request_log=RequestLog(
+                settings.request_log_size,
+                access_log=settings.access_log,
+                service=service.name,
+                secret_names=instance.secret_names,
+            ),
+        )
+    return Emulator(settings=settings, seed=seed, clock=clock, sites=sites)
 
 
-def create_asgi(emulator: Emulator) -> ASGIApp:
-    """The ASGI app the server runs: the request log around the services' raw routes
+def create_asgi(emulator: Emulator, site: Site) -> ASGIApp:
+    """The ASGI app a service's listeners run: its request log around its raw routes
     (emulator.web.rawasgi), which sit in front of `create_app`'s Quart app."""
-    groups = []
-    for service in emulator.services.values():
-        routes = getattr(service, "asgi_routes", None)
-        if routes is not None:
-            groups.append(routes())
-    dispatcher = RawDispatcher(create_app(emulator), merge_routes(groups), emulator.families)
+    routes = merge_routes([site.instance.raw_routes()])
+    dispatcher = RawDispatcher(create_app(emulator, site), routes, site.families)
     app: ASGIApp = dispatcher
-    request_log = emulator.request_log
+    request_log = site.request_log
     if request_log.capacity or request_log.access_log:
-        app = request_log.middleware(dispatcher, emulator.families)
-    return limit_request_head(app, emulator.settings.max_header_bytes, emulator.families)
+        app = request_log.middleware(dispatcher, site.families)
+    return limit_request_head(app, emulator.settings.max_header_bytes, site.families)
 
 
 def limit_request_head(app: ASGIApp, max_bytes: int, families: FamilyMap) -> ASGIApp:
@@ -150,16 +195,18 @@ def limit_request_head(app: ASGIApp, max_bytes: int, families: FamilyMap) -> ASG
     return limited
 
 
-def create_app(emulator: Emulator) -> QuartTrio:
-    app = QuartTrio("emulator")
+def create_app(emulator: Emulator, site: Site) -> QuartTrio:
+    app = QuartTrio(f"emulator.{site.name}")
     # Quart's defaults cut long-polls and long streams and cap bodies at 16 MiB; the emulator
     # enforces its own limits per route instead (emulator.web.http).
     app.config.update(MAX_CONTENT_LENGTH=None, BODY_TIMEOUT=None, RESPONSE_TIMEOUT=None)
     app.extensions["emulator"] = emulator
-    app.register_blueprint(control_blueprint(emulator))
-    for service in emulator.services.values():
-        for blueprint in service.blueprints():
-            app.register_blueprint(blueprint)
+    app.register_blueprint(control_blueprint(emulator, site))
+    for blueprint in site.instance.blueprints():
+        if blueprint.name in app.blueprints:
+            raise ValueError(f"{site.name}: two blueprints are named {blueprint.name!r}")
+        app.register_blueprint(blueprint)
+    families = site.families
 
     @app.errorhandler(ApiError)
     async def _api_error(error: ApiError) -> Response:
@@ -167,7 +214,7 @@ def create_app(emulator: Emulator) -> QuartTrio:
 
     @app.errorhandler(HTTPException)
     async def _http_error(error: HTTPException) -> Response:
-        family = emulator.families.for_path(request.path)
+        family = families.for_path(request.path)
         api_error = framework_error(family, error.code or 500, request.path, request.method)
         if error.code == 405 and error.valid_methods:  # type: ignore[attr-defined]
             api_error.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
@@ -175,8 +222,12 @@ def create_app(emulator: Emulator) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Response:
+        family = families.for_path(request.path)
+        # A domain error of the service, translated once by its family (never by handlers).
+        translated = family.translate(error)
+        if translated is not None:
+            return error_response(translated)
         log.error("unhandled error on %s %s", request.method, request.path, exc_info=error)
-        family = emulator.families.for_path(request.path)
         return error_response(framework_error(family, 500, request.path, request.method))
 
     return app

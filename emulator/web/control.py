@@ -1,7 +1,9 @@
-"""The emulator's own control routes under `/_emulate`: health, state, reset and the request log.
+"""The emulator's own control routes under `/_emulate`: health, state, reset, the request log and
+the OpenAPI document.
 
-Owns routes that belong to no emulated service. Secrets never appear here: services describe
-their state without them and the request log is redacted at the source.
+Owns routes that belong to no emulated service. Every listener has them, scoped to the
+listener's service: `/_emulate/reset` on Fabric's port resets Fabric only. Secrets never appear
+here: services describe their state without them and the request log is redacted at the source.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from ..platform.errors import EMULATOR
 from .http import json_response
 
 if TYPE_CHECKING:
-    from .app import Emulator
+    from .app import Emulator, Site
 
 
-def control_blueprint(emulator: Emulator) -> Blueprint:
+def control_blueprint(emulator: Emulator, site: Site) -> Blueprint:
     blueprint = Blueprint("emulate", __name__, url_prefix="/_emulate")
 
     @blueprint.get("/health")
@@ -28,6 +30,7 @@ def control_blueprint(emulator: Emulator) -> Blueprint:
             "status": "ok",
             "version": __version__,
             "uptimeSeconds": round(emulator.uptime(), 3),
+            "service": site.name,
         }
         return json_response(body)
 
@@ -43,8 +46,8 @@ def control_blueprint(emulator: Emulator) -> Blueprint:
             for rule in current_app.url_map.iter_rules()
             if rule.endpoint != "static"
         ]
-        routes += list(emulator.raw_routes())
-        return json_response(build_openapi(routes, emulator.families))
+        routes += site.raw_routes()
+        return json_response(build_openapi(routes, site.families, title=site.service.title))
 
     @blueprint.get("/state")
     async def state() -> Response:
@@ -53,14 +56,13 @@ def control_blueprint(emulator: Emulator) -> Blueprint:
                 "version": __version__,
                 "uptimeSeconds": round(emulator.uptime(), 3),
                 "seed": emulator.seed.source,
-                "services": {key: svc.describe() for key, svc in emulator.services.items()},
+                "services": {site.name: site.instance.describe()},
             }
         )
 
     @blueprint.post("/reset")
     async def reset() -> Response:
-        for service in emulator.services.values():
-            service.reset()
+        site.instance.reset()
         return json_response({"status": "reset", "seed": emulator.seed.source})
 
     @blueprint.get("/requests")
@@ -71,17 +73,17 @@ def control_blueprint(emulator: Emulator) -> Blueprint:
             if not raw.isdigit() or int(raw) < 1:
                 raise EMULATOR.error(400, "invalid_request", "limit must be a positive integer.")
             limit = int(raw)
-        records = emulator.request_log.recent(limit)
+        records = site.request_log.recent(limit)
         return json_response(
             {
-                "capacity": emulator.request_log.capacity,
+                "capacity": site.request_log.capacity,
                 "requests": [record.to_json() for record in records],
             }
         )
 
     @blueprint.delete("/requests")
     async def clear_requests() -> Response:
-        emulator.request_log.clear()
+        site.request_log.clear()
         return Response(b"", status=204)
 
     return blueprint

@@ -18,21 +18,11 @@ _CONVERTER = re.compile(r"<(?:[a-z_]+:)?([A-Za-z_][A-Za-z0-9_]*)>")
 _IGNORED_METHODS = {"HEAD", "OPTIONS"}
 
 
-def _error_schema(style: str) -> dict[str, Any]:
-    if style == "conjure":
-        keys = ["errorCode", "errorName", "errorDescription", "errorInstanceId", "parameters"]
-        properties: dict[str, Any] = {key: {"type": "string"} for key in keys[:4]}
-        properties["parameters"] = {"type": "object"}
-        return {"type": "object", "required": keys, "properties": properties}
-    return {
-        "type": "object",
-        "required": ["error", "error_description"],
-        "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
-    }
-
-
 def build_openapi(
-    routes: Iterable[tuple[str, Iterable[str], str]], families: FamilyMap
+    routes: Iterable[tuple[str, Iterable[str], str]],
+    families: FamilyMap,
+    *,
+    title: str = "emulator",
 ) -> dict[str, Any]:
     """`routes` are (rule with <converters>, methods, summary) triples."""
     paths: dict[str, dict[str, Any]] = {}
@@ -53,13 +43,13 @@ def build_openapi(
                 "responses": {
                     "default": {
                         "description": f"an answer; errors use the {family.name} family",
-                        "content": {"application/json": {"schema": _error_schema(family.style)}},
+                        "content": {"application/json": {"schema": family.schema()}},
                     }
                 },
                 "x-error-family": family.name,
             }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "foundry-emulator", "version": __version__},
+        "info": {"title": f"{title} (emulator)", "version": __version__},
         "paths": paths,
     }

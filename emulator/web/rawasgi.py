@@ -353,6 +353,11 @@ class RawDispatcher:
         except ClientGone:
             pass
         except Exception as error:
+            # A domain error of the service, translated once by its family.
+            translated = request.family.translate(error)
+            if translated is not None:
+                await _answer_error(request, translated)
+                return
             log.error("unhandled error on %s %s", request.method, request.path, exc_info=error)
             await _answer_error(
                 request, framework_error(request.family, 500, request.path, request.method)

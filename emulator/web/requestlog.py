@@ -56,7 +56,9 @@ def note_principal(scope: Scope, name: str) -> None:
     scope[PRINCIPAL_KEY] = name
 
 
-def redact_query(raw: bytes) -> str:
+def redact_query(raw: bytes, extra: frozenset[str] = frozenset()) -> str:
+    """The query with the values of secret-bearing keys replaced (`extra`: a service's own
+    secret names, lower-case)."""
     if not raw:
         return ""
     try:
@@ -64,7 +66,10 @@ def redact_query(raw: bytes) -> str:
     except ValueError:
         return REDACTED
     return urlencode(
-        [(key, REDACTED if key.lower() in SECRET_KEYS else value) for key, value in pairs]
+        [
+            (key, REDACTED if key.lower() in SECRET_KEYS or key.lower() in extra else value)
+            for key, value in pairs
+        ]
     )
 
 
@@ -102,11 +107,19 @@ class RequestRecord:
 _Entry = tuple[int, float, str, str, str, int, float, str, "str | None"]
 
 
+def _lower_names(names: frozenset[str]) -> frozenset[str]:
+    return frozenset(name.lower() for name in names)
+
+
 @attrs.define
 class RequestLog:
     capacity: int = 1000
     # Also write one redacted line per request to the `emulator.access` logger (--access-log).
     access_log: bool = False
+    # The service whose listener this log records (access-log lines name it).
+    service: str = ""
+    # The service's own secret query names (ServiceInstance.secret_names), lower-cased.
+    secret_names: frozenset[str] = attrs.field(default=frozenset(), converter=_lower_names)
     records: deque[_Entry] = attrs.field(init=False)
     sequence: int = 0
     families: FamilyMap = attrs.field(factory=FamilyMap, init=False)
@@ -145,7 +158,9 @@ class RequestLog:
             time.time(),
             scope.get("method", ""),
             path,
-            redact_query(query) if (query := scope.get("query_string", b"")) else "",
+            redact_query(query, self.secret_names)
+            if (query := scope.get("query_string", b""))
+            else "",
             status,
             (time.perf_counter() - started) * 1000,
             scope.get("http_version", ""),

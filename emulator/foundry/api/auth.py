@@ -23,6 +23,7 @@ from ..core.errors import AuthenticationError
 from ..core.identity import Identity
 from ..core.principals import Principal
 from ..core.tokens import AccessToken
+from .errors import ConjureFamily
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -113,7 +114,7 @@ class BearerAuth:
         if scope is not None and scope not in token.scopes:
             raise family.error(
                 403,
-                denied if family.style == "conjure" else "insufficient_scope",
+                denied if isinstance(family, ConjureFamily) else "insufficient_scope",
                 f"The token lacks the scope {scope}.",
                 parameters=parameters,
             )
@@ -151,7 +152,7 @@ class BearerAuth:
 
 def unauthorized(family: ErrorFamily, reason: str, message: str) -> ApiError:
     """The 401 for a failed bearer authentication; `reason` is the core's error code."""
-    if family.style == "conjure":
+    if isinstance(family, ConjureFamily):
         code = "MissingCredentials" if reason == "missing_token" else "InvalidCredentials"
     else:
         code = "invalid_token"

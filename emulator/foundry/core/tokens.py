@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import attrs
 
 from ...platform.clock import Randomness
-from ...platform.seedschema import TokenSeed
+from ..seed import TokenSeed
 from .errors import AuthenticationError
 
 ACCESS_TOKEN_PREFIX = "foundry_"

@@ -13,8 +13,9 @@ from .platform.service import Service
 def registered_services() -> tuple[Service, ...]:
     """A fresh instance of every registered service, primary first."""
     from .foundry.service import FoundryService
+    from .foundryops.service import FoundryOpsService
 
-    services: tuple[Service, ...] = (FoundryService(),)
+    services: tuple[Service, ...] = (FoundryService(), FoundryOpsService())
     return services
 
 

@@ -153,6 +153,15 @@ class Engine:
             await trio.sleep(SWEEP_INTERVAL)
             self.state.sweep(self.clock.now())
 
+    def generate_nowait(
+        self, dataset_id: str, snapshot_id: str | None, count: int, seed: int, active: bool
+    ) -> None:
+        """Generate a dataset in the background (after a reset)."""
+        if self._nursery is not None:
+            self._nursery.start_soon(
+                self.generate_dataset, dataset_id, snapshot_id, count, seed, active
+            )
+
     async def generate_dataset(
         self, dataset_id: str, snapshot_id: str | None, count: int, seed: int, active: bool
     ) -> None:

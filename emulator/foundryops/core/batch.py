@@ -34,7 +34,7 @@ def match_json(match: Match, record: dict[str, object], explain: bool) -> dict[s
     return out
 
 
-def _records_of(snapshot: Snapshot) -> Callable[[int], dict[str, object]]:
+def records_of(snapshot: Snapshot) -> Callable[[int], dict[str, object]]:
     """Row number -> record dict, without copying the snapshot's rows."""
     offsets: list[tuple[int, Sequence[tuple[object, ...]]]] = []
     start = 0
@@ -58,7 +58,7 @@ def batch_results(
     options: MatchOptions,
 ) -> tuple[list[dict[str, Any]], int]:
     """One result per input record (in input order) and how many records matched."""
-    record_at = _records_of(snapshot)
+    record_at = records_of(snapshot)
     results: list[dict[str, Any]] = []
     matched = 0
     for position, record in enumerate(records):
@@ -114,7 +114,7 @@ def match_file(
     should_stop: Callable[[], bool],
 ) -> FileOutcome:
     """Match every row of `source`; the result file appears at `output` only when complete."""
-    record_at = _records_of(snapshot)
+    record_at = records_of(snapshot)
     writer = ResultWriter(output, output_format)
     processed = matched = 0
     try:

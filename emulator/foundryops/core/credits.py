@@ -76,8 +76,8 @@ class Ledger:
     def quote(self, operation: str, units: int) -> float:
         return round(self.prices.of(operation) * units, 6)
 
-    def charge(self, key_id: str, org: str | None, operation: str, units: int) -> Charge:
-        """Debit (enforced) or meter (shadow) `units` of `operation`; 402 when unaffordable."""
+    def require(self, key_id: str, org: str | None, operation: str, units: int) -> None:
+        """Raise INSUFFICIENT_CREDITS if an enforced balance cannot pay; debit nothing."""
         account = self.account_for(key_id, org)
         cost = self.quote(operation, units)
         if account.mode is CreditMode.ENFORCED and cost > account.balance + 1e-9:
@@ -86,6 +86,12 @@ class Ledger:
                 f"This operation costs {cost:g} credits; the balance is {account.balance:g}.",
                 {"required": cost, "balance": account.balance, "operation": operation},
             )
+
+    def charge(self, key_id: str, org: str | None, operation: str, units: int) -> Charge:
+        """Debit (enforced) or meter (shadow) `units` of `operation`; 402 when unaffordable."""
+        self.require(key_id, org, operation, units)
+        account = self.account_for(key_id, org)
+        cost = self.quote(operation, units)
         account.balance = round(account.balance - cost, 6)
         return Charge(account.account_id, account.mode, cost, account.balance)
 

@@ -244,7 +244,7 @@ class DatasetStore:
                 Artifact(
                     artifact_id=artifact_id,
                     kind="rejects",
-                    content_type="application/x-ndjson",
+                    content_type="application/gzip",
                     filename=f"{snapshot.snapshot_id}-rejects.ndjson.gz",
                     created_at=now,
                     expires_at=now + self.artifacts.retention_seconds,

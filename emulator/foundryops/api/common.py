@@ -26,7 +26,7 @@ from ...platform.clock import Clock
 from ...platform.errors import ApiError
 from ...web.rawasgi import RawRequest, RawRoute
 from ..core.credits import CreditMode
-from ..core.errors import FoundryOpsError, InvalidRequest
+from ..core.errors import FoundryOpsError, InvalidRequest, PayloadTooLarge
 from ..core.idempotency import Fingerprint, StoredResponse
 from ..core.ids import IdFactory
 from ..core.state import Caller, OpsState
@@ -169,7 +169,7 @@ def route(
                         call.body = await raw.read_body(body_limit, BODY_SECONDS)
                     except ApiError as error:
                         if error.status == 413:
-                            raise FoundryOpsError(
+                            raise PayloadTooLarge(
                                 "PAYLOAD_TOO_LARGE",
                                 f"The request body is larger than {body_limit} bytes.",
                                 {"limit_bytes": body_limit},

@@ -123,6 +123,8 @@ class Engine:
     # Jobs and deliveries that finished (tests wait on these instead of sleeping).
     finished: trio.Condition = attrs.field(factory=trio.Condition)
     index_builds: int = 0
+    # Seconds before the first retry of a callback (doubling after each failure).
+    retry_base: float = 1.0
 
     # Lifecycle ----------------------------------------------------------------------------------
 
@@ -396,7 +398,7 @@ class Engine:
                 apply_delivery(
                     record, DeliveryEvent.RETRY, now, status_code=status_code, error=problem
                 )
-                await trio.sleep(retry_delay(record.attempts))
+                await trio.sleep(retry_delay(record.attempts, self.retry_base))
         finally:
             async with self.finished:
                 self.finished.notify_all()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -115,7 +115,10 @@ class Engine:
     sender: Sender = delivery.post
     _nursery: trio.Nursery | None = None
     _indexes: OrderedDict[str, _IndexBuild] = attrs.field(factory=OrderedDict)
-    _slots: dict[str, tuple[int, trio.Semaphore]] = attrs.field(factory=dict)
+    # Per API key: jobs waiting for a slot (FIFO), jobs running, and the tier's limit.
+    _waiting: dict[str, deque[tuple[Job, Any]]] = attrs.field(factory=dict)
+    _running: dict[str, int] = attrs.field(factory=dict)
+    _limits: dict[str, int] = attrs.field(factory=dict)
     _threads: trio.CapacityLimiter = attrs.field(
         factory=lambda: trio.CapacityLimiter(WORKER_THREADS)
     )
@@ -224,41 +227,58 @@ class Engine:
     # Jobs ---------------------------------------------------------------------------------------
 
     def start_job_nowait(self, job: Job, tier_concurrency: int, work: Any) -> None:
-        """Run `job` in the engine's nursery once the key has a free job slot."""
+        """Queue `job`; it starts when its key has fewer than `tier_concurrency` running jobs.
+
+        Jobs of one key start in the order they were submitted (a FIFO per key, so the order
+        never depends on how trio happens to schedule new tasks)."""
         if self._nursery is None:
             raise RuntimeError("the engine is not running")
         self.state.jobs.add(job)
-        limit, slot = self._slots.get(job.key_id, (0, None))
-        if slot is None or limit != tier_concurrency:
-            slot = trio.Semaphore(tier_concurrency)
-            self._slots[job.key_id] = (tier_concurrency, slot)
-        self._nursery.start_soon(self._run_job, job, slot, work)
+        self._limits[job.key_id] = tier_concurrency
+        self._waiting.setdefault(job.key_id, deque()).append((job, work))
+        self._pump(job.key_id)
 
-    async def _run_job(self, job: Job, slot: trio.Semaphore, work: Any) -> None:
-        async with slot:
+    def _pump(self, key_id: str) -> None:
+        waiting = self._waiting.get(key_id)
+        assert self._nursery is not None
+        while waiting and self._running.get(key_id, 0) < self._limits[key_id]:
+            job, work = waiting.popleft()
+            # The slot is taken now (so the order holds); the job starts when its task runs.
+            self._running[key_id] = self._running.get(key_id, 0) + 1
+            self._nursery.start_soon(self._run_job, job, work)
+
+    async def _run_job(self, job: Job, work: Any) -> None:
+        try:
             apply(job, JobEvent.START, self.clock.now())
-            try:
-                await work(job)
-            except FoundryOpsError as error:
-                apply(
-                    job,
-                    JobEvent.FAIL,
-                    self.clock.now(),
-                    error=JobError(error.code, error.message, dict(error.details)),
-                )
-            except Exception as error:  # a bug: the job fails and says so, the engine lives
-                apply(
-                    job,
-                    JobEvent.FAIL,
-                    self.clock.now(),
-                    error=JobError("INTERNAL", f"The job failed: {type(error).__name__}."),
-                )
-            else:
-                apply(job, JobEvent.COMPLETE, self.clock.now())
+            await self._work(job, work)
+        finally:
+            self._running[job.key_id] -= 1
+            self._pump(job.key_id)
         async with self.finished:
             self.finished.notify_all()
         if job.callback_url is not None:
             await self._deliver(job)
+
+    async def _work(self, job: Job, work: Any) -> None:
+        """Run the job's work; its outcome is the job's last transition."""
+        try:
+            await work(job)
+        except FoundryOpsError as error:
+            apply(
+                job,
+                JobEvent.FAIL,
+                self.clock.now(),
+                error=JobError(error.code, error.message, dict(error.details)),
+            )
+        except Exception as error:  # a bug: the job fails and says so, the engine lives
+            apply(
+                job,
+                JobEvent.FAIL,
+                self.clock.now(),
+                error=JobError("INTERNAL", f"The job failed: {type(error).__name__}."),
+            )
+        else:
+            apply(job, JobEvent.COMPLETE, self.clock.now())
 
     def batch_work(
         self, snapshot: Snapshot, records: list[dict[str, object]], options: Any

@@ -248,3 +248,24 @@ async def test_metrics_and_audit_trail(fo: Any) -> None:
     assert events[0]["key_id"] == "dev"
     assert API_KEY not in audit.text
     assert decisions.json()["decisions"][0]["snapshot_id"] == "dss_snapshot1"
+
+
+async def test_match_record_over_http2(fo: Any) -> None:
+    async with client(fo, http2=True) as http:
+        response = await http.post("/api/v2/match/record", json=RECORD)
+    assert response.http_version == "HTTP/2"
+    assert response.status_code == 200
+    assert response.json()["matches"][0]["record"]["company_name"] == "Acme Inc"
+
+
+def test_the_starter_block_passes_check_and_the_default_seed_runs_the_examples() -> None:
+    import yaml
+
+    from emulator.foundryops.service import STARTER_BLOCK, FoundryOpsService
+    from emulator.platform.seeds import seed_from_mapping
+
+    service = FoundryOpsService()
+    parsed = seed_from_mapping(yaml.safe_load(STARTER_BLOCK), [service]).blocks["foundryops"]
+    summary = service.summary(parsed)
+    assert summary[0] == "api keys: 1"
+    assert any(d.snapshot_id == "dss_snapshot1" for d in parsed.datasets)

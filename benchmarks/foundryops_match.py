@@ -61,6 +61,18 @@ async def run(url: str, clients: int, seconds: float, bodies: list[dict[str, obj
     print(f"requests: {len(ms):,} in {seconds:g} s ({len(ms) / seconds:,.0f}/s, {clients} clients)")
     for name, fraction in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)):
         print(f"{name}: {percentile(ms, fraction):.2f} ms")
+    # The server's own view (handler time, from its Prometheus histogram).
+    async with httpx.AsyncClient(base_url=url) as http:
+        text = (await http.get("/metrics")).text
+    figures = {}
+    for line in text.splitlines():
+        if 'route="/api/v2/match/record"' in line and line.startswith(
+            ("foundryops_request_duration_seconds_sum", "foundryops_request_duration_seconds_count")
+        ):
+            figures[line.split("{")[0].rsplit("_", 1)[1]] = float(line.rsplit(" ", 1)[1])
+    if figures.get("count"):
+        mean = figures["sum"] / figures["count"] * 1000
+        print(f"server handler time: mean {mean:.2f} ms over {figures['count']:.0f} requests")
 
 
 def main() -> None:

@@ -223,20 +223,21 @@ def route(
                 ops.state.idempotency.abandon(*idem)
             elapsed = time.perf_counter() - started
             ops.metrics.observe(pattern, method, status, elapsed)
-            log.info(
-                json.dumps(
-                    {
-                        "event": "request",
-                        "request_id": request_id,
-                        "correlation_id": call.correlation_id,
-                        "key_id": call.caller.key.key_id if call.caller else None,
-                        "method": method,
-                        "route": pattern,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 3),
-                    }
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    json.dumps(
+                        {
+                            "event": "request",
+                            "request_id": request_id,
+                            "correlation_id": call.correlation_id,
+                            "key_id": call.caller.key.key_id if call.caller else None,
+                            "method": method,
+                            "route": pattern,
+                            "status": status,
+                            "duration_ms": round(elapsed * 1000, 3),
+                        }
+                    )
                 )
-            )
 
     return RawRoute(method, pattern, serve, summary)
 

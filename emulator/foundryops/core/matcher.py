@@ -22,7 +22,7 @@ from typing import Any
 from zlib import crc32
 
 import attrs
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 
 from .errors import InvalidRequest, PayloadTooLarge
 from .normalize import (
@@ -44,7 +44,7 @@ _ROW_MASK = (1 << _ROW_BITS) - 1
 # A block larger than this says little (a very common first word): it is used only when no
 # other block of the record gives a candidate, and then only its first rows.
 MAX_BLOCK = 512
-MAX_CANDIDATES = 2048
+CANDIDATE_BUDGET = 512
 MAX_TOP_N = 50
 DEFAULT_TOP_N = 5
 
@@ -168,22 +168,22 @@ class Match:
 # A blocking key is (tag << 32 | crc32 of the text): stable across processes, so blocks (and
 # with them results) never depend on Python's per-process string hashing. Two texts with the
 # same crc32 share a block; that only adds candidates, which scoring then judges.
-_TAG_DOMAIN, _TAG_LABEL, _TAG_FIRST, _TAG_SECOND, _TAG_PAIR = range(1, 6)
+_TAG_DOMAIN, _TAG_LABEL, _TAG_TOKEN, _TAG_PAIR = range(1, 5)
+# Words of a name that get a block each (the first few carry the name).
+MAX_TOKEN_BLOCKS = 4
 
 
 def _block_keys(tokens: list[str], domain: str | None) -> list[int]:
-    """Blocks: the domain, its label, the first name word, the second, and the first two."""
+    """Blocks: the domain, its label, each of the first name words, and the first two words."""
     keys: list[int] = []
     if domain is not None:
         keys.append((_TAG_DOMAIN << 32) | crc32(domain.encode()))
         keys.append((_TAG_LABEL << 32) | crc32(domain_label(domain).encode()))
     if tokens:
-        first = tokens[0]
-        keys.append((_TAG_FIRST << 32) | crc32(first.encode()))
+        for token in dict.fromkeys(tokens[:MAX_TOKEN_BLOCKS]):
+            keys.append((_TAG_TOKEN << 32) | crc32(token.encode()))
         if len(tokens) > 1:
-            second = tokens[1]
-            keys.append((_TAG_SECOND << 32) | crc32(second.encode()))
-            keys.append((_TAG_PAIR << 32) | crc32(f"{first} {second}".encode()))
+            keys.append((_TAG_PAIR << 32) | crc32(f"{tokens[0]} {tokens[1]}".encode()))
     return keys
 
 
@@ -284,20 +284,28 @@ class MatchIndex:
         return low, high
 
     def candidates(self, key: MatchKey) -> list[int]:
-        """Rows sharing a block with `key`, in row order, at most MAX_CANDIDATES."""
+        """Rows sharing a block with `key`, rarest blocks first, in row order.
+
+        Blocks are taken from the smallest up (a rare word says more than a common one) while
+        the rows gathered stay within CANDIDATE_BUDGET; a block over MAX_BLOCK rows is used
+        only when nothing smaller matched, and then only its first MAX_BLOCK rows."""
         tokens = key.name.text.split() if key.name is not None else []
+        blocks = sorted(
+            (high - low, low, high)
+            for low, high in map(self._block, dict.fromkeys(_block_keys(tokens, key.domain)))
+            if high > low
+        )
         found: set[int] = set()
-        oversized: list[tuple[int, int]] = []
-        for block in _block_keys(tokens, key.domain):
-            low, high = self._block(block)
-            if high - low > MAX_BLOCK:
-                oversized.append((low, high))
-                continue
-            found.update(self.keys[i] & _ROW_MASK for i in range(low, high))
-        if not found:
-            for low, _high in oversized:
-                found.update(self.keys[i] & _ROW_MASK for i in range(low, low + MAX_BLOCK))
-        return sorted(found)[:MAX_CANDIDATES]
+        keys = self.keys
+        for size, low, high in blocks:
+            if size > MAX_BLOCK:
+                if not found:
+                    found.update(keys[i] & _ROW_MASK for i in range(low, low + MAX_BLOCK))
+                break
+            if found and len(found) + size > CANDIDATE_BUDGET:
+                break
+            found.update(keys[i] & _ROW_MASK for i in range(low, high))
+        return sorted(found)
 
     def match(self, record: dict[str, object], options: MatchOptions) -> list[Match]:
         key = match_key(record)
@@ -310,16 +318,24 @@ class MatchIndex:
             )
         profile = options.profile
         scorer = _SCORERS[profile.name_scorer]
-        query_name = key.name.text if key.name is not None else None
         query_label = key.label
         names, domains = self.names, self.domains
-        # Score every candidate cheaply first; reasons only for the few that are returned.
+        rows = self.candidates(key)
+        # Name similarity of every candidate in one call into rapidfuzz's C code.
+        name_scores: dict[int, float] = {}
+        if key.name is not None:
+            found = process.extract(
+                key.name.text, [names[row] for row in rows], scorer=scorer, processor=None,
+                limit=None,
+            )  # fmt: skip
+            name_scores = {position: score / 100.0 for _, score, position in found}
+        # Score every candidate first; reasons only for the few that are returned.
         scored: list[tuple[float, int]] = []
-        for row in self.candidates(key):
-            score = quick_score(
-                query_name, key.domain, query_label, names[row], domains[row], profile, scorer
-            )
-            if score is not None and score >= options.threshold:
+        threshold = options.threshold
+        for position, row in enumerate(rows):
+            kind = domain_kind(key.domain, query_label, domains[row])
+            score = combine(name_scores.get(position), kind, profile)
+            if score is not None and score >= threshold:
                 scored.append((-score, row))
         scored.sort()
         results: list[Match] = []
@@ -333,44 +349,42 @@ class MatchIndex:
         return results
 
 
-def quick_score(
-    query_name: str | None,
-    query_domain: str | None,
-    query_label: str | None,
-    name: str | None,
-    domain: str | None,
-    profile: Profile,
-    scorer: Scorer,
-) -> float | None:
-    """The same score as `score_pair`, without building reasons (the hot path)."""
-    total = 0.0
-    weights = 0.0
-    both = True
-    if query_name is not None and name:
-        total += profile.name_weight * scorer(query_name, name, processor=None) / 100.0
+# How a candidate's domain compares with the record's: None (one side has none), or one of:
+EXACT, LABEL, MISMATCH = "exact", "label", "mismatch"
+_DOMAIN_SCORES = {EXACT: 1.0, LABEL: 0.8, MISMATCH: 0.0}
+
+
+def domain_kind(
+    query_domain: str | None, query_label: str | None, domain: str | None
+) -> str | None:
+    if query_domain is None or domain is None:
+        return None
+    if query_domain == domain:
+        return EXACT
+    if query_label == domain_label(domain):
+        return LABEL
+    return MISMATCH
+
+
+def combine(name_score: float | None, kind: str | None, profile: Profile) -> float | None:
+    """The documented score: the weighted mean of the name and domain similarities that can be
+    compared, times `single_field_factor` when only one can, minus the mismatch penalty, at
+    least the profile's floor for an exact domain; clamped to 0..1 and rounded to 4 places."""
+    total = weights = 0.0
+    if name_score is not None:
+        total += profile.name_weight * name_score
         weights += profile.name_weight
-    else:
-        both = False
-    same_domain = mismatch = False
-    if query_domain is not None and domain is not None:
-        if query_domain == domain:
-            total += profile.domain_weight
-            same_domain = True
-        elif query_label == domain_label(domain):
-            total += profile.domain_weight * 0.8
-        else:
-            mismatch = True
+    if kind is not None:
+        total += profile.domain_weight * _DOMAIN_SCORES[kind]
         weights += profile.domain_weight
-    else:
-        both = False
     if weights == 0.0:
         return None
     score = total / weights
-    if not both:
+    if name_score is None or kind is None:
         score *= profile.single_field_factor
-    if mismatch:
+    if kind == MISMATCH:
         score -= profile.domain_mismatch_penalty
-    if same_domain and profile.domain_match_floor is not None:
+    if kind == EXACT and profile.domain_match_floor is not None:
         score = max(score, profile.domain_match_floor)
     return round(min(max(score, 0.0), 1.0), 4)
 
@@ -382,15 +396,11 @@ def score_pair(
     profile: Profile,
     scorer: Scorer,
 ) -> tuple[float, tuple[Reason, ...]] | None:
-    """The score of one candidate row and the reasons, or None when nothing can be compared."""
+    """The score of one candidate row and its reason chips, or None when nothing compares."""
     reasons: list[Reason] = []
-    total = 0.0
-    weights = 0.0
     name_score: float | None = None
     if key.name is not None and name:
         name_score = scorer(key.name.text, name, processor=None) / 100.0
-        total += profile.name_weight * name_score
-        weights += profile.name_weight
         if name_score == 1.0:
             reasons.append(Reason("exact_name", f"Exact name '{name}'", 1.0, name))
         else:
@@ -406,47 +416,21 @@ def score_pair(
             reasons.append(
                 Reason("stripped_suffix", f"Legal suffix '{suffix}' ignored", None, suffix)
             )
-    same_domain = False
-    mismatch = False
-    if key.domain is not None and domain is not None:
-        if key.domain == domain:
-            domain_score = 1.0
-            same_domain = True
-            reasons.append(Reason("exact_domain", f"Exact domain {domain}", 1.0, domain))
-        elif domain_label(key.domain) == domain_label(domain):
-            domain_score = 0.8
-            reasons.append(
-                Reason(
-                    "domain_label",
-                    f"Same domain name, other suffix ({domain})",
-                    0.8,
-                    domain_label(domain),
-                )
-            )
-        else:
-            domain_score = 0.0
-            mismatch = True
-            reasons.append(Reason("domain_mismatch", f"Different domain {domain}", 0.0, domain))
-        total += profile.domain_weight * domain_score
-        weights += profile.domain_weight
-        if key.domain_source in ("email", "url"):
-            reasons.append(
-                Reason(
-                    f"domain_from_{key.domain_source}",
-                    f"Domain taken from the {key.domain_source}",
-                    None,
-                    key.domain,
-                )
-            )
-    if weights == 0.0:
-        return None
-    score = total / weights
-    if name_score is None or (key.domain is None or domain is None):
-        score *= profile.single_field_factor
-    if mismatch:
-        score -= profile.domain_mismatch_penalty
-    if same_domain and profile.domain_match_floor is not None:
-        score = max(score, profile.domain_match_floor)
+    kind = domain_kind(key.domain, key.label, domain)
+    if kind == EXACT:
+        reasons.append(Reason("exact_domain", f"Exact domain {domain}", 1.0, domain))
+    elif kind == LABEL and domain is not None:
+        label = domain_label(domain)
+        reasons.append(
+            Reason("domain_label", f"Same domain name, other suffix ({domain})", 0.8, label)
+        )
+    elif kind == MISMATCH:
+        reasons.append(Reason("domain_mismatch", f"Different domain {domain}", 0.0, domain))
+    if kind is not None and key.domain_source in ("email", "url"):
+        source = key.domain_source
+        reasons.append(
+            Reason(f"domain_from_{source}", f"Domain taken from the {source}", None, key.domain)
+        )
     if key.free_mail is not None:
         reasons.append(
             Reason(
@@ -456,4 +440,7 @@ def score_pair(
                 key.free_mail,
             )
         )
-    return round(min(max(score, 0.0), 1.0), 4), tuple(reasons)
+    score = combine(name_score, kind, profile)
+    if score is None:
+        return None
+    return score, tuple(reasons)

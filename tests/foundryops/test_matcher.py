@@ -7,7 +7,7 @@ import pytest
 from emulator.foundryops.core.errors import InvalidRequest
 from emulator.foundryops.core.generate import company_rows
 from emulator.foundryops.core.matcher import (
-    MAX_BLOCK,
+    CANDIDATE_BUDGET,
     PROFILES,
     MatchIndex,
     MatchOptions,
@@ -169,7 +169,7 @@ def test_blocking_compares_a_record_with_few_rows_of_a_large_snapshot() -> None:
     key = match_key({"company_name": name, "domain": domain})
     candidates = index.candidates(key)
     assert 12_345 in candidates
-    assert len(candidates) < 5 * MAX_BLOCK
+    assert len(candidates) <= CANDIDATE_BUDGET
     assert len(candidates) < index.size // 10
     best = index.match({"company_name": name, "domain": domain}, MatchOptions.from_json({}))[0]
     assert best.row == 12_345

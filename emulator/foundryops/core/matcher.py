@@ -44,7 +44,8 @@ _ROW_MASK = (1 << _ROW_BITS) - 1
 # A block larger than this says little (a very common first word): it is used only when no
 # other block of the record gives a candidate, and then only its first rows.
 MAX_BLOCK = 512
-CANDIDATE_BUDGET = 512
+# At most this many rows are scored for one record (the cost of a match is about linear in it).
+CANDIDATE_BUDGET = 128
 MAX_TOP_N = 50
 DEFAULT_TOP_N = 5
 
@@ -288,7 +289,7 @@ class MatchIndex:
 
         Blocks are taken from the smallest up (a rare word says more than a common one) while
         the rows gathered stay within CANDIDATE_BUDGET; a block over MAX_BLOCK rows is used
-        only when nothing smaller matched, and then only its first MAX_BLOCK rows."""
+        only when nothing smaller matched, and then only its first CANDIDATE_BUDGET rows."""
         tokens = key.name.text.split() if key.name is not None else []
         blocks = sorted(
             (high - low, low, high)
@@ -300,7 +301,7 @@ class MatchIndex:
         for size, low, high in blocks:
             if size > MAX_BLOCK:
                 if not found:
-                    found.update(keys[i] & _ROW_MASK for i in range(low, low + MAX_BLOCK))
+                    found.update(keys[i] & _ROW_MASK for i in range(low, low + CANDIDATE_BUDGET))
                 break
             if found and len(found) + size > CANDIDATE_BUDGET:
                 break

@@ -174,3 +174,68 @@ def test_blocking_compares_a_record_with_few_rows_of_a_large_snapshot() -> None:
     best = index.match({"company_name": name, "domain": domain}, MatchOptions.from_json({}))[0]
     assert best.row == 12_345
     assert index.index_bytes() / index.size < 300
+
+
+def test_the_hot_loop_gives_exactly_the_documented_scores() -> None:
+    import random
+
+    from emulator.foundryops.core.matcher import _SCORERS, score_pair
+
+    rng = random.Random(3)
+    rows = list(company_rows(3_000, seed=9))
+    index = MatchIndex.build("dss_c", ((n, d, None) for n, d, _ in rows))
+    checked = 0
+    for _ in range(150):
+        name, domain, _ = rng.choice(rows)
+        record: dict[str, object] = {}
+        if rng.random() < 0.8:
+            record["company_name"] = name[: rng.randrange(3, len(name) + 1)]
+        if rng.random() < 0.6 or not record:
+            record["domain"] = rng.choice([domain, domain.replace(".com", ".de"), "other.org"])
+        key = match_key(record)
+        for profile in PROFILES.values():
+            options = MatchOptions.from_json({"profile": profile.name, "threshold": 0.0,
+                                              "top_n": 50})  # fmt: skip
+            for match in index.match(record, options):
+                expected = score_pair(
+                    key, index.names[match.row], index.domains[match.row], profile,
+                    _SCORERS[profile.name_scorer],
+                )  # fmt: skip
+                assert expected is not None
+                assert match.score == expected[0]
+                checked += 1
+    assert checked > 1000
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.9])
+def test_skipping_far_names_never_changes_the_answer(threshold: float) -> None:
+    """The matcher skips (in rapidfuzz) names that cannot reach the threshold; the answer must
+    equal scoring every candidate with score_pair."""
+    import random
+
+    from emulator.foundryops.core.matcher import _SCORERS, score_pair
+
+    rng = random.Random(int(threshold * 100))
+    rows = list(company_rows(3_000, seed=11))
+    rows += [("", f"nameless{n}.com", "US") for n in range(20)]
+    index = MatchIndex.build("dss_s", ((n or None, d, None) for n, d, _ in rows))
+    for _ in range(120):
+        name, domain, _ = rng.choice(rows)
+        record: dict[str, object] = {"company_name": (name or "Acme")[: rng.randrange(3, 30)]}
+        if rng.random() < 0.6:
+            record["domain"] = rng.choice([domain, domain.replace(".", "x.", 1), "other.org"])
+        key = match_key(record)
+        for profile in PROFILES.values():
+            options = MatchOptions.from_json(
+                {"profile": profile.name, "threshold": threshold, "top_n": 50}
+            )
+            brute = []
+            for row in index.candidates(key):
+                scored = score_pair(
+                    key, index.names[row], index.domains[row], profile,
+                    _SCORERS[profile.name_scorer],
+                )  # fmt: skip
+                if scored is not None and scored[0] >= threshold:
+                    brute.append((-scored[0], row))
+            expected = [(row, -negative) for negative, row in sorted(brute)[:50]]
+            assert [(m.row, m.score) for m in index.match(record, options)] == expected

@@ -119,6 +119,8 @@ def match_file(
 ) -> FileOutcome:
     """Match every row of `source`; the result file appears at `output` only when complete."""
     record_at = records_of(snapshot)
+    # A file result keeps only the best match of each row (with its reasons).
+    options = attrs.evolve(options, top_n=1, return_explanations=True)
     writer = ResultWriter(output, output_format)
     processed = matched = 0
     try:

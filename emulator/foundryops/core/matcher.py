@@ -322,22 +322,40 @@ class MatchIndex:
         query_label = key.label
         names, domains = self.names, self.domains
         rows = self.candidates(key)
-        # Name similarity of every candidate in one call into rapidfuzz's C code.
+        threshold = options.threshold
+        # Name similarity of every candidate in one call into rapidfuzz's C code, skipping (in
+        # C) names too far off for the candidate to reach the threshold; candidates with the
+        # record's exact domain, and nameless ones (domain only), are always scored.
         name_scores: dict[int, float] = {}
+        exact: list[int] = []
+        if key.domain is not None:
+            exact = [
+                position
+                for position, row in enumerate(rows)
+                if domains[row] == key.domain or not names[row]
+            ]
         if key.name is not None:
+            cutoff = _name_cutoff(threshold, profile, key.domain is not None)
             found = process.extract(
                 key.name.text, [names[row] for row in rows], scorer=scorer, processor=None,
-                limit=None,
+                limit=None, score_cutoff=cutoff,
             )  # fmt: skip
             name_scores = {position: score / 100.0 for _, score, position in found}
-        # Score every candidate first; reasons only for the few that are returned.
-        scored: list[tuple[float, int]] = []
-        threshold = options.threshold
-        for position, row in enumerate(rows):
-            kind = domain_kind(key.domain, query_label, domains[row])
-            score = combine(name_scores.get(position), kind, profile)
-            if score is not None and score >= threshold:
-                scored.append((-score, row))
+            for position in exact:
+                if position not in name_scores and names[rows[position]]:
+                    name_scores[position] = (
+                        scorer(key.name.text, names[rows[position]], processor=None) / 100.0
+                    )
+            chosen = sorted({*name_scores, *exact})
+        else:
+            chosen = list(range(len(rows)))
+        scored = [
+            (-score, rows[position])
+            for score, position in _scores(
+                chosen, rows, name_scores, key.domain, query_label, domains, profile
+            )
+            if score >= threshold
+        ]
         scored.sort()
         results: list[Match] = []
         for negative, row in scored[: options.top_n]:
@@ -353,6 +371,63 @@ class MatchIndex:
 # How a candidate's domain compares with the record's: None (one side has none), or one of:
 EXACT, LABEL, MISMATCH = "exact", "label", "mismatch"
 _DOMAIN_SCORES = {EXACT: 1.0, LABEL: 0.8, MISMATCH: 0.0}
+
+
+def _name_cutoff(threshold: float, profile: Profile, has_domain: bool) -> float:
+    """The lowest name similarity (0-100) with which a candidate whose domain is not the
+    record's could still reach `threshold`, less a margin for the rounding to 4 places."""
+    wn, wd = profile.name_weight, profile.domain_weight
+    alone = threshold / profile.single_field_factor
+    needed = min(alone, (threshold * (wn + wd) - 0.8 * wd) / wn) if has_domain else alone
+    return max(0.0, min(100.0, (needed - 0.001) * 100.0))
+
+
+def _scores(
+    positions: list[int],
+    rows: list[int],
+    name_scores: dict[int, float],
+    query_domain: str | None,
+    query_label: str | None,
+    domains: list[str | None],
+    profile: Profile,
+) -> list[tuple[float, int]]:
+    """`combine` for many candidates, inlined (the hot loop of every match); the results are
+    the same floats `combine` gives (tests/foundryops/test_matcher.py checks it)."""
+    wn, wd = profile.name_weight, profile.domain_weight
+    factor = profile.single_field_factor
+    penalty = profile.domain_mismatch_penalty
+    floor = profile.domain_match_floor
+    out: list[tuple[float, int]] = []
+    append = out.append
+    for position in positions:
+        row = rows[position]
+        name_score = name_scores.get(position)
+        domain = domains[row] if query_domain is not None else None
+        if domain is None:
+            if name_score is None:
+                continue
+            score = (wn * name_score) / wn * factor
+        else:
+            if domain == query_domain:
+                part = 1.0
+            elif (
+                query_label is not None
+                and query_label in domain
+                and (domain_label(domain) == query_label)
+            ):
+                part = 0.8
+            else:
+                part = 0.0
+            if name_score is None:
+                score = (wd * part) / wd * factor
+            else:
+                score = (wn * name_score + wd * part) / (wn + wd)
+            if part == 0.0:
+                score -= penalty
+            elif part == 1.0 and floor is not None:
+                score = max(score, floor)
+        append((round(min(max(score, 0.0), 1.0), 4), position))
+    return out
 
 
 def domain_kind(

@@ -84,7 +84,7 @@ class Call:
             raise InvalidRequest("INVALID_REQUEST", "The request body must be a JSON object.")
         try:
             data = json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidRequest("INVALID_REQUEST", "The request body is not valid JSON.") from None
         if not isinstance(data, dict):
             raise InvalidRequest("INVALID_REQUEST", "The request body must be a JSON object.")

@@ -220,6 +220,11 @@ class Engine:
         assert build.index is not None
         return build.index
 
+    def forget_indexes_nowait(self) -> None:
+        """Drop every finished index (after a restore replaced snapshots)."""
+        for snapshot_id in [k for k, v in self._indexes.items() if v.done.is_set()]:
+            del self._indexes[snapshot_id]
+
     def warm_nowait(self, snapshot: Snapshot) -> None:
         if self._nursery is not None:
             self._nursery.start_soon(self.index_for, snapshot)

@@ -22,6 +22,7 @@ from ..platform.errors import ErrorFamily
 from ..platform.seedschema import Node
 from ..platform.service import Service, ServiceContext, ServiceInstance
 from ..web.rawasgi import RawRoute
+from . import persistence
 from .api import datasets, jobs, match, observability, uploads
 from .api.common import Ops
 from .api.errors import FOUNDRYOPS, PREFIXES
@@ -217,6 +218,21 @@ class FoundryOpsInstance(ServiceInstance):
         self.ops.state = state
         for generated in self._generated():
             self.engine.generate_nowait(*generated)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Datasets (not generated ones) and credit balances, for `--state-file`."""
+        state = self.ops.state
+        return persistence.snapshot(state.datasets, state.ledger.accounts, self._generated_ids())
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Lay saved datasets and balances over the seed's; ValueError and no change if bad."""
+        restored = persistence.read_snapshot(data, self._generated_ids())
+        state = self.ops.state
+        persistence.apply(state.datasets, state.ledger.accounts, restored)
+        self.engine.forget_indexes_nowait()
+
+    def _generated_ids(self) -> set[str]:
+        return {d.dataset_id for d in self.seed.datasets if d.generate}
 
     def describe(self) -> dict[str, Any]:
         state = self.ops.state

@@ -20,11 +20,11 @@ from pathlib import Path
 import trio
 
 from . import __version__
+from . import services as registry
 from .platform.seeds import default_seed_path, load_seed
 from .platform.seedschema import SeedError
 from .platform.service import CommandError, Endpoints, add_cli_parser
 from .platform.settings import Settings, SettingsError, parse_service_ports
-from .services import registered_services
 from .web.app import Emulator, build_emulator
 
 log = logging.getLogger("emulator")
@@ -40,7 +40,7 @@ def _program_name() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    names = ", ".join(service.name for service in registered_services())
+    names = ", ".join(service.name for service in registry.registered_services())
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=f"A local, stateful emulator of cloud service APIs ({names}).",
@@ -118,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a seed file and summarise it")
     check.add_argument("file", type=Path)
 
-    for service in registered_services():
+    for service in registry.registered_services():
         for command in service.cli_commands():
             add_cli_parser(commands, command)
 
@@ -151,13 +151,13 @@ def _error(message: str) -> None:
 
 def _check(path: Path) -> int:
     try:
-        seed = load_seed(path, registered_services())
+        seed = load_seed(path, registry.registered_services())
         build_emulator(Settings(), seed)
     except SeedError as error:
         _error(str(error))
         return 2
     print(f"{path}: OK")
-    for service in registered_services():
+    for service in registry.registered_services():
         if service.name not in seed.present:
             continue
         block = seed.blocks[service.name]
@@ -176,7 +176,9 @@ def starter_seed() -> str:
         "# Every key is optional unless marked (required). Unknown keys are errors.\n"
         "# A service runs when its block is here (or when `serve --services` names it).\n"
     )
-    blocks = [block for service in registered_services() if (block := service.starter_block())]
+    blocks = [
+        block for service in registry.registered_services() if (block := service.starter_block())
+    ]
     return header + "".join("\n" + block for block in blocks)
 
 
@@ -234,7 +236,7 @@ def _serve(args: argparse.Namespace) -> int:
             if pairs:
                 overrides[per_service] = pairs
         settings = Settings.resolve(os.environ, overrides)
-        known = {service.name for service in registered_services()}
+        known = {service.name for service in registry.registered_services()}
         for name, _ in (*settings.ports, *settings.tls_ports):
             if name not in known:
                 raise SettingsError(f"unknown service {name!r} in a port option")
@@ -244,7 +246,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     seed_path = settings.seed_path or default_seed_path()
     try:
-        seed = load_seed(seed_path, registered_services())
+        seed = load_seed(seed_path, registry.registered_services())
         # Building the state checks what only a service can (for example connection auth).
         emulator = build_emulator(settings, seed)
     except (SeedError, SettingsError) as error:
@@ -257,7 +259,7 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             document = load_state(settings.state_file)
             if document is not None:
-                restore(settings.state_file, emulator.services, document)
+                emulator.carried_state = restore(settings.state_file, emulator.services, document)
         except StateFileError as error:
             _error(str(error))
             return 2

@@ -18,11 +18,11 @@ from typing import Any
 import attrs
 import trio
 
+from . import services as registry
 from .platform.clock import Clock
 from .platform.seeds import Seed, default_seed_path, load_seed, seed_from_mapping
 from .platform.service import Endpoints
 from .platform.settings import Settings
-from .services import registered_services
 from .web.app import Emulator, build_emulator
 
 SeedLike = Mapping[str, Any] | Path | str | Seed | None
@@ -33,10 +33,10 @@ def resolve_seed(seed: SeedLike) -> Seed:
     if isinstance(seed, Seed):
         return seed
     if seed is None:
-        return load_seed(default_seed_path(), registered_services())
+        return load_seed(default_seed_path(), registry.registered_services())
     if isinstance(seed, str | Path):
-        return load_seed(Path(seed), registered_services())
-    return seed_from_mapping(seed, registered_services())
+        return load_seed(Path(seed), registry.registered_services())
+    return seed_from_mapping(seed, registry.registered_services())
 
 
 @attrs.define

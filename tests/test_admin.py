@@ -204,3 +204,17 @@ async def test_request_log_names_the_principal(emulator: Any) -> None:
 def _default_seed() -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load(default_seed_path().read_text(encoding="utf-8"))
     return data
+
+
+@pytest.mark.parametrize("header", ["local-token-jane", "Token local-token-jane", "Bearer"])
+async def test_a_token_without_the_bearer_scheme_is_told_the_expected_format(
+    emulator: Any, header: str
+) -> None:
+    async with emulator.client() as client:
+        response = await client.get(GET_USER, headers={"Authorization": header})
+    assert response.status_code == 401
+    body = response.json()
+    assert body["errorName"] == "MissingCredentials"
+    assert "'Bearer <token>'" in body["errorDescription"]
+    # The header is never echoed: without "Bearer " it is usually the token itself.
+    assert "local-token-jane" not in response.text

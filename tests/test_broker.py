@@ -10,10 +10,11 @@ import pytest
 import trio
 import trio.testing
 
-from emulator.foundry.broker import Broker, BrokerClosed, ResultPipe
+from emulator.foundry.broker import Broker, BrokerClosed
 from emulator.foundry.core.errors import Conflict, NotFound, QueueFull
 from emulator.foundry.core.jobs import FailureKind, Job, JobSpec, JobState
 from emulator.foundry.core.runtimes import Runtime, RuntimeRegistry
+from emulator.foundry.results import ResultPipe
 from emulator.foundry.seed import ComputeModulesSeed
 from emulator.platform.clock import ManualClock, Randomness
 from emulator.platform.seedschema import Node

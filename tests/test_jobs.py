@@ -88,7 +88,7 @@ def job_in(state: JobState) -> Job:
 )
 def test_every_state_and_event_follows_the_table(state: JobState, event: JobEvent) -> None:
     job = job_in(state)
-    expected = TRANSITIONS.get((state, event))
+    expected = TRANSITIONS.table.get((state, event))
     if expected is None:
         with pytest.raises(Conflict):
             apply(job, event, 2.0, failure=FAILURE)
@@ -99,7 +99,7 @@ def test_every_state_and_event_follows_the_table(state: JobState, event: JobEven
 
 
 def test_finished_states_are_terminal() -> None:
-    for (state, _event), _target in TRANSITIONS.items():
+    for (state, _event), _target in TRANSITIONS.table.items():
         assert not state.finished
 
 

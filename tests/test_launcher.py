@@ -378,9 +378,7 @@ async def test_env_with_no_emulator_running_says_how_to_start_one(tmp_path: Path
     assert result.returncode == 1
     assert result.stdout == b""
     [line] = result.stderr.decode().splitlines()
-    assert line.startswith(
-        f"emulator: error: no emulator answers at http://127.0.0.1:{port}"
-    )
+    assert line.startswith(f"emulator: error: no emulator answers at http://127.0.0.1:{port}")
     assert "foundry-emulator serve" in line
     assert not (tmp_path / "token").exists()
 
@@ -405,3 +403,26 @@ async def test_env_reports_the_emulators_refusal(running: Running) -> None:
     assert result.returncode == 1
     [line] = result.stderr.decode().splitlines()
     assert line.startswith("emulator: error: the emulator refused the runtime session: 400")
+
+
+async def test_clean_removes_the_token_files_env_left_in_the_state_dir(
+    running: Running, tmp_path: Path
+) -> None:
+    state_dir = tmp_path / "state"
+    environment = {**os.environ, "EMULATOR_STATE_DIR": str(state_dir)}
+    written = await trio.run_process(
+        launcher_argv(running, "env"), env=environment, capture_stdout=True, capture_stderr=True
+    )
+    token_file = state_dir / "module-token-agent-loop"
+    assert written.stderr.decode().strip() == f"# token file: {token_file}"
+    assert token_file.is_file()
+    mine = state_dir / "keep-me"
+    mine.write_text("not a token file")
+    cleaned = await trio.run_process(
+        [sys.executable, "-m", "emulator", "module", "clean"],
+        env=environment,
+        capture_stdout=True,
+    )
+    assert cleaned.stdout.decode().strip() == f"removed 1 token file(s) from {state_dir}"
+    assert not token_file.exists()
+    assert mine.exists()

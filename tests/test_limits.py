@@ -102,6 +102,13 @@ async def test_a_body_over_max_body_bytes_is_413_in_the_routes_family(
                     headers={"Content-Type": content_type, **headers},
                 )
             assert_family(response, style, 413)
+            # The answer names the limit and, for the emulator-wide limit, what raises it.
+            description = response.json().get("errorDescription") or response.json().get(
+                "error_description"
+            )
+            assert f"The limit is {LIMIT:,} bytes" in description, description
+            if not path.startswith("/multipass"):
+                assert "EMULATOR_MAX_BODY_BYTES" in description, description
         # Nothing was queued by the refused executes and submits, and the server still serves.
         assert await jobs(client) == dict.fromkeys(
             ("queued", "running", "succeeded", "failed", "cancelled"), 0

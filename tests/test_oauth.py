@@ -346,7 +346,7 @@ def test_redirect_uri_matching_table() -> None:
 
 
 def test_code_state_machine_refuses_illegal_transitions() -> None:
-    from emulator.foundry.core.oauth import AuthorizationCode
+    from emulator.foundry.core.oauth import AuthorizationCode, CodeEvent
 
     code = AuthorizationCode(
         client_id="c",
@@ -359,10 +359,10 @@ def test_code_state_machine_refuses_illegal_transitions() -> None:
         issued_at=0.0,
         expires_at=600.0,
     )
-    apply_code_event(code, "redeem")
+    apply_code_event(code, CodeEvent.REDEEM)
     assert code.state is CodeState.REDEEMED
     with pytest.raises(IllegalTransition):
-        apply_code_event(code, "void")
+        apply_code_event(code, CodeEvent.VOID)
     assert code.state is CodeState.REDEEMED
 
 

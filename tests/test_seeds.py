@@ -189,7 +189,7 @@ def test_default_seed_is_a_useful_world() -> None:
     seed = load_seed(default_seed_path(), registered_services())
     foundry = seed.blocks["foundry"]
     assert isinstance(foundry, FoundrySeed)
-    assert len([u for u in foundry.users if u.principal_type == "human"]) >= 2
+    assert len([u for u in foundry.users if u.principal_type.value == "human"]) >= 2
     grants = {g for client in foundry.oauth_clients for g in client.grant_types}
     assert {"authorization_code", "refresh_token", "client_credentials"} <= grants
     assert {t.username for t in foundry.tokens} <= {u.username for u in foundry.users}

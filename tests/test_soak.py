@@ -64,7 +64,7 @@ from soakload import (
     sha,
 )
 
-from emulator.foundry import broker as broker_module
+from emulator.foundry import results as results_module
 from emulator.foundry.core import jobs as jobs_module
 from emulator.foundry.core.jobs import FailureKind, Job, JobEvent, JobState
 from emulator.web.rawasgi import RawRequest
@@ -508,7 +508,7 @@ async def test_soak(modules: Modules, book: Book, tmp_path: Path) -> None:
     assert statistics["callersWaiting"] == statistics["pollsWaiting"] == 0
     assert all(broker.waiting(runtime) == 0 for runtime in ALL_RUNTIMES)
     # ...no job, result pipe, upload or request object is alive any more...
-    alive = live_objects(Job, broker_module.ResultPipe, broker_module.ResultUpload, RawRequest)
+    alive = live_objects(Job, results_module.ResultPipe, results_module.ResultUpload, RawRequest)
     assert not alive, alive
     # ...and memory is back near where it started. The test's own records of every job (about
     # 18 MiB for 20,000) are counted and taken off. What may remain besides: the emulator's

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -17,7 +18,7 @@ import trio
 
 from emulator.foundry.core.tokens import digest
 from emulator.platform.settings import Settings
-from emulator.platform.statefile import StateFileError, load_state, restore, save_state
+from emulator.platform.statefile import StateFileError, collect, load_state, restore, save_state
 from emulator.transport.server import save_state_periodically
 from emulator.web.app import build_emulator
 from tests.conftest import StartEmulator, make_seed
@@ -207,8 +208,10 @@ async def test_bad_data_is_refused_and_changes_nothing(
         assert "kept" not in second.foundry.runtimes.runtimes
         async with second.client() as client:
             assert await _current_user_status(client, kept) == 401
-        with pytest.raises(StateFileError, match="no service 'elsewhere'"):
-            restore(path, second.emulator.services, {"elsewhere": {}})
+        # Data of a service that does not run now is carried into later saves, not refused.
+        carried = restore(path, second.emulator.services, {"elsewhere": {"kept": 1}})
+        assert carried == {"elsewhere": {"kept": 1}}
+        assert collect(second.emulator.services, carried)["elsewhere"] == {"kept": 1}
 
 
 def test_settings_read_the_state_file_from_the_environment(tmp_path: Path) -> None:
@@ -330,3 +333,27 @@ async def test_cli_refuses_a_corrupt_state_file(tmp_path: Path) -> None:
     assert lines[0].startswith("emulator: error: state file ")
     assert str(state_file) in lines[0]
     assert "Traceback" not in result.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["runtimes"][0].update(token=""), "runtimes[0].token: must not be empty"),
+        (lambda d: d["runtimes"][0].update(resets="3"), "runtimes[0].resets: expected an integer"),
+        (lambda d: d["runtimes"][0].update(extra=1), "runtimes[0].extra: unknown key"),
+        (lambda d: d["tokens"][0].update(digest="00"), "tokens[0].digest: must be a SHA-256"),
+        (lambda d: d["tokens"][0].pop("revoked"), "tokens[0].revoked: required field"),
+        (lambda d: d.update(grants={}), "grants: expected a list"),
+    ],
+    ids=["empty token", "string count", "unknown key", "short digest", "missing", "not a list"],
+)
+async def test_malformed_saved_records_name_their_path(
+    start_emulator: StartEmulator, change: Any, message: str
+) -> None:
+    running = await start_emulator()
+    data = running.foundry.snapshot()
+    assert data["runtimes"]
+    assert data["tokens"]
+    change(data)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        running.foundry.restore(data)

@@ -288,6 +288,12 @@ def configure_module_parser(module: argparse.ArgumentParser) -> None:
         else:
             action.add_argument("--format", choices=("shell", "dotenv", "docker"), default="shell")
             action.add_argument("--token-file", type=Path, help="where to write the token file")
+    actions.add_parser(
+        "clean",
+        help="remove the token files `module env` left in the state directory",
+        description="Remove the module-token-* files `module env` wrote to the state "
+        "directory (files written with --token-file are yours to remove).",
+    )
 
 
 def emulator_url_from_environment(environ: Mapping[str, str]) -> str:
@@ -296,8 +302,25 @@ def emulator_url_from_environment(environ: Mapping[str, str]) -> str:
     )
 
 
+TOKEN_FILE_PREFIX = "module-token-"
+
+
+def clean_token_files(state_dir: Path) -> list[Path]:
+    """Remove the token files `module env` wrote to the state directory; returns them."""
+    removed = []
+    for path in sorted(state_dir.glob(f"{TOKEN_FILE_PREFIX}*")):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def run_module_command(args: argparse.Namespace, state_dir: Path) -> int:
-    """`module run` or `module env`; a failure is a CommandError (one line, exit status 1)."""
+    """`module run`, `env` or `clean`; a failure is a CommandError (one line, exit status 1)."""
+    if args.module_command == "clean":
+        removed = clean_token_files(state_dir)
+        print(f"removed {len(removed)} token file(s) from {state_dir}")
+        return 0
     try:
         session = create_session(
             args.emulator,
@@ -315,7 +338,7 @@ def run_module_command(args: argparse.Namespace, state_dir: Path) -> int:
             return run_module(session, command, replicas=args.replicas)
         token_file = write_token_file(
             session.module_auth_token,
-            args.token_file or state_dir / f"module-token-{args.runtime}",
+            args.token_file or state_dir / f"{TOKEN_FILE_PREFIX}{args.runtime}",
         )
         sys.stdout.write(format_environment(session.environment(token_file), args.format))
         print(f"# token file: {token_file}", file=sys.stderr)

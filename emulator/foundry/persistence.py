@@ -18,108 +18,46 @@ from typing import Any, TypeVar
 
 import attrs
 
+from ..platform.seedschema import Fields, Node, plain_failure
 from .core.connectivity import ApiKeyLocation, Connection, Domain, RestAuth, Worker
 from .core.oauth import Grant, GrantState, RefreshState, RefreshToken
 from .core.principals import Directory
 from .core.runtimes import Binding, Runtime, RuntimeRegistry
 from .core.tokens import AccessToken
+from .seed import OnRestart, PrincipalType
 
 T = TypeVar("T")
 
 
-# Reading checked values -------------------------------------------------------------------------
+# Reading checked values (with the platform's JSON-with-path reader) -------------------------------
 
 
-def _bad(path: str, expected: str) -> ValueError:
-    return ValueError(f"{path} must be {expected}")
+def _record(node: Node, *keys: str) -> Fields:
+    """A saved record: a mapping with exactly these keys (each may be null where optional)."""
+    return node.fields(optional=keys)
 
 
-def _obj(value: Any, path: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _bad(path, "an object")
-    return value
-
-
-def _list(value: Any, path: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise _bad(path, "a list")
-    return value
-
-
-def _str(obj: dict[str, Any], key: str, path: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str):
-        raise _bad(f"{path}.{key}", "a string")
-    return value
-
-
-def _opt_str(obj: dict[str, Any], key: str, path: str) -> str | None:
-    value = obj.get(key)
-    if value is not None and not isinstance(value, str):
-        raise _bad(f"{path}.{key}", "a string or null")
-    return value
-
-
-def _num(obj: dict[str, Any], key: str, path: str) -> float:
-    value = obj.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _bad(f"{path}.{key}", "a number")
-    return float(value)
-
-
-def _opt_num(obj: dict[str, Any], key: str, path: str) -> float | None:
-    return None if obj.get(key) is None else _num(obj, key, path)
-
-
-def _int(obj: dict[str, Any], key: str, path: str) -> int:
-    value = obj.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _bad(f"{path}.{key}", "an integer")
-    return value
-
-
-def _opt_int(obj: dict[str, Any], key: str, path: str) -> int | None:
-    return None if obj.get(key) is None else _int(obj, key, path)
-
-
-def _bool(obj: dict[str, Any], key: str, path: str) -> bool:
-    value = obj.get(key)
-    if not isinstance(value, bool):
-        raise _bad(f"{path}.{key}", "true or false")
-    return value
-
-
-def _strs(obj: dict[str, Any], key: str, path: str) -> tuple[str, ...]:
-    items = _list(obj.get(key), f"{path}.{key}")
-    if not all(isinstance(item, str) for item in items):
-        raise _bad(f"{path}.{key}", "a list of strings")
-    return tuple(items)
-
-
-def _digest(obj: dict[str, Any], path: str) -> bytes:
-    text = _str(obj, "digest", path)
+def _digest(fields: Fields) -> bytes:
+    text = fields.str("digest")
     try:
         value = bytes.fromhex(text)
     except ValueError:
-        raise _bad(f"{path}.digest", "a SHA-256 hex digest") from None
+        value = b""
     if len(value) != 32:
-        raise _bad(f"{path}.digest", "a SHA-256 hex digest")
+        raise fields["digest"].error("must be a SHA-256 hex digest")
     return value
 
 
-def _each(data: dict[str, Any], key: str, read: Callable[[dict[str, Any], str], T]) -> list[T]:
-    return [
-        read(_obj(item, f"{key}[{index}]"), f"{key}[{index}]")
-        for index, item in enumerate(_list(data.get(key, []), key))
-    ]
+def _each(root: Fields, key: str, read: Callable[[Node], T]) -> list[T]:
+    return [read(item) for item in root.list(key)]
 
 
-def _enum_value(kind: Any, obj: dict[str, Any], key: str, path: str) -> Any:
-    text = _str(obj, key, path)
-    try:
-        return kind(text)
-    except ValueError:
-        raise _bad(f"{path}.{key}", "one of " + ", ".join(m.value for m in kind)) from None
+def _strings(fields: Fields, key: str) -> tuple[str, ...]:
+    """A required list of strings (each may be empty)."""
+    node = fields.get(key)
+    if node is None:
+        raise fields.node.error(f"{key} is required")
+    return tuple(item.as_str(allow_empty=True) for item in node.as_list())
 
 
 # Snapshot ---------------------------------------------------------------------------------------
@@ -207,7 +145,7 @@ def _runtime_to_data(runtime: Runtime) -> dict[str, Any]:
         # The Module-Auth-Token itself: modules hold it and must keep working after a restart.
         "token": runtime.token,
         "tokenSeeded": runtime.token_seeded,
-        "onRestart": runtime.on_restart,
+        "onRestart": runtime.on_restart.value,
         "displayName": runtime.display_name,
         "createdAt": runtime.created_at,
         "resetAt": runtime.reset_at,
@@ -240,7 +178,7 @@ def snapshot(
         "servicePrincipals": [
             {"clientId": p.oauth_client_id, "displayName": p.display_name}
             for p in directory.principals.values()
-            if p.principal_type == "service" and p.oauth_client_id == p.username
+            if p.principal_type is PrincipalType.SERVICE and p.oauth_client_id == p.username
         ],
         "tokens": [_token_to_data(key, token) for key, token in tokens.items()],
         "grants": [_grant_to_data(grant) for grant in grants.values()],
@@ -254,123 +192,157 @@ def snapshot(
 # Restore ----------------------------------------------------------------------------------------
 
 
-def _read_token(obj: dict[str, Any], path: str) -> tuple[bytes, AccessToken]:
-    return _digest(obj, path), AccessToken(
-        username=_str(obj, "username", path),
-        scopes=frozenset(_strs(obj, "scopes", path)),
-        client_id=_opt_str(obj, "clientId", path),
-        issued_at=_num(obj, "issuedAt", path),
-        expires_at=_opt_num(obj, "expiresAt", path),
-        origin=_str(obj, "origin", path),
-        revoked=_bool(obj, "revoked", path),
-        grant_id=_opt_str(obj, "grantId", path),
+def _read_token(node: Node) -> tuple[bytes, AccessToken]:
+    f = _record(
+        node,
+        "digest",
+        "username",
+        "scopes",
+        "clientId",
+        "issuedAt",
+        "expiresAt",
+        "origin",
+        "revoked",
+        "grantId",
+    )
+    return _digest(f), AccessToken(
+        username=f.str("username"),
+        scopes=frozenset(_strings(f, "scopes")),
+        client_id=f.opt_str("clientId"),
+        issued_at=f.float("issuedAt"),
+        expires_at=f.opt_float("expiresAt"),
+        origin=f.str("origin"),
+        revoked=f.bool("revoked"),
+        grant_id=f.opt_str("grantId"),
     )
 
 
-def _read_grant(obj: dict[str, Any], path: str) -> Grant:
+def _read_grant(node: Node) -> Grant:
+    f = _record(node, "grantId", "clientId", "username", "scopes", "createdAt", "state")
     return Grant(
-        grant_id=_str(obj, "grantId", path),
-        client_id=_str(obj, "clientId", path),
-        username=_str(obj, "username", path),
-        scopes=_strs(obj, "scopes", path),
-        created_at=_num(obj, "createdAt", path),
-        state=_enum_value(GrantState, obj, "state", path),
+        grant_id=f.str("grantId"),
+        client_id=f.str("clientId"),
+        username=f.str("username"),
+        scopes=_strings(f, "scopes"),
+        created_at=f.float("createdAt"),
+        state=f.choice("state", GrantState),
     )
 
 
-def _read_refresh(obj: dict[str, Any], path: str) -> tuple[bytes, RefreshToken]:
-    return _digest(obj, path), RefreshToken(
-        grant_id=_str(obj, "grantId", path),
-        issued_at=_num(obj, "issuedAt", path),
-        expires_at=_opt_num(obj, "expiresAt", path),
-        state=_enum_value(RefreshState, obj, "state", path),
+def _read_refresh(node: Node) -> tuple[bytes, RefreshToken]:
+    f = _record(node, "digest", "grantId", "issuedAt", "expiresAt", "state")
+    return _digest(f), RefreshToken(
+        grant_id=f.str("grantId"),
+        issued_at=f.float("issuedAt"),
+        expires_at=f.opt_float("expiresAt"),
+        state=f.choice("state", RefreshState),
     )
 
 
-def _read_auth(value: Any, path: str) -> RestAuth | None:
-    if value is None:
+def _read_auth(node: Node | None) -> RestAuth | None:
+    if node is None:
         return None
-    obj = _obj(value, path)
-    location_value = obj.get("location")
+    f = _record(node, "kind", "secretName", "username", "location")
+    location_node = f.get("location")
     location = None
-    if location_value is not None:
-        location_obj = _obj(location_value, f"{path}.location")
-        location = ApiKeyLocation(
-            kind=_str(location_obj, "kind", f"{path}.location"),
-            name=_str(location_obj, "name", f"{path}.location"),
-        )
+    if location_node is not None:
+        where = _record(location_node, "kind", "name")
+        location = ApiKeyLocation(kind=where.str("kind"), name=where.str("name"))
     return RestAuth(
-        kind=_str(obj, "kind", path),
-        secret_name=_opt_str(obj, "secretName", path),
-        username=_opt_str(obj, "username", path),
+        kind=f.str("kind"),
+        secret_name=f.opt_str("secretName"),
+        username=f.opt_str("username"),
         location=location,
     )
 
 
-def _read_domain(obj: dict[str, Any], path: str) -> Domain:
+def _read_domain(node: Node) -> Domain:
+    f = _record(node, "host", "port", "scheme", "auth")
     return Domain(
-        host=_str(obj, "host", path),
-        port=_opt_int(obj, "port", path),
-        scheme=_opt_str(obj, "scheme", path),
-        auth=_read_auth(obj.get("auth"), f"{path}.auth"),
+        host=f.str("host"),
+        port=f.opt_int("port"),
+        scheme=f.opt_str("scheme"),
+        auth=_read_auth(f.get("auth")),
     )
 
 
-def _read_connection(obj: dict[str, Any], path: str) -> Connection:
-    secrets = _obj(obj.get("secrets"), f"{path}.secrets")
+def _read_connection(node: Node) -> Connection:
+    f = _record(
+        node,
+        "rid",
+        "displayName",
+        "parentFolderRid",
+        "domains",
+        "oauth2ClientRid",
+        "additionalSecretNames",
+        "networkEgressPolicyRids",
+        "createdAt",
+        "updatedAt",
+        "secrets",
+        "exportsEnabled",
+        "exportEnabledWithoutMarkingsValidation",
+    )
+    secrets_node = f.get("secrets")
+    if secrets_node is None or not isinstance(secrets_node.value, dict):
+        raise node.error("secrets must be an object of strings")
+    secrets = secrets_node.value
     if not all(isinstance(value, str) for value in secrets.values()):
         # Name the path only: a secret value never goes into a message.
-        raise _bad(f"{path}.secrets", "an object of strings")
-    policies = obj.get("networkEgressPolicyRids")
+        raise secrets_node.error("must be an object of strings")
+    policies = f.get("networkEgressPolicyRids")
     return Connection(
-        rid=_str(obj, "rid", path),
-        display_name=_str(obj, "displayName", path),
-        parent_folder_rid=_str(obj, "parentFolderRid", path),
-        domains=tuple(
-            _read_domain(_obj(item, f"{path}.domains[{i}]"), f"{path}.domains[{i}]")
-            for i, item in enumerate(_list(obj.get("domains"), f"{path}.domains"))
-        ),
-        oauth2_client_rid=_opt_str(obj, "oauth2ClientRid", path),
-        additional_secret_names=_strs(obj, "additionalSecretNames", path),
+        rid=f.str("rid"),
+        display_name=f.str("displayName", allow_empty=True),
+        parent_folder_rid=f.str("parentFolderRid"),
+        domains=tuple(_read_domain(item) for item in f.list("domains")),
+        oauth2_client_rid=f.opt_str("oauth2ClientRid"),
+        additional_secret_names=_strings(f, "additionalSecretNames"),
         worker=Worker(
             network_egress_policy_rids=(
-                None if policies is None else _strs(obj, "networkEgressPolicyRids", path)
+                None if policies is None else _strings(f, "networkEgressPolicyRids")
             )
         ),
-        created_at=_num(obj, "createdAt", path),
-        updated_at=_num(obj, "updatedAt", path),
+        created_at=f.float("createdAt"),
+        updated_at=f.float("updatedAt"),
         secrets=dict(secrets),
-        exports_enabled=_bool(obj, "exportsEnabled", path),
-        export_enabled_without_markings_validation=_bool(
-            obj, "exportEnabledWithoutMarkingsValidation", path
-        ),
+        exports_enabled=f.bool("exportsEnabled"),
+        export_enabled_without_markings_validation=f.bool("exportEnabledWithoutMarkingsValidation"),
     )
 
 
-def _read_runtime(obj: dict[str, Any], path: str) -> Runtime:
-    token = _str(obj, "token", path)
-    if not token:
-        raise _bad(f"{path}.token", "a non-empty string")
+def _read_runtime(node: Node) -> Runtime:
+    f = _record(
+        node,
+        "runtimeId",
+        "token",
+        "tokenSeeded",
+        "onRestart",
+        "displayName",
+        "createdAt",
+        "resetAt",
+        "resets",
+    )
     return Runtime(
-        runtime_id=_str(obj, "runtimeId", path),
-        token=token,
-        token_seeded=_bool(obj, "tokenSeeded", path),
-        on_restart=_str(obj, "onRestart", path),
-        display_name=_opt_str(obj, "displayName", path),
-        created_at=_num(obj, "createdAt", path),
-        reset_at=_num(obj, "resetAt", path),
-        resets=_int(obj, "resets", path),
+        runtime_id=f.str("runtimeId"),
+        token=f.str("token"),
+        token_seeded=f.bool("tokenSeeded"),
+        on_restart=f.choice("onRestart", OnRestart),
+        display_name=f.opt_str("displayName", allow_empty=True),
+        created_at=f.float("createdAt"),
+        reset_at=f.float("resetAt"),
+        resets=f.int("resets"),
     )
 
 
-def _read_binding(obj: dict[str, Any], path: str) -> Binding:
+def _read_binding(node: Node) -> Binding:
+    f = _record(node, "deployedAppRid", "branch", "runtimeId", "displayName", "active", "seeded")
     return Binding(
-        deployed_app_rid=_str(obj, "deployedAppRid", path),
-        branch=_str(obj, "branch", path),
-        runtime_id=_str(obj, "runtimeId", path),
-        display_name=_str(obj, "displayName", path),
-        active=_bool(obj, "active", path),
-        seeded=_bool(obj, "seeded", path),
+        deployed_app_rid=f.str("deployedAppRid"),
+        branch=f.str("branch"),
+        runtime_id=f.str("runtimeId"),
+        display_name=f.str("displayName", allow_empty=True),
+        active=f.bool("active"),
+        seeded=f.bool("seeded"),
     )
 
 
@@ -411,35 +383,48 @@ class FoundrySnapshot:
         return RuntimeRegistry(runtimes=runtimes, bindings={**seeded.bindings, **self.bindings})
 
 
-def _read_service_principal(obj: dict[str, Any], path: str) -> tuple[str, str]:
-    return _str(obj, "clientId", path), _str(obj, "displayName", path)
+def _read_service_principal(node: Node) -> tuple[str, str]:
+    f = _record(node, "clientId", "displayName")
+    return f.str("clientId"), f.str("displayName", allow_empty=True)
 
 
 def read_snapshot(data: Any, directory: Directory) -> FoundrySnapshot:
     """Check saved data completely and turn it into records (ValueError naming the path)."""
-    data = _obj(data, "foundry")
-    principals = _each(data, "servicePrincipals", _read_service_principal)
+    root = Node(data, "", "", plain_failure)
+    if not isinstance(data, dict):
+        raise root.error("the saved Foundry state must be an object")
+    fields = _record(
+        root,
+        "servicePrincipals",
+        "tokens",
+        "grants",
+        "refreshTokens",
+        "connections",
+        "runtimes",
+        "bindings",
+    )
+    principals = _each(fields, "servicePrincipals", _read_service_principal)
     for index, (client_id, _) in enumerate(principals):
         existing = directory.get(client_id)
         if existing is not None and (
             existing.is_human or existing.oauth_client_id not in (None, client_id)
         ):
             raise ValueError(f"servicePrincipals[{index}]: {client_id!r} is another principal")
-    tokens = _each(data, "tokens", _read_token)
+    tokens = _each(fields, "tokens", _read_token)
     _unique((key.hex() for key, _ in tokens), "access token digest")
-    grants = _each(data, "grants", _read_grant)
+    grants = _each(fields, "grants", _read_grant)
     _unique((grant.grant_id for grant in grants), "grantId")
-    refresh = _each(data, "refreshTokens", _read_refresh)
+    refresh = _each(fields, "refreshTokens", _read_refresh)
     _unique((key.hex() for key, _ in refresh), "refresh token digest")
     grant_ids = {grant.grant_id for grant in grants}
     for index, (_, token) in enumerate(refresh):
         if token.grant_id not in grant_ids:
             raise ValueError(f"refreshTokens[{index}].grantId names no saved grant")
-    connections = _each(data, "connections", _read_connection)
+    connections = _each(fields, "connections", _read_connection)
     _unique((c.rid for c in connections), "connection rid")
-    runtimes = _each(data, "runtimes", _read_runtime)
+    runtimes = _each(fields, "runtimes", _read_runtime)
     _unique((r.runtime_id for r in runtimes), "runtimeId")
-    bindings = _each(data, "bindings", _read_binding)
+    bindings = _each(fields, "bindings", _read_binding)
     _unique(((b.deployed_app_rid, b.branch) for b in bindings), "deployed app binding")
 
     grants_by_id = {grant.grant_id: grant for grant in grants}

@@ -8,6 +8,7 @@ YAML and nothing from trio, quart or hypercorn (the core builds its state from t
 
 from __future__ import annotations
 
+import enum
 import re
 import uuid
 from collections.abc import Mapping
@@ -26,6 +27,20 @@ DEFAULT_ORGANIZATION = "ri.organization.main.organization.default"
 DEFAULT_ENROLLMENT_RID = "ri.enrollment..enrollment.default"
 # Ids the seed does not give are derived from names, so they survive restarts.
 _ID_NAMESPACE = uuid.UUID("6f0b8b2e-3c1d-4f57-9a55-8d1b3f0e2a10")
+
+
+class PrincipalType(enum.Enum):
+    """A person (shown on the sign-in page) or a service (a client-credentials client)."""
+
+    HUMAN = "human"
+    SERVICE = "service"
+
+
+class OnRestart(enum.Enum):
+    """What a module's restart notification does with the jobs it had taken."""
+
+    FAIL = "fail"
+    REQUEUE = "requeue"
 
 
 def stable_uuid(*parts: str) -> str:
@@ -59,7 +74,7 @@ class UserSeed:
     family_name: str | None
     realm: str
     organization_rid: str | None
-    principal_type: str  # "human" or "service"
+    principal_type: PrincipalType
     active: bool
     oauth_client_id: str | None
     attributes: Mapping[str, tuple[str, ...]]
@@ -93,7 +108,9 @@ class UserSeed:
                 raise f["id"].error("must be a UUID (8-4-4-4-12 hex digits)") from None
         principal_node = f.get("principal_type")
         principal_type = (
-            "human" if principal_node is None else principal_node.as_choice(("human", "service"))
+            PrincipalType.HUMAN
+            if principal_node is None
+            else PrincipalType(principal_node.as_choice(m.value for m in PrincipalType))
         )
         attributes: dict[str, tuple[str, ...]] = {}
         attribute_node = f.get("attributes")
@@ -113,7 +130,7 @@ class UserSeed:
             family_name=f.opt_str("family_name"),
             realm=f.str("realm", DEFAULT_REALM),
             organization_rid=(
-                (DEFAULT_ORGANIZATION if principal_type == "human" else None)
+                (DEFAULT_ORGANIZATION if principal_type is PrincipalType.HUMAN else None)
                 if org_node is None
                 else _rid(org_node)
             ),
@@ -346,8 +363,8 @@ class RuntimeSeed:
     runtime_id: str
     # None: the emulator makes one at start (`foundry-emulator module env` prints it).
     module_auth_token: str | None
-    # What the restart notification does with jobs the module had taken: "fail" or "requeue".
-    on_restart: str = "fail"
+    # What the restart notification does with jobs the module had taken.
+    on_restart: OnRestart = OnRestart.FAIL
 
     @classmethod
     def from_node(cls, node: Node) -> RuntimeSeed:
@@ -359,7 +376,11 @@ class RuntimeSeed:
         return cls(
             runtime_id=f.str("runtime_id"),
             module_auth_token=None if token is None else token.as_str(),
-            on_restart="fail" if restart is None else restart.as_choice(("fail", "requeue")),
+            on_restart=(
+                OnRestart.FAIL
+                if restart is None
+                else OnRestart(restart.as_choice(m.value for m in OnRestart))
+            ),
         )
 
 

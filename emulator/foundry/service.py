@@ -27,6 +27,7 @@ from .api.inspector import compute_modules_to_json, inspector_blueprint
 from .api.oauth import oauth_blueprint, oauth_routes
 from .api.ontologies import ontologies_blueprint
 from .api.runtime import runtime_blueprint, runtime_routes
+from .api.signin import signin_blueprint
 from .broker import Broker
 from .core.connectivity import Connectivity
 from .core.identity import Identity
@@ -34,7 +35,7 @@ from .core.jobs import FailureKind
 from .core.oauth import SCOPE_DESCRIPTIONS, OAuthServer
 from .core.ontologies import Ontologies
 from .core.runtimes import RuntimeRegistry
-from .seed import FoundrySeed, read_tokens
+from .seed import FoundrySeed, PrincipalType, read_tokens
 
 
 class FoundryService(Service):
@@ -117,6 +118,7 @@ class FoundryInstance(ServiceInstance):
 
     def blueprints(self) -> Sequence[Blueprint]:
         return [
+            signin_blueprint(self),
             oauth_blueprint(self),
             admin_blueprint(self),
             connectivity_blueprint(self),
@@ -214,7 +216,7 @@ class FoundryInstance(ServiceInstance):
         seed = self.seed
         endpoints = self.context.endpoints
         lines = []
-        humans = [u for u in seed.users if u.principal_type == "human" and u.active]
+        humans = [u for u in seed.users if u.principal_type is PrincipalType.HUMAN and u.active]
         lines.append(
             "Users:         "
             + (", ".join(f"{u.username} ({u.display_name})" for u in humans) or "none")

@@ -164,3 +164,18 @@ def framework_error(
     if status < 500:
         return family.error(status, code, "The request could not be read." + suffix)
     return family.error(500, code, "The emulator failed to handle this request; see its log.")
+
+
+# The variable that raises the emulator-wide body limit (Settings.max_body_bytes).
+BODY_LIMIT_SETTING = "EMULATOR_MAX_BODY_BYTES"
+
+
+def too_large(
+    family: ErrorFamily, path: str, method: str, limit: int, setting: str = BODY_LIMIT_SETTING
+) -> ApiError:
+    """The 413 for a body over `limit` bytes, naming the limit and what raises it (`setting`
+    "" for a fixed limit)."""
+    raises = f"; set {setting} to raise it" if setting else ""
+    return framework_error(
+        family, 413, path, method, detail=f"The limit is {limit:,} bytes{raises}."
+    )

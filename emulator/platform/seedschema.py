@@ -1,14 +1,18 @@
-"""Reading plain seed data (from YAML or a test's dict) into typed values with exact error paths.
+"""The emulator's one JSON-with-path reader: plain data (a seed from YAML or a test's dict, a
+state file) into typed values with exact error paths.
 
 Owns `SeedError` and `Node`, a value together with its path in the document
-(`foundry.users[2].username`). Service seed modules build their frozen attrs values from
-Nodes with named constructors; every problem is one `SeedError` naming the source, the path
-and what is wrong. Imports no YAML and nothing from trio, quart or hypercorn.
+(`foundry.users[2].username`). Service seed modules and state-file readers build their attrs
+values from Nodes with named constructors; every problem is one exception naming the source,
+the path and what is wrong: a `SeedError` by default, or whatever the node's `failure` makes
+(the state file reads with ValueError). Imports no YAML and nothing from trio, quart or
+hypercorn.
 """
 
 from __future__ import annotations
 
 import builtins
+import enum
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -16,6 +20,7 @@ import attrs
 
 JSON = Any
 T = TypeVar("T")
+E = TypeVar("E", bound=enum.Enum)
 
 
 @attrs.define(auto_exc=True, eq=False)
@@ -46,23 +51,30 @@ def _describe(value: object) -> str:
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
+def plain_failure(source: str, path: str, message: str) -> Exception:
+    """A ValueError "path: message" (for readers whose caller names the source itself)."""
+    return ValueError(f"{path or '<top>'}: {message}")
+
+
 @attrs.frozen
 class Node:
-    """A piece of seed data and where it sits in the document."""
+    """A piece of data and where it sits in its document."""
 
     value: Any
     path: str = ""
     source: str = ""
+    # Builds the exception for a problem: (source, path, message).
+    failure: Callable[[str, str, str], Exception] = SeedError
 
-    def error(self, message: str) -> SeedError:
-        return SeedError(self.source, self.path, message)
+    def error(self, message: str) -> Exception:
+        return self.failure(self.source, self.path, message)
 
     def _child(self, value: Any, key: str | int) -> Node:
         if isinstance(key, int):
             path = f"{self.path}[{key}]"
         else:
             path = f"{self.path}.{key}" if self.path else key
-        return Node(value, path, self.source)
+        return Node(value, path, self.source, self.failure)
 
     # Scalars -------------------------------------------------------------------------------
 
@@ -162,31 +174,75 @@ class Fields:
             return None
         return self[key]
 
-    def str(self, key: builtins.str, default: builtins.str | None = None) -> builtins.str:
+    def str(
+        self,
+        key: builtins.str,
+        default: builtins.str | None = None,
+        *,
+        allow_empty: builtins.bool = False,
+    ) -> builtins.str:
         node = self.get(key)
         if node is None:
             if default is None:
                 raise self.node._child(None, key).error("required field is missing")
             return default
-        return node.as_str()
+        return node.as_str(allow_empty=allow_empty)
 
-    def opt_str(self, key: builtins.str) -> builtins.str | None:
+    def opt_str(
+        self, key: builtins.str, *, allow_empty: builtins.bool = False
+    ) -> builtins.str | None:
         node = self.get(key)
-        return None if node is None else node.as_str()
+        return None if node is None else node.as_str(allow_empty=allow_empty)
 
-    def bool(self, key: builtins.str, default: builtins.bool) -> builtins.bool:
+    def opt_float(self, key: builtins.str) -> builtins.float | None:
+        node = self.get(key)
+        return None if node is None else node.as_float()
+
+    def opt_int(self, key: builtins.str) -> builtins.int | None:
+        node = self.get(key)
+        return None if node is None else node.as_int()
+
+    def choice(self, key: builtins.str, kind: type[E]) -> E:
+        """A required string that is the value of a member of the enum `kind`."""
+        node = self.get(key)
+        if node is None:
+            raise self.node._child(None, key).error("required field is missing")
+        return kind(node.as_choice(member.value for member in kind))
+
+    def _present(self, key: builtins.str) -> Node:
+        node = self.get(key)
+        if node is None:
+            raise self.node._child(None, key).error("required field is missing")
+        return node
+
+    def bool(self, key: builtins.str, default: builtins.bool | None = None) -> builtins.bool:
+        """The field, or `default` when absent (None: the field is required)."""
+        if default is None:
+            return self._present(key).as_bool()
         node = self.get(key)
         return default if node is None else node.as_bool()
 
     def int(
-        self, key: builtins.str, default: builtins.int, *, minimum: builtins.int | None = None
+        self,
+        key: builtins.str,
+        default: builtins.int | None = None,
+        *,
+        minimum: builtins.int | None = None,
     ) -> builtins.int:
+        if default is None:
+            return self._present(key).as_int(minimum=minimum)
         node = self.get(key)
         return default if node is None else node.as_int(minimum=minimum)
 
     def float(
-        self, key: builtins.str, default: builtins.float, *, minimum: builtins.float | None = None
+        self,
+        key: builtins.str,
+        default: builtins.float | None = None,
+        *,
+        minimum: builtins.float | None = None,
     ) -> builtins.float:
+        if default is None:
+            return self._present(key).as_float(minimum=minimum)
         node = self.get(key)
         return default if node is None else node.as_float(minimum=minimum)
 

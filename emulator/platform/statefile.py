@@ -2,8 +2,8 @@
 
 Owns the file format, writing it atomically (a 0600 temporary file in the same directory, fsync,
 rename) and reading it back, refusing anything unreadable, partial or edited with a one-line
-`StateFileError`. Also collects and restores the data of services that offer the optional
-`snapshot`/`restore` methods (emulator/service.py). Knows nothing about any service's contents;
+`StateFileError`. Also collects and restores the data of services through their `snapshot` /
+`restore` hooks (emulator/platform/service.py). Knows nothing about any service's contents;
 imports nothing from trio, quart, hypercorn or yaml, nor from any service package.
 """
 
@@ -17,7 +17,10 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .service import ServiceInstance
 
 FORMAT = "foundry-emulator-state"
 VERSION = 1
@@ -113,31 +116,35 @@ def load_state(path: Path) -> dict[str, Any] | None:
     return services
 
 
-def collect(services: Mapping[str, object]) -> dict[str, Any]:
-    """The data of every service that can snapshot its state, by service key."""
-    document: dict[str, Any] = {}
-    for key, service in services.items():
-        snapshot = getattr(service, "snapshot", None)
-        if snapshot is not None:
-            document[key] = snapshot()
+def collect(
+    services: Mapping[str, ServiceInstance], carried: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The data of every running service that keeps durable state, by service name, plus the
+    `carried` data of services saved by an earlier run that do not run now (kept, not lost)."""
+    document: dict[str, Any] = dict(carried or {})
+    for name, service in services.items():
+        data = service.snapshot()
+        if data is not None:
+            document[name] = data
     return document
 
 
-def restore(path: Path, services: Mapping[str, object], document: Mapping[str, Any]) -> None:
-    """Give each service its saved data; StateFileError (naming `path`) if any is refused.
+def restore(
+    path: Path, services: Mapping[str, ServiceInstance], document: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Give each running service its saved data; StateFileError (naming `path`) if any is
+    refused. Returns the data of services that do not run now, to be carried into later saves.
 
-    Every key is checked before any service is touched; each service's `restore` validates its
-    whole data before it changes anything, so a refused file leaves the state as it was.
+    Each service's `restore` validates its whole data before it changes anything, so a refused
+    service leaves its state as it was.
     """
-    restorers = {}
-    for key in document:
-        restorer = getattr(services.get(key), "restore", None)
-        if restorer is None:
-            raise StateFileError(f"state file {path}: no service {key!r} can restore its data")
-        restorers[key] = restorer
-    for key, restorer in restorers.items():
+    carried = {name: data for name, data in document.items() if name not in services}
+    for name, data in document.items():
+        if name not in services:
+            continue
         try:
-            restorer(document[key])
+            services[name].restore(data)
         except (ValueError, TypeError, KeyError) as error:
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise StateFileError(f"state file {path}: {key}: {message}") from None
+            raise StateFileError(f"state file {path}: {name}: {message}") from None
+    return carried

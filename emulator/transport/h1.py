@@ -11,7 +11,9 @@ after their response).
 Why the emulator has its own: on the job plane every job is three short requests, and Hypercorn
 spent more per request than the emulator's own work for it (see the README's Performance
 section). A connection that opens with the HTTP/2 preface is handed back to the caller of
-`serve_connection` with the bytes read so far (emulator.transport.h2 serves it).
+`serve_connection` with the bytes read so far (emulator.transport.h2 serves it). A WebSocket
+upgrade is served by emulator.transport.websocket; a gRPC request is refused with a 415 (gRPC
+needs HTTP/2's trailers).
 
 Generic: knows nothing about Foundry; imports neither quart nor hypercorn.
 """
@@ -19,14 +21,17 @@ Generic: knows nothing about Foundry; imports neither quart nor hypercorn.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import socket
+from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
 import h11
 import trio
 
+from ..platform.errors import framework_error
 from ..web.rawasgi import BODY_EXTENSION
 from .httpcommon import (
     READ_SIZE,
@@ -35,6 +40,7 @@ from .httpcommon import (
     http_scope,
     peer_addresses,
 )
+from .websocket import WebSocketLimits, WebSocketSession, is_upgrade
 
 log = logging.getLogger("emulator.h1")
 
@@ -52,8 +58,19 @@ CLOSING = "closing"
 REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 
 
+def is_grpc(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a request is gRPC (`content-type: application/grpc`, `+proto`, `+json`, ...)."""
+    for name, value in headers:
+        if name == b"content-type":
+            return value.lower().startswith(b"application/grpc")
+    return False
+
+
 class H1Server(ConnectionServer["_Connection"]):
     """The HTTP/1.1 side of every listener."""
+
+    # Bounds for connections upgraded to WebSocket (emulator.transport.websocket).
+    websocket_limits = WebSocketLimits()
 
     async def serve_connection(
         self, stream: trio.abc.Stream, *, scheme: str, sniff_h2: bool = False
@@ -217,6 +234,8 @@ class _Connection:
         # Bytes received ahead (a pipelined next request) while the current one is answered.
         self.pipelined = 0
         self._head_start = b""
+        # Set once the connection has become a WebSocket.
+        self.websocket: WebSocketSession | None = None
 
     def _enter(self, phase: str) -> None:
         self.phase = phase
@@ -233,8 +252,11 @@ class _Connection:
             self._stop_reading()
 
     def drain(self) -> None:
-        """At shutdown: close now if idle (a busy connection closes after its response)."""
-        if self.phase is IDLE:
+        """At shutdown: close now if idle (a busy connection closes after its response; a
+        WebSocket gets a 1001 close)."""
+        if self.websocket is not None:
+            self.websocket.going_away()
+        elif self.phase is IDLE:
             self._stop_reading()
 
     def _stop_reading(self) -> None:
@@ -260,6 +282,9 @@ class _Connection:
             while True:
                 request = await self._next_request()
                 if request is None:
+                    return None
+                if is_upgrade(request.method, list(request.headers)):
+                    await self._upgrade(request)
                     return None
                 await self._exchange(request)
                 if self.h11.their_state is h11.SEND_BODY and not self.broken:
@@ -399,6 +424,9 @@ class _Connection:
     async def _exchange(self, request: h11.Request) -> None:
         scope = self._scope(request)
         exchange = _Exchange(self, head_only=request.method == b"HEAD")
+        if is_grpc(request.headers):
+            await self._refuse_grpc(exchange, scope)
+            return
         body = exchange.prefetch_body()
         if body is not None:
             scope["extensions"][BODY_EXTENSION] = body
@@ -423,6 +451,39 @@ class _Connection:
             }
         )
         await exchange.send({"type": "http.response.body", "body": error_body})
+
+    async def _refuse_grpc(self, exchange: _Exchange, scope: dict[str, Any]) -> None:
+        """gRPC needs HTTP/2 (its status travels in trailers): a 415 in the path's family.
+        The body is then dropped by the request loop, so the connection lives on."""
+        path, method = str(scope["path"]), str(scope["method"])
+        error = framework_error(self.server.families.for_path(path), 415, path, method)
+        error.description = "gRPC needs HTTP/2: use h2c (prior knowledge) or HTTPS with ALPN h2."
+        body = json.dumps(error.body()).encode("utf-8")
+        headers = [(b"content-type", b"application/json")]
+        await exchange.send({"type": "http.response.start", "status": 415, "headers": headers})
+        await exchange.send({"type": "http.response.body", "body": body})
+
+    async def _upgrade(self, request: h11.Request) -> None:
+        """Serve a WebSocket (`Upgrade: websocket`) on this connection until it closes."""
+        # The rest of the request (a body is not allowed), then what came after it: the
+        # client's first frames, possibly.
+        event = self.buffered_body_event()
+        if not isinstance(event, h11.EndOfMessage):
+            await self._refuse(400)
+            return
+        with contextlib.suppress(h11.RemoteProtocolError):
+            self.h11.next_event()
+        trailing, _ = self.h11.trailing_data
+        scope = self._scope(request)
+        scope["type"] = "websocket"
+        scope["scheme"] = "wss" if self.scheme == "https" else "ws"
+        del scope["method"]
+        scope["extensions"]["websocket.http.response"] = {}
+        session = WebSocketSession(self.stream, scope, self.server.websocket_limits)
+        self.websocket = session
+        if self.server.draining:
+            session.going_away()
+        await session.run(self.server.app, bytes(request.target), list(request.headers), trailing)
 
     async def _discard_body(self) -> None:
         """Read and drop the rest of a body the app did not want (e.g. after a 413), so the

@@ -11,6 +11,10 @@ client goes away or breaks the protocol (GOAWAY, never a traceback), and at shut
 (`H2Server.drain`: idle connections get GOAWAY and close at once, busy ones when their last
 stream ends).
 
+Response trailers (the ASGI `http.response.trailers` extension, advertised in every scope) let a
+raw route serve gRPC: the stream stays open after the last body until the trailers come, and a
+response without a body goes out as one HEADERS frame with its trailers (Trailers-Only).
+
 A response the app starts but does not finish is reset (RST_STREAM), so the client sees it end;
 an app that answers nothing gets a 500 in the family of the path, as on HTTP/1.1.
 
@@ -83,6 +87,7 @@ class _Stream:
     """One request stream and its response: the ASGI `receive` and `send` callables."""
 
     __slots__ = (
+        "awaiting_trailers",
         "body_ended",
         "chunks",
         "connection",
@@ -100,6 +105,8 @@ class _Stream:
         "sent_head",
         "started",
         "status",
+        "trailer_fields",
+        "trailers",
     )
 
     def __init__(
@@ -122,6 +129,11 @@ class _Stream:
         self.response_done = False
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
+        # The ASGI trailers extension: announced in http.response.start, the stream stays
+        # open after the last body until the (last) http.response.trailers message.
+        self.trailers = False
+        self.awaiting_trailers = False
+        self.trailer_fields: list[tuple[bytes, bytes]] = []
         self.recv_waiter: trio.Event | None = None
         self.send_waiter: trio.Event | None = None
 
@@ -173,44 +185,90 @@ class _Stream:
             self.started = True
             self.status = int(message["status"])
             self.headers = list(message.get("headers", ()))
+            self.trailers = bool(message.get("trailers", False))
+            return
+        if kind == "http.response.trailers":
+            await self._send_trailers(message)
             return
         if kind != "http.response.body":
             return
         if not self.started:
             raise RuntimeError("http.response.body before http.response.start")
-        if self.finished:
+        if self.finished or self.awaiting_trailers:
             return
         body = bytes(message.get("body", b""))
         more = bool(message.get("more_body", False))
-        if not more:
+        # Whether this message ends the stream (not if trailers are still to come).
+        ends = not more and not self.trailers
+        if ends:
             self.finished = True
+        elif not more:
+            self.awaiting_trailers = True
         if self.gone or self.ended_local:
-            self._done_if(not more)
+            self._done_if(ends)
             return
         connection = self.connection
         h2c = connection.h2
         try:
             if not self.sent_head:
+                if self.trailers and not body:
+                    # The head waits: a response with no body then goes out as one HEADERS
+                    # frame together with its trailers (gRPC's Trailers-Only form).
+                    await trio.lowlevel.checkpoint()
+                    return
                 self.sent_head = True
-                end = self.head_only or (not body and not more)
-                h2c.send_headers(self.id, self._response_headers(body, more), end_stream=end)
+                end = self.head_only or (not body and ends)
+                headers = self._response_headers(body, more or self.trailers)
+                h2c.send_headers(self.id, headers, end_stream=end)
                 if end:
                     self.ended_local = True
                     connection.flush_soon()
                     self._done_if(True)
                     return
             if body:
-                await self._send_body(body, not more)
-            elif not more:
+                await self._send_body(body, ends)
+            elif ends:
                 h2c.end_stream(self.id)
                 self.ended_local = True
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             # The client reset the stream, or the connection is closing.
             self.gone = True
         connection.flush_soon()
-        self._done_if(not more)
+        self._done_if(ends)
         if connection.queued > HIGH_WATER:
             await connection.wait_written()
+
+    async def _send_trailers(self, message: dict[str, Any]) -> None:
+        """`http.response.trailers`: after the last body of a response that announced them."""
+        if not self.awaiting_trailers:
+            raise RuntimeError("http.response.trailers without trailers announced and a last body")
+        for name, value in message.get("headers", ()):
+            name = bytes(name).lower()
+            if name[:1] != b":" and name not in CONNECTION_HEADERS:
+                self.trailer_fields.append((name, bytes(value)))
+        if message.get("more_trailers", False):
+            await trio.lowlevel.checkpoint()
+            return
+        self.awaiting_trailers = False
+        self.finished = True
+        connection = self.connection
+        if not self.gone and not self.ended_local:
+            try:
+                fields = self.trailer_fields
+                if not self.sent_head:
+                    # Trailers-Only: status, headers and trailers in one HEADERS frame.
+                    self.sent_head = True
+                    fields = self._response_headers(b"", True) + fields
+                connection.h2.send_headers(self.id, fields, end_stream=True)
+                self.ended_local = True
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                self.gone = True
+            connection.flush_soon()
+        self._done_if(True)
+        if connection.queued > HIGH_WATER:
+            await connection.wait_written()
+        else:
+            await trio.lowlevel.checkpoint()
 
     def _done_if(self, done: bool) -> None:
         if done and not self.response_done:
@@ -463,6 +521,8 @@ class _Connection:
             headers=headers,
             addresses=(self.client, self.local),
         )
+        # The ASGI trailers extension (gRPC needs it): see _Stream.send.
+        scope["extensions"]["http.response.trailers"] = {}
         stream = _Stream(self, stream_id, scope, event.stream_ended is not None)
         self.streams[stream_id] = stream
         assert self._nursery is not None
@@ -563,6 +623,7 @@ class _Connection:
         scope = stream.scope
         body = error_json(self.server.families, 500, scope["path"], scope["method"])
         stream.started = False
+        stream.trailers = stream.awaiting_trailers = False
         await stream.send(
             {
                 "type": "http.response.start",

@@ -390,7 +390,7 @@ async def save_state_file(emulator: Emulator, saving: trio.Lock) -> None:
         return
     # Snapshot on the trio thread (a consistent view), write in a worker thread (blocking I/O).
     async with saving:
-        document = collect(emulator.services)
+        document = collect(emulator.services, emulator.carried_state)
         try:
             await trio.to_thread.run_sync(save_state, path, document)
         except OSError as error:

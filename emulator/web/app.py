@@ -21,13 +21,13 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from .. import services as registry
 from ..platform.clock import Clock, Randomness, SystemClock
-from ..platform.errors import ApiError, FamilyMap, framework_error
+from ..platform.errors import EMULATOR, ApiError, FamilyMap, framework_error
 from ..platform.seeds import Seed
 from ..platform.service import Endpoints, Service, ServiceContext, ServiceInstance
 from ..platform.settings import Settings, SettingsError
-from ..services import registered_services
-from .control import control_blueprint
+from .control import CONTROL_PREFIX, control_blueprint
 from .http import error_response
 from .rawasgi import RawDispatcher, merge_routes
 from .requestlog import ASGIApp, RequestLog
@@ -66,6 +66,8 @@ class Emulator:
     clock: Clock
     sites: dict[str, Site]
     started_at: float = attrs.field(factory=time.monotonic)
+    # State-file data of services that do not run now, written back with every save.
+    carried_state: dict[str, Any] = attrs.field(factory=dict)
 
     @property
     def services(self) -> dict[str, ServiceInstance]:
@@ -122,7 +124,7 @@ def build_emulator(
 ) -> Emulator:
     """Start the chosen services on their seed blocks (raises SettingsError for an unknown
     service name, ValueError for two families claiming one prefix)."""
-    registered = registered_services() if services is None else tuple(services)
+    registered = registry.registered_services() if services is None else tuple(services)
     clock = clock or SystemClock()
     randomness = randomness or Randomness()
     sites: dict[str, Site] = {}
@@ -132,7 +134,8 @@ def build_emulator(
             settings=settings, clock=clock, randomness=randomness, endpoints=endpoints
         )
         instance = service.start(seed.blocks.get(service.name), context)
-        families = FamilyMap(default=instance.default_family)
+        # The emulator's own control routes answer in its plain family on every listener.
+        families = FamilyMap(default=instance.default_family).with_prefix(CONTROL_PREFIX, EMULATOR)
         for prefix, family in instance.error_families():
             families = families.with_prefix(prefix, family)
         sites[service.name] = Site(

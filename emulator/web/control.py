@@ -21,8 +21,11 @@ if TYPE_CHECKING:
     from .app import Emulator, Site
 
 
+CONTROL_PREFIX = "/_emulate"
+
+
 def control_blueprint(emulator: Emulator, site: Site) -> Blueprint:
-    blueprint = Blueprint("emulate", __name__, url_prefix="/_emulate")
+    blueprint = Blueprint("emulate", __name__, url_prefix=CONTROL_PREFIX)
 
     @blueprint.get("/health")
     async def health() -> Response:

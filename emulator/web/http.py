@@ -14,26 +14,39 @@ from urllib.parse import parse_qsl
 import trio
 from quart import Response, request
 
-from ..platform.errors import ApiError, ErrorFamily, framework_error
+from ..platform.errors import (
+    BODY_LIMIT_SETTING,
+    ApiError,
+    ErrorFamily,
+    framework_error,
+    too_large,
+)
 
 JSON_TYPE = "application/json"
 
 
-async def read_body(family: ErrorFamily, limit: int, deadline_seconds: float) -> bytes:
-    """The whole request body, or an ApiError (413 too large, 408 too slow).
+async def read_body(
+    family: ErrorFamily,
+    limit: int,
+    deadline_seconds: float,
+    *,
+    setting: str = BODY_LIMIT_SETTING,
+) -> bytes:
+    """The whole request body, or an ApiError (413 too large, naming the limit and `setting`,
+    the variable that raises it; 408 too slow).
 
     Callers pass `settings.max_body_bytes` and `settings.body_timeout`.
     """
     declared = request.content_length
     if declared is not None and declared > limit:
-        raise framework_error(family, 413, request.path, request.method)
+        raise too_large(family, request.path, request.method, limit, setting)
     chunks = bytearray()
     body = request.body
     with trio.move_on_after(deadline_seconds) as scope:
         async for chunk in body:
             chunks += chunk
             if len(chunks) > limit:
-                raise framework_error(family, 413, request.path, request.method)
+                raise too_large(family, request.path, request.method, limit, setting)
     if scope.cancelled_caught:
         raise framework_error(family, 408, request.path, request.method)
     return bytes(chunks)

@@ -11,6 +11,10 @@ Why raw routes exist: Quart reads a request body into memory as fast as the serv
 (no backpressure) and costs roughly 0.1 ms per request; a raw handler reads `receive()` only
 when it wants the next chunk, so the server's bounded queue pushes back on the sender.
 
+ASGI `websocket` scopes go only to raw routes with the method `WEBSOCKET` (emulator.web.websocket
+builds them); any other WebSocket is refused before the handshake (403), and plain HTTP on a
+WebSocket-only path is a 426.
+
 Two things a raw handler must do itself, because no framework does it: notice a client that
 went away (`wait_disconnect`, or `ClientGone` from the body reader; the server does not cancel a
 raw handler), and never start a response twice (`started`).
@@ -20,8 +24,9 @@ GET handler (the server drops the body) and OPTIONS answered 200 with `Allow`, s
 from a blueprint to the raw table changes nothing on the wire.
 
 A path matched by a raw route belongs wholly to the raw table: another method on it is a 405
-with the raw methods in `Allow`, never a fall-through. Generic: knows nothing about Foundry;
-imports neither quart nor hypercorn.
+with the raw methods in `Allow`, never a fall-through.
+
+Generic: knows nothing about Foundry; imports neither quart nor hypercorn.
 """
 
 from __future__ import annotations
@@ -36,7 +41,14 @@ from urllib.parse import unquote_to_bytes
 import attrs
 import trio
 
-from ..platform.errors import ApiError, ErrorFamily, FamilyMap, framework_error
+from ..platform.errors import (
+    BODY_LIMIT_SETTING,
+    ApiError,
+    ErrorFamily,
+    FamilyMap,
+    framework_error,
+    too_large,
+)
 
 log = logging.getLogger("emulator.rawasgi")
 
@@ -53,6 +65,9 @@ JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
 # A server may put a request's whole body in `scope["extensions"]` under this key when it has
 # already arrived with the head (emulator.transport.h1 does); `receive()` still delivers it as well.
 BODY_EXTENSION = "emulator.body"
+# The method of a raw route that serves WebSocket connections (emulator.web.websocket); an ASGI
+# `websocket` scope is matched against these routes only.
+WEBSOCKET = "WEBSOCKET"
 
 
 class ClientGone(Exception):
@@ -139,7 +154,16 @@ class RawRequest:
 
     @property
     def method(self) -> str:
-        return str(self.scope["method"])
+        return str(self.scope.get("method", WEBSOCKET))
+
+    @property
+    def asgi_receive(self) -> Receive:
+        """The ASGI `receive` callable (for protocols built on top, e.g. WebSocket)."""
+        return self._receive
+
+    @property
+    def asgi_send(self) -> Send:
+        return self._send
 
     @property
     def path(self) -> str:
@@ -196,16 +220,19 @@ class RawRequest:
         self.body_done = True
         return bytes(ready)
 
-    async def read_body(self, limit: int, seconds: float) -> bytes:
-        """The whole body (413 beyond `limit` bytes, 408 unless it arrives within `seconds`)."""
+    async def read_body(
+        self, limit: int, seconds: float, *, setting: str = BODY_LIMIT_SETTING
+    ) -> bytes:
+        """The whole body (413 beyond `limit` bytes, naming the limit and `setting`, the
+        variable that raises it; 408 unless it arrives within `seconds`)."""
         declared = self.content_length()
         if declared is not None and declared > limit:
-            raise framework_error(self.family, 413, self.path, self.method)
+            raise too_large(self.family, self.path, self.method, limit, setting)
         if not self.body_done:
             ready = self._prefetched()
             if ready is not None:
                 if len(ready) > limit:
-                    raise framework_error(self.family, 413, self.path, self.method)
+                    raise too_large(self.family, self.path, self.method, limit, setting)
                 return ready
         chunks = bytearray()
         if self.body_done:
@@ -220,7 +247,7 @@ class RawRequest:
                     raise ClientGone(f"{kind} while reading the request body")
                 chunks += message.get("body", b"")
                 if len(chunks) > limit:
-                    raise framework_error(self.family, 413, self.path, self.method)
+                    raise too_large(self.family, self.path, self.method, limit, setting)
                 if not message.get("more_body", False):
                     self.body_done = True
                     return bytes(chunks)
@@ -244,11 +271,20 @@ class RawRequest:
             # The server raises protocol errors when the connection or stream is already gone.
             raise ClientGone(f"could not send: {error!r}") from error
 
-    async def start(self, status: int, headers: Headers) -> None:
+    async def start(self, status: int, headers: Headers, *, trailers: bool = False) -> None:
+        """The response head; with `trailers`, `send_trailers` must follow the last body (only
+        where the server offers the ASGI `http.response.trailers` extension: HTTP/2)."""
         if self.started:
             raise RuntimeError("the response has already started")
         self.started = True
-        await self._transmit({"type": "http.response.start", "status": status, "headers": headers})
+        message: Message = {"type": "http.response.start", "status": status, "headers": headers}
+        if trailers:
+            message["trailers"] = True
+        await self._transmit(message)
+
+    async def send_trailers(self, headers: Headers) -> None:
+        """The trailers of a response started with `trailers=True`, after its last body."""
+        await self._transmit({"type": "http.response.trailers", "headers": headers})
 
     async def send_body(self, body: bytes, *, more: bool) -> None:
         if not more:
@@ -314,7 +350,7 @@ class RawDispatcher:
         parts = _split_path(scope)
         if parts is None:
             return None, {}, []
-        method = scope["method"]
+        method = scope.get("method", WEBSOCKET)
         allowed: list[str] = []
         for route in self._by_length.get(len(parts), ()):
             params = route.match(parts)
@@ -326,6 +362,9 @@ class RawDispatcher:
         return None, {}, allowed
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http" or not self._by_length:
             await self.fallback(scope, receive, send)
             return
@@ -339,11 +378,33 @@ class RawDispatcher:
             family = self._families[id(route)]
         request = RawRequest(scope, receive, send, params, family)
         if route is None:
-            error = framework_error(family, 405, request.path, request.method)
-            error.headers["Allow"] = ", ".join(sorted(set(allowed)))
+            if set(allowed) == {WEBSOCKET}:
+                # A WebSocket endpoint asked for with plain HTTP.
+                error = framework_error(family, 426, request.path, request.method)
+                error.description = f"{request.path} serves WebSocket connections only."
+                error.headers["Upgrade"] = "websocket"
+                error.headers["Connection"] = "Upgrade"
+            else:
+                error = framework_error(family, 405, request.path, request.method)
+                error.headers["Allow"] = ", ".join(sorted(set(allowed)))
             await _answer_error(request, error)
             return
         await self._run(route, request)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket goes to its raw route; anything else is refused before the handshake
+        (`websocket.close` before `websocket.accept`: the server answers 403). Never Quart."""
+        route, params, _ = self._match(scope)
+        if route is None:
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        request = RawRequest(scope, receive, send, params, self._families[id(route)])
+        try:
+            await route.handler(request)
+        except Exception as error:
+            log.error("unhandled error on websocket %s", request.path, exc_info=error)
 
     async def _run(self, route: RawRoute, request: RawRequest) -> None:
         try:
@@ -404,7 +465,8 @@ def with_automatic_methods(routes: Iterable[RawRoute]) -> list[RawRoute]:
     result = list(routes)
     methods: dict[str, set[str]] = {}
     for route in result:
-        methods.setdefault(route.pattern, set()).add(route.method)
+        if route.method != WEBSOCKET:
+            methods.setdefault(route.pattern, set()).add(route.method)
     for route in list(result):
         if route.method == "GET" and "HEAD" not in methods[route.pattern]:
             result.append(RawRoute("HEAD", route.pattern, route.handler, route.summary))

@@ -42,6 +42,11 @@ def bearer_token() -> str | None:
     return bearer_value(request.headers.get("Authorization"))
 
 
+MALFORMED_AUTHORIZATION = (
+    "The Authorization header must be 'Bearer <token>': it has another scheme or no token."
+)
+
+
 def bearer_value(header: str | None) -> str | None:
     """The token of an `Authorization: Bearer ...` value (scheme case-insensitive), if any."""
     scheme, _, value = (header or "").strip().partition(" ")
@@ -105,10 +110,12 @@ class BearerAuth:
     ) -> Caller:
         """Check an Authorization header value for a bearer token with `scope`; `asgi_scope`
         is the request's, where the request log learns who made the request."""
+        value = bearer_value(authorization)
+        if value is None and authorization and authorization.strip():
+            # Never echo the header: it is usually the token itself, without "Bearer ".
+            raise unauthorized(family, "missing_token", MALFORMED_AUTHORIZATION)
         try:
-            principal, token = self.identity.authenticate(
-                bearer_value(authorization), self.clock.now()
-            )
+            principal, token = self.identity.authenticate(value, self.clock.now())
         except AuthenticationError as error:
             raise unauthorized(family, error.code, error.message) from None
         if scope is not None and scope not in token.scopes:

@@ -24,8 +24,7 @@ from ..core.connectivity import (
     Worker,
     read_secret_update,
 )
-from ..core.errors import DomainError
-from .errors import FOUNDRY_API, conjure_error
+from .errors import FOUNDRY_API
 
 if TYPE_CHECKING:
     from ..service import FoundryInstance
@@ -137,22 +136,16 @@ def connectivity_blueprint(instance: FoundryInstance) -> Blueprint:
         authorize(WRITE_SCOPE, "CreateConnectionPermissionDenied")
         data = await read_json()
         context = instance.context
-        try:
-            draft = ConnectionDraft.from_json(data)
-            connection = instance.connectivity.create(
-                draft,
-                rid=f"ri.magritte..source.{context.randomness.uuid()}",
-                now=context.clock.now(),
-            )
-        except DomainError as error:
-            raise conjure_error(error) from None
+        draft = ConnectionDraft.from_json(data)
+        connection = instance.connectivity.create(
+            draft,
+            rid=f"ri.magritte..source.{context.randomness.uuid()}",
+            now=context.clock.now(),
+        )
         return json_response(connection_to_json(connection))
 
     def existing(connection_rid: str) -> Connection:
-        try:
-            return instance.connectivity.get(connection_rid)
-        except DomainError as error:
-            raise conjure_error(error) from None
+        return instance.connectivity.get(connection_rid)
 
     @blueprint.get("/connections/<connection_rid>")
     async def get_connection(connection_rid: str) -> Response:
@@ -170,13 +163,10 @@ def connectivity_blueprint(instance: FoundryInstance) -> Blueprint:
         authorize(WRITE_SCOPE, "UpdateSecretsForConnectionPermissionDenied", connection_rid)
         existing(connection_rid)  # a missing connection is reported before a bad body
         data = await read_json()
-        try:
-            secrets = read_secret_update(data)
-            instance.connectivity.update_secrets(
-                connection_rid, secrets, now=instance.context.clock.now()
-            )
-        except DomainError as error:
-            raise conjure_error(error) from None
+        secrets = read_secret_update(data)
+        instance.connectivity.update_secrets(
+            connection_rid, secrets, now=instance.context.clock.now()
+        )
         return Response(b"", status=204)
 
     return blueprint

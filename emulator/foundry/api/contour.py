@@ -25,9 +25,10 @@ from ...platform.errors import ApiError
 from ...web.http import json_response, parse_json, read_body
 from ...web.rawasgi import ClientGone, RawRequest, RawRoute
 from ...web.requestlog import note_principal
-from ..broker import Broker, BrokerClosed, ResultPipe
+from ..broker import Broker, BrokerClosed
 from ..core.errors import AuthenticationError, DomainError
 from ..core.jobs import Failure, FailureKind, Job, JobSpec, JobState
+from ..results import ResultPipe
 from .auth import Caller, unauthorized
 from .errors import COMPUTE_MODULE
 from .runtime import closed_error, domain_error, millis

@@ -14,7 +14,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...platform.errors import ApiError, ErrorFamily
-from ..core.errors import Conflict, DomainError, NotFound
+from ..broker import BrokerClosed
+from ..core.errors import (
+    AuthenticationError,
+    Conflict,
+    DomainError,
+    InvalidArgument,
+    NotFound,
+    QueueFull,
+)
+from ..core.oauth import OAuthError
 
 # Conjure's error codes by HTTP status, as Foundry's public API uses them.
 CONJURE_CODES: Mapping[int, str] = {
@@ -79,12 +88,52 @@ class ConjureFamily(ErrorFamily):
         return self.error(status, error.code, error.message, parameters=error.parameters)
 
 
-# RFC 6749 errors of the Multipass OAuth endpoints: {"error", "error_description"}.
-OAUTH = ErrorFamily("oauth")
+class OAuthFamily(ErrorFamily):
+    """RFC 6749 errors of the Multipass OAuth endpoints: {"error", "error_description"}."""
+
+    def translate(self, error: Exception) -> ApiError | None:
+        """RFC 6749 section 5.2: 401 with a challenge for invalid_client, else 400; never
+        cached (section 5.1)."""
+        if not isinstance(error, OAuthError):
+            return None
+        headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+        status = 400
+        if error.code == "invalid_client":
+            status = 401
+            headers["WWW-Authenticate"] = 'Basic realm="multipass"'
+        return self.error(status, error.code, error.message, headers=headers)
+
+
+class ComputeModuleFamily(ErrorFamily):
+    """Compute-module runtime and contour routes: {"error", "error_description"}."""
+
+    def translate(self, error: Exception) -> ApiError | None:
+        if isinstance(error, BrokerClosed):
+            if error.kind.value == "shutdown":
+                return self.error(503, "shutting_down", "The emulator is shutting down.")
+            return self.error(
+                503,
+                "emulator_reset",
+                "The emulator was reset while this request waited; send it again.",
+            )
+        if not isinstance(error, DomainError):
+            return None
+        if isinstance(error, NotFound):
+            return self.error(404, error.code, error.message, parameters=error.parameters)
+        if isinstance(error, AuthenticationError):
+            return self.error(401, error.code, error.message)
+        if isinstance(error, QueueFull):
+            return self.error(429, error.code, error.message, headers={"Retry-After": "1"})
+        if isinstance(error, Conflict | InvalidArgument):
+            status = 409 if isinstance(error, Conflict) else 400
+            return self.error(status, error.code, error.message, parameters=error.parameters)
+        return self.error(400, error.code, error.message)
+
+
+OAUTH = OAuthFamily("oauth")
 # Foundry platform API errors (Conjure).
 FOUNDRY_API = ConjureFamily("foundry")
-# Compute-module runtime and contour routes: {"error", "error_description"}.
-COMPUTE_MODULE = ErrorFamily("compute-module")
+COMPUTE_MODULE = ComputeModuleFamily("compute-module")
 
 PREFIXES: tuple[tuple[str, ErrorFamily], ...] = (
     ("/multipass", OAUTH),
@@ -94,8 +143,10 @@ PREFIXES: tuple[tuple[str, ErrorFamily], ...] = (
 )
 
 
-def conjure_error(error: DomainError) -> ApiError:
-    """A core error as a Foundry (Conjure) error (see `ConjureFamily.translate`)."""
-    translated = FOUNDRY_API.translate(error)
-    assert translated is not None
-    return translated
+def translated(family: ErrorFamily, error: Exception) -> ApiError:
+    """`error` as an answer of `family`, for the few places that must build the answer before
+    raising (to log it, or to answer from inside a streaming response)."""
+    answer = family.translate(error)
+    if answer is None:
+        raise TypeError(f"{family!r} does not translate {type(error).__name__}")
+    return answer

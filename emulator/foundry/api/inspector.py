@@ -18,10 +18,9 @@ from typing import TYPE_CHECKING, Any
 from quart import Blueprint, Response
 
 from ...web.http import json_response
-from ..core.errors import DomainError
 from ..core.jobs import Job
 from ..core.runtimes import Runtime
-from .runtime import PREFIX, domain_error, millis
+from .runtime import PREFIX, millis
 
 if TYPE_CHECKING:
     from ..service import FoundryInstance
@@ -48,10 +47,7 @@ def inspector_blueprint(instance: FoundryInstance) -> Blueprint:
     @blueprint.get(PREFIX + "/jobs/<job_id>")
     async def job_detail(job_id: str) -> Response:
         """One job for the inspector: its query and the first bytes of its result."""
-        try:
-            job = instance.broker.jobs.get(job_id)
-        except DomainError as error:
-            raise domain_error(error) from None
+        job = instance.broker.jobs.get(job_id)
         return json_response(job_detail_to_json(job), headers={"Cache-Control": "no-store"})
 
     return blueprint
@@ -104,7 +100,7 @@ def runtime_summary_to_json(runtime: Runtime, polling: int, now: float) -> dict[
         "lastPollAt": millis(runtime.last_poll_at),
         "lastSchemaPostAt": millis(runtime.last_schema_at),
         "resets": runtime.resets,
-        "onRestart": runtime.on_restart,
+        "onRestart": runtime.on_restart.value,
         "schemas": list(runtime.schemas),
     }
 

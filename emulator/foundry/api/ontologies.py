@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 from quart import Blueprint, Response, request
 
 from ...web.http import json_response, parse_json, read_body
-from ..core.errors import DomainError
 from ..core.ontologies import Ontology
-from .errors import FOUNDRY_API, conjure_error
+from .errors import FOUNDRY_API
 
 if TYPE_CHECKING:
     from ..service import FoundryInstance
@@ -83,10 +82,7 @@ def ontologies_blueprint(instance: FoundryInstance) -> Blueprint:
     async def list_ontologies() -> Response:
         authorize("ListOntologiesPermissionDenied")
         page_size = parse_page_size(request.args.get("pageSize"))
-        try:
-            page = instance.ontologies.page(page_size, request.args.get("pageToken"))
-        except DomainError as error:
-            raise conjure_error(error) from None
+        page = instance.ontologies.page(page_size, request.args.get("pageToken"))
         body: dict[str, Any] = {"data": [ontology_to_json(o) for o in page.data]}
         if page.next_page_token is not None:
             body["nextPageToken"] = page.next_page_token
@@ -95,10 +91,7 @@ def ontologies_blueprint(instance: FoundryInstance) -> Blueprint:
     @blueprint.get("/<ontology>")
     async def get_ontology(ontology: str) -> Response:
         authorize("GetOntologyPermissionDenied", {"ontology": ontology})
-        try:
-            found = instance.ontologies.resolve(ontology)
-        except DomainError as error:
-            raise conjure_error(error) from None
+        found = instance.ontologies.resolve(ontology)
         return json_response(ontology_to_json(found))
 
     @blueprint.post("/<ontology>/queries/<query_api_name>/execute")
@@ -106,12 +99,9 @@ def ontologies_blueprint(instance: FoundryInstance) -> Blueprint:
         authorize(
             "ExecuteQueryPermissionDenied", {"ontology": ontology, "queryApiName": query_api_name}
         )
-        try:
-            # An unknown ontology or query is reported before a bad body.
-            found = instance.ontologies.resolve(ontology)
-            query = found.query(query_api_name)
-        except DomainError as error:
-            raise conjure_error(error) from None
+        # An unknown ontology or query is reported before a bad body.
+        found = instance.ontologies.resolve(ontology)
+        query = found.query(query_api_name)
         settings = instance.context.settings
         data = await read_body(FOUNDRY_API, settings.max_body_bytes, settings.body_timeout)
         parameters = (
@@ -119,10 +109,7 @@ def ontologies_blueprint(instance: FoundryInstance) -> Blueprint:
             if data.strip()
             else {}
         )
-        try:
-            value = query.evaluate(parameters, found.api_name)
-        except DomainError as error:
-            raise conjure_error(error) from None
+        value = query.evaluate(parameters, found.api_name)
         return json_response({"value": value})
 
     return blueprint

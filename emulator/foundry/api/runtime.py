@@ -30,16 +30,11 @@ from ...web.rawasgi import JSON_HEADERS, ClientGone, RawRequest, RawRoute
 from ...web.requestlog import note_principal
 from ..broker import Broker, BrokerClosed
 from ..core.errors import (
-    AuthenticationError,
-    Conflict,
     DomainError,
-    InvalidArgument,
-    NotFound,
-    QueueFull,
 )
 from ..core.jobs import Job, JobState
 from ..core.runtimes import REPLICA_PATTERN, Runtime, RuntimeRequest
-from .errors import COMPUTE_MODULE
+from .errors import COMPUTE_MODULE, translated
 
 if TYPE_CHECKING:
     from ..service import FoundryInstance
@@ -53,26 +48,13 @@ _RUNTIME_PATHS = ("/runtimes/{runtime_id}", "/runtimes/{runtime_id}/replicas/{re
 
 
 def domain_error(error: DomainError) -> ApiError:
-    """A core error as an answer in the compute-module family."""
-    if isinstance(error, NotFound):
-        return COMPUTE_MODULE.error(404, error.code, error.message, parameters=error.parameters)
-    if isinstance(error, AuthenticationError):
-        return COMPUTE_MODULE.error(401, error.code, error.message)
-    if isinstance(error, QueueFull):
-        return COMPUTE_MODULE.error(429, error.code, error.message, headers={"Retry-After": "1"})
-    if isinstance(error, Conflict):
-        return COMPUTE_MODULE.error(409, error.code, error.message, parameters=error.parameters)
-    if isinstance(error, InvalidArgument):
-        return COMPUTE_MODULE.error(400, error.code, error.message, parameters=error.parameters)
-    return COMPUTE_MODULE.error(400, error.code, error.message)
+    """A core error as an answer in the compute-module family (raised where an answer must be
+    built before raising; elsewhere the family translates core errors by itself)."""
+    return translated(COMPUTE_MODULE, error)
 
 
 def closed_error(error: BrokerClosed) -> ApiError:
-    if error.kind.value == "shutdown":
-        return COMPUTE_MODULE.error(503, "shutting_down", "The emulator is shutting down.")
-    return COMPUTE_MODULE.error(
-        503, "emulator_reset", "The emulator was reset while this request waited; send it again."
-    )
+    return translated(COMPUTE_MODULE, error)
 
 
 def runtime_base(instance: FoundryInstance, runtime_id: str) -> str:
@@ -348,7 +330,7 @@ def runtime_to_json(instance: FoundryInstance, runtime: Runtime) -> dict[str, An
     return {
         "runtimeId": runtime.runtime_id,
         "displayName": runtime.display_name,
-        "onRestart": runtime.on_restart,
+        "onRestart": runtime.on_restart.value,
         "createdAt": millis(runtime.created_at),
         "resetAt": millis(runtime.reset_at),
         "lastPollAt": millis(runtime.last_poll_at),

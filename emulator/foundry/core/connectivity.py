@@ -10,6 +10,11 @@ name that says where it was given: `domains[<index>].auth.<field>` (for example
 `domains[0].auth.bearerToken`, `domains[0].auth.apiKey`, `domains[0].auth.password`). Reads
 render it as `{"type": "asSecretName", "value": <that name>}` and updateSecrets can change it.
 
+Request bodies are checked here with small validators of their own rather than the platform's
+JSON-with-path reader (emulator.platform.seedschema): their failures are Foundry API errors
+whose names and parameters (`PropertyCannotBeBlank`, `propertyName`) clients match on, so they
+are part of the wire format, not generic reading.
+
 Imports nothing from trio, quart, hypercorn or yaml; no JSON rendering (see api/connectivity.py).
 """
 

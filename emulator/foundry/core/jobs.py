@@ -16,11 +16,12 @@ from __future__ import annotations
 import enum
 import json
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
 
+from ...platform.statemachine import Transitions
 from .errors import Conflict, InvalidArgument, NotFound, QueueFull
 
 
@@ -54,14 +55,17 @@ class JobEvent(enum.Enum):
     CANCEL = "cancel"
 
 
-TRANSITIONS: Mapping[tuple[JobState, JobEvent], JobState] = {
-    (JobState.QUEUED, JobEvent.DISPATCH): JobState.RUNNING,
-    (JobState.QUEUED, JobEvent.CANCEL): JobState.CANCELLED,
-    (JobState.RUNNING, JobEvent.RETURN): JobState.QUEUED,
-    (JobState.RUNNING, JobEvent.SUCCEED): JobState.SUCCEEDED,
-    (JobState.RUNNING, JobEvent.FAIL): JobState.FAILED,
-    (JobState.RUNNING, JobEvent.CANCEL): JobState.CANCELLED,
-}
+TRANSITIONS: Transitions[JobState, JobEvent] = Transitions(
+    "job",
+    {
+        (JobState.QUEUED, JobEvent.DISPATCH): JobState.RUNNING,
+        (JobState.QUEUED, JobEvent.CANCEL): JobState.CANCELLED,
+        (JobState.RUNNING, JobEvent.RETURN): JobState.QUEUED,
+        (JobState.RUNNING, JobEvent.SUCCEED): JobState.SUCCEEDED,
+        (JobState.RUNNING, JobEvent.FAIL): JobState.FAILED,
+        (JobState.RUNNING, JobEvent.CANCEL): JobState.CANCELLED,
+    },
+)
 
 
 class FailureKind(enum.Enum):
@@ -180,12 +184,12 @@ def apply(
 
     Raises Conflict (and changes nothing) when the event is not allowed in the job's state.
     """
-    new_state = TRANSITIONS.get((job.state, event))
-    if new_state is None:
+    if not TRANSITIONS.allows(job.state, event):
         raise Conflict(
             "illegal_transition",
             f"Job '{job.job_id}' is {job.state.value}; it cannot take the event {event.value}.",
         )
+    new_state = TRANSITIONS.target(job.state, event)
     if new_state in (JobState.FAILED, JobState.CANCELLED) and failure is None:
         raise ValueError(f"{event.value} needs a failure reason")
     job.state = new_state

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
-from ..seed import UserSeed, stable_uuid
+from ..seed import PrincipalType, UserSeed, stable_uuid
 from .errors import Conflict
 
 
@@ -24,7 +24,7 @@ class Principal:
     family_name: str | None
     realm: str
     organization_rid: str | None
-    principal_type: str  # "human" or "service"
+    principal_type: PrincipalType
     active: bool
     oauth_client_id: str | None
     attributes: Mapping[str, tuple[str, ...]]
@@ -48,7 +48,7 @@ class Principal:
 
     @property
     def is_human(self) -> bool:
-        return self.principal_type == "human"
+        return self.principal_type is PrincipalType.HUMAN
 
 
 @attrs.define
@@ -95,7 +95,7 @@ class Directory:
             family_name=None,
             realm="palantir-internal-realm",
             organization_rid=None,
-            principal_type="service",
+            principal_type=PrincipalType.SERVICE,
             active=True,
             oauth_client_id=client_id,
             attributes={},

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from ...platform.clock import Randomness
-from ..seed import RID_PATTERN, ComputeModulesSeed
+from ..seed import RID_PATTERN, ComputeModulesSeed, OnRestart
 from .errors import AuthenticationError, InvalidArgument, NotFound
 from .tokens import same_secret
 
@@ -56,7 +56,7 @@ class Runtime:
     # The seed gave the token (it survives resets unless a rotation is asked for).
     token_seeded: bool
     # What the restart notification (and a session reset) does with jobs it had taken.
-    on_restart: str
+    on_restart: OnRestart
     display_name: str | None
     created_at: float
     reset_at: float
@@ -253,7 +253,7 @@ class RuntimeRegistry:
                 runtime_id=request.runtime_id,
                 token=randomness.token(MODULE_TOKEN_PREFIX, 24),
                 token_seeded=False,
-                on_restart="fail",
+                on_restart=OnRestart.FAIL,
                 display_name=request.display_name,
                 created_at=now,
                 reset_at=now,

@@ -1,15 +1,9 @@
-"""The Multipass OAuth 2.0 authorization server: clients, codes, grants, refresh tokens.
+"""The Multipass OAuth 2.0 authorization server.
 
-Owns the registered OAuth clients (or development mode when the seed registers none), the
-checks of an authorization request (RFC 6749 section 4.1.1, PKCE from RFC 7636, loopback
-redirect URIs from RFC 8252 section 7.3), single-use authorization codes bound to client,
+Owns `OAuthServer`: authorization requests, single-use authorization codes bound to client,
 redirect URI and PKCE challenge, grants with rotating refresh tokens, client-credential tokens
 for service principals, and revocation (RFC 7009). Access tokens themselves live in the
 `TokenStore` of `tokens.py`; this module issues them.
-
-Three things here have states, each with one transition table and one apply function:
-authorization codes (issued -> redeemed | voided), grants (active -> revoked) and refresh tokens
-(active -> rotated | revoked). No status is assigned anywhere else.
 
 Calls validate before they mutate. The only failed calls that change state are the security
 responses the RFCs ask for: a code presented with the wrong redirect URI, verifier or client is
@@ -17,472 +11,58 @@ voided (it cannot be retried by an attacker), a second use of a code revokes wha
 issued (RFC 6749 section 4.1.2), and a second use of a rotated refresh token revokes its grant
 (RFC 9700 section 4.14.2).
 
-Secrets (codes, refresh tokens, client secrets) are kept only as SHA-256 digests or compared with
-`same_secret` (constant time). Must not import trio, quart, hypercorn or yaml.
+Secrets (codes, refresh tokens, client secrets) are kept only as SHA-256 digests or compared
+with `same_secret` (constant time). Must not import trio, quart, hypercorn or yaml.
 """
 
 from __future__ import annotations
 
-import base64
-import enum
-import hashlib
-import re
-from collections.abc import Iterable, Mapping
-from typing import TypeVar
-from urllib.parse import urlsplit
-
 import attrs
 
-from ...platform.clock import Randomness
-from ..seed import GRANT_TYPES, FoundrySeed, OAuthClientSeed, OAuthSettingsSeed
-from .errors import Conflict, DomainError, NotFound
-from .principals import Directory
-from .tokens import AccessToken, TokenStore, digest, same_secret
-
-OFFLINE_ACCESS = "offline_access"
-# The scopes the emulator's routes know, with the words the sign-in page shows for them. A
-# client that does not restrict its scopes (or any client in development mode) gets all of
-# them when it asks for none (RFC 6749 section 3.3 allows a default).
-SCOPE_DESCRIPTIONS: Mapping[str, str] = {
-    "api:admin-read": "See your user profile, groups and enrollment",
-    "api:connectivity-connection-read": "Read data connections and their configuration",
-    "api:connectivity-connection-write": "Create data connections and change their secrets",
-    "api:ontologies-read": "Read ontologies and run ontology queries",
-    "api:ontologies-write": "Change ontology data",
-    OFFLINE_ACCESS: "Stay signed in (issue a refresh token)",
-}
-DEFAULT_SCOPES: tuple[str, ...] = tuple(SCOPE_DESCRIPTIONS)
-PKCE_METHODS = ("S256", "plain")
-# RFC 7636 section 4.1: 43 to 128 characters of the unreserved set.
-PKCE_VALUE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
-# RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-# Redirect URI schemes that could run code in a browser are never accepted, registered or not.
-FORBIDDEN_SCHEMES = frozenset({"javascript", "data", "vbscript", "file"})
-# Unredeemed codes kept at most; more sign-ins within one code lifetime get temporarily_unavailable.
-MAX_LIVE_CODES = 10_000
-# Expired codes, grants and access tokens are forgotten at most this often (seconds).
-PRUNE_INTERVAL = 60.0
-
-
-E = TypeVar("E", bound=enum.Enum)
-
-
-class OAuthError(DomainError):
-    """An RFC 6749 error; `code` is the error code (invalid_request, invalid_grant, ...)."""
-
-
-class AuthorizeRefused(DomainError):
-    """An authorization request that must not be redirected back (RFC 6749 section 4.1.2.1):
-    the client or the redirect URI is missing, unknown or invalid. Shown as a page instead."""
-
-
-class IllegalTransition(DomainError):
-    """A state machine was asked for a transition its table does not have."""
-
-
-def _transition(table: Mapping[tuple[E, str], E], what: str, state: E, event: str) -> E:
-    target = table.get((state, event))
-    if target is None:
-        raise IllegalTransition(
-            "illegal_transition", f"A {what} in state {state.value} cannot {event}."
-        )
-    return target
-
-
-# Clients ---------------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class OAuthClient:
-    client_id: str
-    name: str
-    # None: a public client (no secret; must use PKCE).
-    secret: str | None
-    redirect_uris: tuple[str, ...]
-    grant_types: tuple[str, ...]
-    # Empty: the client may ask for any scope.
-    allowed_scopes: tuple[str, ...]
-    # Development mode (no clients in the seed): no secret, redirect URI or scope checks.
-    development: bool = False
-
-    @classmethod
-    def from_seed(cls, seed: OAuthClientSeed) -> OAuthClient:
-        return cls(
-            client_id=seed.client_id,
-            name=seed.name,
-            secret=seed.client_secret,
-            redirect_uris=seed.redirect_uris,
-            grant_types=seed.grant_types,
-            allowed_scopes=seed.allowed_scopes,
-        )
-
-    @classmethod
-    def for_development(cls, client_id: str) -> OAuthClient:
-        return cls(
-            client_id=client_id,
-            name=client_id,
-            secret=None,
-            redirect_uris=(),
-            grant_types=GRANT_TYPES,
-            allowed_scopes=(),
-            development=True,
-        )
-
-    @property
-    def confidential(self) -> bool:
-        return self.secret is not None
-
-    def allows_grant(self, grant_type: str) -> bool:
-        return grant_type in self.grant_types
-
-    def default_scopes(self) -> tuple[str, ...]:
-        return self.allowed_scopes or DEFAULT_SCOPES
-
-
-@attrs.frozen
-class ClientCredentials:
-    """How a request to the token or revocation endpoint identified its client."""
-
-    client_id: str | None
-    client_secret: str | None
-    # RFC 7591 names: "client_secret_basic" (HTTP Basic), "client_secret_post" (form fields)
-    # or "none" (a public client sending only its client_id).
-    method: str
-
-
-@attrs.define
-class ClientRegistry:
-    clients: dict[str, OAuthClient]
-
-    @classmethod
-    def from_seed(cls, seeds: Iterable[OAuthClientSeed]) -> ClientRegistry:
-        return cls({seed.client_id: OAuthClient.from_seed(seed) for seed in seeds})
-
-    @property
-    def development(self) -> bool:
-        return not self.clients
-
-    def find(self, client_id: str) -> OAuthClient | None:
-        if self.development:
-            return OAuthClient.for_development(client_id)
-        return self.clients.get(client_id)
-
-    def authenticate(self, credentials: ClientCredentials) -> OAuthClient:
-        """The client these credentials prove, or OAuthError invalid_client (RFC 6749 2.3)."""
-        client_id = credentials.client_id
-        if not client_id:
-            raise OAuthError(
-                "invalid_client",
-                "No client authentication: send client_id (and client_secret for a "
-                "confidential client) as form fields or with HTTP Basic.",
-            )
-        client = self.find(client_id)
-        if client is None:
-            raise OAuthError(
-                "invalid_client",
-                f"No OAuth client '{client_id}' is registered (see foundry.oauth_clients in "
-                "the seed).",
-            )
-        if client.development:
-            return client  # any id works and the secret is not checked
-        given = credentials.client_secret
-        if client.secret is None:
-            if given:
-                raise OAuthError(
-                    "invalid_client",
-                    f"Client '{client_id}' is a public client and has no secret; send only "
-                    "client_id (and use PKCE).",
-                )
-            return client
-        if given is None:
-            raise OAuthError(
-                "invalid_client",
-                f"Client '{client_id}' is confidential: authenticate with its client_secret "
-                "(form field or HTTP Basic).",
-            )
-        if not same_secret(given, client.secret):
-            raise OAuthError("invalid_client", f"The client_secret of '{client_id}' is incorrect.")
-        return client
-
-
-def check_grant_allowed(client: OAuthClient, grant_type: str) -> None:
-    if not client.allows_grant(grant_type):
-        raise OAuthError(
-            "unauthorized_client",
-            f"Client '{client.client_id}' may not use the {grant_type} grant (its grant_types: "
-            f"{', '.join(client.grant_types) or 'none'}).",
-        )
-
-
-# Scopes ----------------------------------------------------------------------------------------
-
-
-def parse_scope(text: str | None) -> tuple[str, ...] | None:
-    """The scopes of a `scope` parameter in order, without repeats; None when not given."""
-    if text is None or not text.strip():
-        return None
-    scopes: list[str] = []
-    for item in text.split():
-        if not SCOPE_TOKEN.match(item):
-            raise OAuthError("invalid_scope", f"The scope {item!r} is malformed.")
-        if item not in scopes:
-            scopes.append(item)
-    return tuple(scopes)
-
-
-def format_scope(scopes: Iterable[str]) -> str:
-    return " ".join(scopes)
-
-
-def _check_allowed(client: OAuthClient, scopes: tuple[str, ...]) -> None:
-    if client.development or not client.allowed_scopes:
-        return
-    outside = [scope for scope in scopes if scope not in client.allowed_scopes]
-    if outside:
-        raise OAuthError(
-            "invalid_scope",
-            f"Client '{client.client_id}' may not ask for {', '.join(outside)} (allowed: "
-            f"{', '.join(client.allowed_scopes)}).",
-        )
-
-
-# Redirect URIs ---------------------------------------------------------------------------------
-
-
-def _scheme(uri: str) -> str:
-    return urlsplit(uri).scheme.lower()
-
-
-def redirect_uri_problem(uri: str) -> str | None:
-    """Why `uri` cannot be a redirect URI at all (RFC 6749 section 3.1.2), or None."""
-    try:
-        parts = urlsplit(uri)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        return "it is not a valid URL"
-    scheme = parts.scheme.lower()
-    if not scheme:
-        return "it is not an absolute URL"
-    if scheme in FORBIDDEN_SCHEMES:
-        return f"the {scheme}: scheme is not allowed"
-    if scheme in ("http", "https") and not parts.hostname:
-        return "it has no host"
-    if parts.fragment or "#" in uri:
-        return "it must not contain a fragment"
-    if parts.username is not None or parts.password is not None:
-        return "it must not contain user information"
-    return None
-
-
-def _path(path: str) -> str:
-    return path.rstrip("/")
-
-
-def redirect_uri_matches(registered: str, given: str) -> bool:
-    """Exact match after normalising case of scheme and host and a trailing slash; a registered
-    http loopback URI matches any port (RFC 8252 section 7.3, for CLI listeners on port 0)."""
-    try:
-        want = urlsplit(registered)
-        got = urlsplit(given)
-        want_port, got_port = want.port, got.port
-    except ValueError:
-        return False
-    scheme = want.scheme.lower()
-    if scheme != got.scheme.lower():
-        return False
-    if scheme not in ("http", "https"):
-        return registered.rstrip("/") == given.rstrip("/")
-    if got.username is not None or got.password is not None:
-        return False
-    if (want.hostname or "") != (got.hostname or ""):
-        return False
-    if _path(want.path) != _path(got.path) or want.query != got.query:
-        return False
-    if scheme == "http" and want.hostname in LOOPBACK_HOSTS:
-        return True
-    default = 443 if scheme == "https" else 80
-    return (want_port or default) == (got_port or default)
-
-
-# Authorization requests ------------------------------------------------------------------------
-
-
-@attrs.frozen
-class AuthorizeParams:
-    """The parameters of an authorization request (query of GET authorize, or the picker form)."""
-
-    response_type: str | None
-    client_id: str | None
-    redirect_uri: str | None
-    scope: str | None
-    state: str | None
-    code_challenge: str | None
-    code_challenge_method: str | None
-    # Names that appeared more than once (RFC 6749 section 3.1 forbids that).
-    repeated: frozenset[str] = frozenset()
-
-    @classmethod
-    def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> AuthorizeParams:
-        values: dict[str, str] = {}
-        repeated: set[str] = set()
-        for key, value in pairs:
-            if key in values:
-                repeated.add(key)
-            values[key] = value
-
-        def get(name: str) -> str | None:
-            value = values.get(name)
-            return value if value else None
-
-        return cls(
-            response_type=get("response_type"),
-            client_id=get("client_id"),
-            redirect_uri=get("redirect_uri"),
-            scope=get("scope"),
-            state=get("state"),
-            code_challenge=get("code_challenge"),
-            code_challenge_method=get("code_challenge_method"),
-            repeated=frozenset(repeated),
-        )
-
-
-@attrs.frozen
-class AuthorizationTarget:
-    """A client and the redirect URI errors may now be sent to."""
-
-    client: OAuthClient
-    redirect_uri: str
-    # Whether the request named the redirect URI (then the token request must repeat it).
-    redirect_uri_given: bool
-
-
-@attrs.frozen
-class AuthorizationRequest:
-    """A fully checked authorization request, ready to show or to answer with a code."""
-
-    client: OAuthClient
-    redirect_uri: str
-    redirect_uri_given: bool
-    scopes: tuple[str, ...]
-    state: str | None
-    code_challenge: str | None
-    code_challenge_method: str | None
-
-
-# Authorization codes ---------------------------------------------------------------------------
-
-
-class CodeState(enum.Enum):
-    ISSUED = "issued"
-    REDEEMED = "redeemed"
-    VOIDED = "voided"
-
-
-CODE_TRANSITIONS: Mapping[tuple[CodeState, str], CodeState] = {
-    (CodeState.ISSUED, "redeem"): CodeState.REDEEMED,
-    (CodeState.ISSUED, "void"): CodeState.VOIDED,
-}
-
-
-@attrs.define
-class AuthorizationCode:
-    client_id: str
-    username: str
-    redirect_uri: str
-    redirect_uri_given: bool
-    scopes: tuple[str, ...]
-    code_challenge: str | None
-    code_challenge_method: str | None
-    issued_at: float
-    expires_at: float
-    state: CodeState = CodeState.ISSUED
-    # The grant the redemption created (revoked if the code is presented again).
-    grant_id: str | None = None
-
-
-def apply_code_event(code: AuthorizationCode, event: str) -> None:
-    code.state = _transition(CODE_TRANSITIONS, "code", code.state, event)
-
-
-def pkce_matches(method: str, challenge: str, verifier: str) -> bool:
-    if method == "S256":
-        hashed = hashlib.sha256(verifier.encode("ascii")).digest()
-        computed = base64.urlsafe_b64encode(hashed).rstrip(b"=").decode("ascii")
-        return same_secret(computed, challenge)
-    return same_secret(verifier, challenge)
-
-
-# Grants and refresh tokens ---------------------------------------------------------------------
-
-
-class GrantState(enum.Enum):
-    ACTIVE = "active"
-    REVOKED = "revoked"
-
-
-GRANT_TRANSITIONS: Mapping[tuple[GrantState, str], GrantState] = {
-    (GrantState.ACTIVE, "revoke"): GrantState.REVOKED,
-}
-
-
-class RefreshState(enum.Enum):
-    ACTIVE = "active"
-    ROTATED = "rotated"
-    REVOKED = "revoked"
-
-
-REFRESH_TRANSITIONS: Mapping[tuple[RefreshState, str], RefreshState] = {
-    (RefreshState.ACTIVE, "rotate"): RefreshState.ROTATED,
-    (RefreshState.ACTIVE, "revoke"): RefreshState.REVOKED,
-}
-
-
-@attrs.define
-class RefreshToken:
-    grant_id: str
-    issued_at: float
-    # None: lives until used (rotated) or revoked.
-    expires_at: float | None
-    state: RefreshState = RefreshState.ACTIVE
-
-
-def apply_refresh_event(token: RefreshToken, event: str) -> None:
-    token.state = _transition(REFRESH_TRANSITIONS, "refresh token", token.state, event)
-
-
-@attrs.define
-class Grant:
-    """What one user allowed one client (one authorization code redemption)."""
-
-    grant_id: str
-    client_id: str
-    username: str
-    scopes: tuple[str, ...]
-    created_at: float
-    state: GrantState = GrantState.ACTIVE
-    access_tokens: list[AccessToken] = attrs.field(factory=list)
-    refresh_tokens: list[RefreshToken] = attrs.field(factory=list)
-
-
-def apply_grant_event(grant: Grant, event: str) -> None:
-    grant.state = _transition(GRANT_TRANSITIONS, "grant", grant.state, event)
-
-
-# Issued tokens ---------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class IssuedTokens:
-    """A token response: the values are shown once, here, and kept only as digests."""
-
-    access_token: str
-    expires_in: int
-    scopes: tuple[str, ...]
-    refresh_token: str | None
-    token_type: str = "Bearer"
-
+from ....platform.clock import Randomness
+from ...seed import FoundrySeed, OAuthSettingsSeed
+from ..errors import Conflict, NotFound
+from ..principals import Directory
+from ..tokens import TokenStore, digest
+from .clients import (
+    ClientCredentials,
+    ClientRegistry,
+    OAuthClient,
+    _check_allowed,
+    check_grant_allowed,
+    format_scope,
+    parse_scope,
+    redirect_uri_matches,
+    redirect_uri_problem,
+)
+from .common import (
+    MAX_LIVE_CODES,
+    OFFLINE_ACCESS,
+    PKCE_METHODS,
+    PKCE_VALUE,
+    PRUNE_INTERVAL,
+    AuthorizeRefused,
+    OAuthError,
+)
+from .records import (
+    AuthorizationCode,
+    AuthorizationRequest,
+    AuthorizationTarget,
+    AuthorizeParams,
+    CodeEvent,
+    CodeState,
+    Grant,
+    GrantEvent,
+    GrantState,
+    IssuedTokens,
+    RefreshEvent,
+    RefreshState,
+    RefreshToken,
+    apply_code_event,
+    apply_grant_event,
+    apply_refresh_event,
+    pkce_matches,
+)
 
 # The server ------------------------------------------------------------------------------------
 
@@ -720,7 +300,7 @@ class OAuthServer:
         if principal is None or not principal.active:
             self._void(record)
             raise OAuthError("invalid_grant", f"The user {record.username} is no longer active.")
-        apply_code_event(record, "redeem")
+        apply_code_event(record, CodeEvent.REDEEM)
         grant = Grant(
             grant_id=self.randomness.uuid(),
             client_id=client.client_id,
@@ -784,7 +364,7 @@ class OAuthServer:
 
     def _void(self, record: AuthorizationCode) -> None:
         if record.state is CodeState.ISSUED:
-            apply_code_event(record, "void")
+            apply_code_event(record, CodeEvent.VOID)
 
     def refresh(
         self, client: OAuthClient, value: str | None, scope: str | None, now: float
@@ -825,7 +405,7 @@ class OAuthServer:
         principal = self.directory.get(grant.username)
         if principal is None or not principal.active:
             raise OAuthError("invalid_grant", f"The user {grant.username} is no longer active.")
-        apply_refresh_event(token, "rotate")
+        apply_refresh_event(token, RefreshEvent.ROTATE)
         return self._issue_for_grant(
             grant, requested or grant.scopes, now, "refresh_token", offline=True
         )
@@ -935,10 +515,10 @@ class OAuthServer:
         grant = self.grants.get(grant_id)
         if grant is None or grant.state is GrantState.REVOKED:
             return False
-        apply_grant_event(grant, "revoke")
+        apply_grant_event(grant, GrantEvent.REVOKE)
         for refresh in grant.refresh_tokens:
             if refresh.state is RefreshState.ACTIVE:
-                apply_refresh_event(refresh, "revoke")
+                apply_refresh_event(refresh, RefreshEvent.REVOKE)
         for access in grant.access_tokens:
             access.revoke()
         return True

@@ -124,4 +124,5 @@ PREFIXES: tuple[tuple[str, ErrorFamily], ...] = (
     ("/api", FOUNDRYOPS),
     ("/uploads", FOUNDRYOPS),
     ("/metrics", FOUNDRYOPS),
+    ("/_emulate/foundryops", FOUNDRYOPS),
 )

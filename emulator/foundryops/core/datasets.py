@@ -188,6 +188,13 @@ class DatasetStore:
         with INVALID_SCHEMA (and stores nothing) when no row is accepted, or on the first
         rejected row when `strict` is set."""
         dataset = self.get(dataset_id)
+        rows = self.records_of(records, limit)
+        checked = check_rows(dataset.schema, rows)
+        return self.commit(dataset, checked, now, strict=strict, snapshot_id=snapshot_id)
+
+    @staticmethod
+    def records_of(records: object, limit: int = MAX_APPEND_RECORDS) -> list[object]:
+        """The `records` of an append request: a non-empty list of at most `limit` items."""
         if not isinstance(records, list) or not records:
             raise InvalidRequest(
                 "INVALID_REQUEST",
@@ -201,8 +208,7 @@ class DatasetStore:
                 "Upload a file (purpose=dataset) for more.",
                 {"limit": limit, "received": len(records)},
             )
-        checked = check_rows(dataset.schema, records)
-        return self.commit(dataset, checked, now, strict=strict, snapshot_id=snapshot_id)
+        return records
 
     def commit(
         self,

@@ -12,10 +12,17 @@ from .platform.service import Service
 
 def registered_services() -> tuple[Service, ...]:
     """A fresh instance of every registered service, primary first."""
+    from .connectsoft.service import ConnectSoftService
+    from .fabric.service import FabricService
     from .foundry.service import FoundryService
     from .foundryops.service import FoundryOpsService
 
-    services: tuple[Service, ...] = (FoundryService(), FoundryOpsService())
+    services: tuple[Service, ...] = (
+        FoundryService(),
+        FabricService(),
+        ConnectSoftService(),
+        FoundryOpsService(),
+    )
     return services
 
 

@@ -29,6 +29,7 @@ fi
 
 echo "== ruff"
 "$VENV/bin/ruff" check emulator tests benchmarks
+"$VENV/bin/ruff" format --check emulator tests benchmarks
 echo "== mypy --strict"
 "$VENV/bin/mypy"
 echo "== benchmarks --quick (correctness only)"

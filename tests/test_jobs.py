@@ -258,7 +258,8 @@ def test_retention_by_count_forgets_the_oldest_finished_and_leaves_a_tombstone()
     assert unknown.value.code == "not_found"
 
 
-def test_retention_by_bytes_counts_only_kept_results() -> None:
+def test_retention_by_bytes_counts_kept_results_and_queries() -> None:
+    # Each job's query is `{}`: 2 bytes, kept with the job (issue 16, defect 9).
     table = JobTable(RetentionLimits(max_retained_total_bytes=10))
     first, second, third = (submit(table) for _ in range(3))
     for job, body in ((first, b"123456"), (second, b"123456")):
@@ -266,12 +267,12 @@ def test_retention_by_bytes_counts_only_kept_results() -> None:
         table.begin_result(job, 1.0)
         table.finish_result(job, result(body), None, 2.0, "i")
     assert first.job_id not in table.jobs
-    assert table.retained_bytes == 6
+    assert table.retained_bytes == 2 + 6
     table.transition(third, JobEvent.DISPATCH, 1.0)
     table.begin_result(third, 1.0)
     table.finish_result(third, JobResult(size=99, chunks=None, preview=b""), None, 2.0, "i")
     assert third.job_id in table.jobs
-    assert table.retained_bytes == 6
+    assert table.retained_bytes == 2 + 6 + 2
 
 
 def test_forget_only_finished_jobs() -> None:

@@ -8,9 +8,20 @@ request (a body read only when the app asks for it, so a slow reader pushes back
 to be the last, and at shutdown (`H1Server.drain`: idle connections close at once, busy ones
 after their response).
 
+Refused with 400 and then closed, beyond what h11 checks (RFC 9112): a request with both
+Content-Length and Transfer-Encoding (section 6.1: its framing is ambiguous, so the connection
+must not carry a pipelined follow-up), a head with a bare LF or CR or a control byte in a header
+value, a method with lower-case letters, a version other than 1.0 and 1.1, and a body whose
+chunked framing is broken (the app sees `http.disconnect`; if it answered nothing, the server
+answers 400). The first read of a head is checked with one regular-expression pass; the rare
+head split over several reads is checked on each of its reads.
+
+A write that makes no progress for `ServerLimits.send_timeout` (a client that does not read
+its answers) closes the connection (the sweep shuts the socket down; no timer per write).
+
 Why the emulator has its own: on the job plane every job is three short requests, and Hypercorn
-spent more per request than the emulator's own work for it (see the README's Performance
-section). A connection that opens with the HTTP/2 preface is handed back to the caller of
+spent more per request than the emulator's own work for it (see benchmarks/README.md for
+the figures). A connection that opens with the HTTP/2 preface is handed back to the caller of
 `serve_connection` with the bytes read so far (emulator.transport.h2 serves it). A WebSocket
 upgrade is served by emulator.transport.websocket; a gRPC request is refused with a 415 (gRPC
 needs HTTP/2's trailers).
@@ -36,6 +47,8 @@ from ..web.rawasgi import BODY_EXTENSION
 from .httpcommon import (
     READ_SIZE,
     ConnectionServer,
+    ResponseState,
+    abort_socket,
     error_json,
     http_scope,
     peer_addresses,
@@ -56,6 +69,38 @@ HEAD = "head"  # the rest of a request head
 BUSY = "busy"  # the app
 CLOSING = "closing"
 REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
+# What h11 lets through in a request head and RFC 9112 does not: a control byte other than
+# HTAB, CR and LF (CR and LF are checked as pairs by counting, cheaper than a regex with
+# look-arounds).
+_CONTROL = {*range(0x20), 0x7F} - {0x09, 0x0A, 0x0D}
+# Every byte not refused, deleted by `bytes.translate` (faster here than a regex search).
+ALLOWED_BYTES = bytes(byte for byte in range(256) if byte not in _CONTROL)
+HTTP_VERSIONS = (b"1.1", b"1.0")
+# A write is split into pieces of at most this many bytes, each of which must make progress
+# within `send_timeout`.
+WRITE_PIECE = 1024 * 1024
+
+
+def illegal_head(data: bytes, previous: bytes = b"") -> bool:
+    """Whether the head bytes in `data` (up to the blank line that ends a head) hold what
+    RFC 9112 refuses: a bare LF, a bare CR, a control byte. `previous` is the last bytes (up
+    to 4) of the same head from the reads before: the blank line, or a CR LF pair, can be
+    split between reads."""
+    if previous:
+        end = (previous + data).find(b"\r\n\r\n")
+        part = data if end < 0 else data[: max(0, end + 4 - len(previous))]
+        if previous[-1:] == b"\r":
+            # Left out of the last check (it might pair with this read's first byte).
+            part = b"\r" + part
+    else:
+        end = data.find(b"\r\n\r\n")
+        part = data if end < 0 else data[: end + 4]
+    if end < 0 and part[-1:] == b"\r":
+        part = part[:-1]
+    pairs = part.count(b"\r\n")
+    if part.count(b"\n") != pairs or part.count(b"\r") != pairs:
+        return True
+    return bool(part.translate(None, ALLOWED_BYTES))
 
 
 def is_grpc(headers: Iterable[tuple[bytes, bytes]]) -> bool:
@@ -85,34 +130,27 @@ class H1Server(ConnectionServer["_Connection"]):
             self.connections.discard(connection)
 
 
-class _Exchange:
+class _Exchange(ResponseState):
     """One request and its response: the ASGI `receive` and `send` callables."""
 
     __slots__ = (
         "body_done",
         "connection",
         "disconnected",
-        "finished",
         "head_only",
-        "headers",
         "pending",
         "sent_head",
-        "started",
-        "status",
     )
 
     def __init__(self, connection: _Connection, head_only: bool) -> None:
+        super().__init__()
         self.connection = connection
         self.head_only = head_only
         self.body_done = False
         self.disconnected = False
         # Body events taken from h11 but not yet given to the app.
         self.pending: list[h11.Data | h11.EndOfMessage] = []
-        self.started = False
         self.sent_head = False
-        self.finished = False
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
 
     async def receive(self) -> dict[str, Any]:
         connection = self.connection
@@ -159,24 +197,10 @@ class _Exchange:
         return bytes(first.data) if isinstance(second, h11.EndOfMessage) else None
 
     async def send(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind == "http.response.start":
-            if self.started:
-                raise RuntimeError("http.response.start sent twice")
-            self.started = True
-            self.status = int(message["status"])
-            self.headers = list(message.get("headers", ()))
+        taken = self.take(message)
+        if taken is None:
             return
-        if kind != "http.response.body":
-            return
-        if not self.started:
-            raise RuntimeError("http.response.body before http.response.start")
-        if self.finished:
-            return
-        body = bytes(message.get("body", b""))
-        more = bool(message.get("more_body", False))
-        if not more:
-            self.finished = True
+        body, more = taken
         connection = self.connection
         if connection.broken:
             return
@@ -190,7 +214,14 @@ class _Exchange:
         if not more:
             out += h11c.send(h11.EndOfMessage())
         if out:
-            await connection.write(out)
+            if connection.bad_body:
+                # The app was told the client left (its body broke) and may be cancelled
+                # meanwhile: bytes taken from h11 must still go out whole. The send-timeout
+                # sweep bounds the wait.
+                with trio.CancelScope(shield=True):
+                    await connection.write(out)
+            else:
+                await connection.write(out)
 
     def _response(self, body: bytes, more: bool) -> h11.Response:
         headers = self.headers
@@ -202,7 +233,7 @@ class _Exchange:
                 break
         server = self.connection.server
         extra: list[tuple[bytes, bytes]] = [(b"date", server.date.value())]
-        if not sized and not more and self.status >= 200 and self.status not in (204, 304):
+        if not sized and self.adds_length(more):
             extra.append((b"content-length", str(len(body)).encode("ascii")))
         if server.draining:
             extra.append((b"connection", b"close"))
@@ -236,6 +267,14 @@ class _Connection:
         self._head_start = b""
         # Set once the connection has become a WebSocket.
         self.websocket: WebSocketSession | None = None
+        # The request head broke RFC 9112 where h11 does not look (see the module docstring).
+        self._bad_head = False
+        # The last bytes read of the head being received.
+        self._head_tail = b""
+        # The request body's framing was broken (h11 refused it mid-body).
+        self.bad_body = False
+        # When the write in progress began (None: none in progress).
+        self._write_since: float | None = None
 
     def _enter(self, phase: str) -> None:
         self.phase = phase
@@ -244,6 +283,12 @@ class _Connection:
     def expire(self, now: float) -> None:
         """Called by the server's sweep: end a wait that has lasted too long."""
         limits = self.server.limits
+        since = self._write_since
+        if since is not None and now - since >= limits.send_timeout:
+            log.info("closing a connection whose client stopped reading")
+            self.broken = True
+            abort_socket(self.stream)
+            return
         if self.phase is IDLE:
             if self.server.draining or now - self.since >= limits.keep_alive_timeout:
                 self._stop_reading()
@@ -331,6 +376,8 @@ class _Connection:
         if seen.startswith(H2_PREFACE):
             return seen
         self._head_start = seen[:1024]
+        self._bad_head = illegal_head(seen)
+        self._head_tail = seen[-4:]
         self.h11.receive_data(seen)
         if self.eof:
             self.h11.receive_data(b"")
@@ -351,21 +398,45 @@ class _Connection:
                         return None
                     self._enter(HEAD)
                     self._head_start = data[:1024]
+                    self._bad_head = illegal_head(data)
+                    self._head_tail = data[-4:]
                     self.h11.receive_data(data)
                     event = self.h11.next_event()
+                tail = self._head_tail
                 while event is h11.NEED_DATA:
-                    self.h11.receive_data(await self._receive())
+                    data = await self._receive()
+                    if len(self._head_start) < 1024:
+                        self._head_start += data[: 1024 - len(self._head_start)]
+                    if not self._bad_head:
+                        self._bad_head = illegal_head(data, tail)
+                    tail = (tail + data[-4:])[-4:]
+                    self.h11.receive_data(data)
                     event = self.h11.next_event()
         except h11.RemoteProtocolError as error:
             await self._refuse(408 if self.timed_out else error.error_status_hint)
             return None
         self._enter(BUSY)
-        self._head_start = b""
         self.pipelined = 0
         if isinstance(event, h11.Request):
+            if self._bad_head or not self._acceptable(event):
+                self._bad_head = False
+                await self._refuse(400)
+                return None
+            self._head_start = b""
             return event
+        self._head_start = b""
         # ConnectionClosed (the client left between requests) or PAUSED after a close.
         return None
+
+    @staticmethod
+    def _acceptable(request: h11.Request) -> bool:
+        """What h11 accepts and RFC 9112 does not: both Content-Length and Transfer-Encoding
+        (section 6.1), a lower-case method, a version other than 1.0 and 1.1."""
+        method = request.method
+        if request.http_version not in HTTP_VERSIONS or not method.isupper():
+            return False
+        names = [name for name, _ in request.headers]
+        return not (b"transfer-encoding" in names and b"content-length" in names)
 
     async def _refuse(self, status: int) -> None:
         """Answer a request the server could not read (400, 408, 431) and close."""
@@ -434,6 +505,17 @@ class _Connection:
             await self.server.app(scope, exchange.receive, exchange.send)
         except Exception as error:
             log.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=error)
+        if self.bad_body and not self.broken:
+            # The body's framing broke: the connection ends after the answer. If the app gave
+            # none, the answer is a 400.
+            if not exchange.finished and not exchange.sent_head:
+                self._head_start = f"{scope['method']} {scope['path']} ".encode("latin-1")
+                await self._refuse(400)
+            else:
+                with trio.move_on_after(LINGER_SECONDS):
+                    await self._linger()
+            self.broken = True
+            return
         if exchange.finished:
             return
         if exchange.sent_head or self.broken or exchange.disconnected or self.eof:
@@ -526,14 +608,15 @@ class _Connection:
                 self.broken = True
                 return None
         except h11.RemoteProtocolError:
-            self.broken = True
+            # The answer can still be written (then the connection closes): see `_exchange`.
+            self.bad_body = True
             return None
 
     async def wait_for_disconnect(self, exchange: _Exchange) -> None:
         """Return once the client has gone away; bytes of a pipelined next request are kept,
         up to the size of one request head (more, while this request is still being answered,
         is abuse: the connection is closed rather than buffering without end)."""
-        while not self.eof and not self.broken:
+        while not self.eof and not self.broken and not self.bad_body:
             data = await self._receive()
             if data:
                 self.pipelined += len(data)
@@ -550,10 +633,19 @@ class _Connection:
         if self.broken:
             return
         try:
-            await self.stream.send_all(data)
+            if len(data) <= WRITE_PIECE:
+                self._write_since = trio.current_time()
+                await self.stream.send_all(data)
+            else:
+                view = memoryview(data)
+                for start in range(0, len(data), WRITE_PIECE):
+                    self._write_since = trio.current_time()
+                    await self.stream.send_all(view[start : start + WRITE_PIECE])
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.broken = True
             self.eof = True
         except BaseException:
             self.broken = True
             raise
+        finally:
+            self._write_since = None

@@ -18,6 +18,29 @@ response without a body goes out as one HEADERS frame with its trailers (Trailer
 A response the app starts but does not finish is reset (RST_STREAM), so the client sees it end;
 an app that answers nothing gets a 500 in the family of the path, as on HTTP/1.1.
 
+Defences against a hostile client, each a bound (the figures are the constants below):
+
+- Request bodies: the client may send at most `STREAM_WINDOW` (1 MiB) per stream and
+  `CONNECTION_WINDOW` (4 MiB) per connection ahead of what the app has read; window is given
+  back only as the app takes the bytes.
+- Frames: `FrameMeter` walks the 9-byte frame headers of every read before h2 sees them. A
+  frame longer than `MAX_FRAME_SIZE` ends the connection with FRAME_SIZE_ERROR at its header
+  (h2 itself would first buffer up to 16 MiB of it), a header block (HEADERS plus
+  CONTINUATION) longer than twice `max_header_bytes` ends it too, and the bytes of one read
+  are handed to h2 `BATCH_FRAMES` frames at a time with a checkpoint between batches, so one
+  connection flooding frames cannot keep the others waiting.
+- Cheap frames (PING, SETTINGS, PRIORITY, RST_STREAM, empty DATA, and WINDOW_UPDATE beyond
+  two per DATA frame the server sent) are counted per connection and second; past
+  `CONTROL_FRAMES_PER_SECOND` the connection gets GOAWAY with ENHANCE_YOUR_CALM and is
+  closed. That also bounds HTTP/2 rapid reset (CVE-2023-44487): a stream the client resets
+  before its task ran never reaches the app.
+- Writing: while more than `OUTBOUND_LIMIT` bytes wait to be written, the connection reads no
+  more (a client that does not read its PING or SETTINGS acknowledgements stops being read).
+  A write that makes no progress for `ServerLimits.send_timeout` closes the connection, and a
+  stream that waits that long for the client to open its window is reset (CANCEL).
+- Streams: up to `MAX_CONCURRENT_STREAMS` run at once; a client opening more gets
+  REFUSED_STREAM for each extra one (the connection ends only past twice that many).
+
 Generic: knows nothing about Foundry; imports neither quart nor hypercorn.
 """
 
@@ -28,11 +51,13 @@ import logging
 from collections import deque
 from typing import Any
 
+import attrs
 import h2.config
 import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.frame_buffer
 import h2.settings
 import trio
 
@@ -40,6 +65,8 @@ from ..web.rawasgi import BODY_EXTENSION
 from .httpcommon import (
     READ_SIZE,
     ConnectionServer,
+    ResponseState,
+    abort_socket,
     error_json,
     http_scope,
     peer_addresses,
@@ -54,6 +81,19 @@ CONNECTION_WINDOW = 4 * 1024 * 1024
 DEFAULT_WINDOW = 65535
 # An app's send waits for the writer once this much is queued and not yet written.
 HIGH_WATER = 512 * 1024
+# The connection reads no more while this much waits to be written (write-side backpressure).
+OUTBOUND_LIMIT = 1024 * 1024
+# The largest frame a client may send (the protocol's default SETTINGS_MAX_FRAME_SIZE, which
+# the server does not raise).
+MAX_FRAME_SIZE = 16384
+# Frames handed to h2 per scheduler pass; other connections run between batches.
+BATCH_FRAMES = 64
+# Cheap frames (see the module docstring) one connection may send per second.
+CONTROL_FRAMES_PER_SECOND = 1000
+# What a frame of a header block counts for besides its payload (about what h2 holds per frame
+# until the block ends): the bound on a header block is in bytes, so a legal block may have more
+# CONTINUATION frames than h2's own fixed limit of 64, and a block of empty frames is still bound.
+HEADER_FRAME_COST = 256
 # How much of a request body nobody reads any more (the response is complete) is dropped
 # before the stream is reset.
 DISCARD_BYTES = 4 * 1024 * 1024
@@ -65,6 +105,126 @@ STATUS = {status: str(status).encode("ascii") for status in range(100, 600)}
 NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
 INTERNAL_ERROR = h2.errors.ErrorCodes.INTERNAL_ERROR
 REFUSED_STREAM = h2.errors.ErrorCodes.REFUSED_STREAM
+CANCEL = h2.errors.ErrorCodes.CANCEL
+ENHANCE_YOUR_CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+FRAME_SIZE_ERROR = h2.errors.ErrorCodes.FRAME_SIZE_ERROR
+PREFACE_SIZE = 24
+# Frame types and flags (RFC 9113, section 6).
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
+WINDOW_UPDATE, CONTINUATION = 8, 9
+CHEAP_FRAMES = frozenset((PRIORITY, RST_STREAM, SETTINGS, PING))
+END_STREAM, END_HEADERS, PADDED = 0x1, 0x4, 0x8
+
+
+class Abuse(Exception):
+    """The client broke a bound: the connection ends with this code."""
+
+    def __init__(self, code: h2.errors.ErrorCodes, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+@attrs.define
+class FrameMeter:
+    """Walks the frame headers in what a client sends, without parsing payloads: where the
+    batches of `BATCH_FRAMES` frames begin, and whether a bound is broken (`Abuse`)."""
+
+    header_limit: int
+    # Bytes to pass before the next frame header (the connection preface at first).
+    skip: int = PREFACE_SIZE
+    # The first bytes of a frame header split between two reads.
+    partial: bytes = b""
+    window_start: float = -1.0
+    # Cheap frames counted in the current one-second window.
+    cheap: int = 0
+    # WINDOW_UPDATEs the server's own DATA frames have earned (two each).
+    credit: int = 0
+    # Bytes of the header block being received (HEADERS, then CONTINUATION frames).
+    header_block: int = 0
+
+    def scan(self, data: bytes | bytearray, now: float) -> list[int]:
+        """Offsets in `data` where a new batch begins (none for a single batch)."""
+        if now - self.window_start >= 1.0:
+            self.window_start = now
+            self.cheap = 0
+        size = len(data)
+        base = 0
+        if self.partial:
+            base = len(self.partial)
+            data = self.partial + data
+            self.partial = b""
+        position = self.skip
+        end = base + size
+        cuts: list[int] = []
+        frames = 0
+        cheap = self.cheap
+        while position + 9 <= end:
+            length = (data[position] << 16) | (data[position + 1] << 8) | data[position + 2]
+            kind = data[position + 3]
+            flags = data[position + 4]
+            if length > MAX_FRAME_SIZE:
+                raise Abuse(FRAME_SIZE_ERROR, f"a frame of {length} bytes")
+            if kind == DATA:
+                if not flags & END_STREAM and (
+                    length == 0
+                    or (flags & PADDED and position + 9 < end and data[position + 9] + 1 >= length)
+                ):
+                    cheap += 1
+            elif kind in CHEAP_FRAMES:
+                cheap += 1
+            elif kind == WINDOW_UPDATE:
+                if self.credit:
+                    self.credit -= 1
+                else:
+                    cheap += 1
+            elif kind in (HEADERS, CONTINUATION):
+                # Each frame costs its bytes plus what h2 keeps per frame until the block ends.
+                cost = length + HEADER_FRAME_COST
+                self.header_block = cost if kind == HEADERS else self.header_block + cost
+                if self.header_block > self.header_limit:
+                    raise Abuse(
+                        h2.errors.ErrorCodes.PROTOCOL_ERROR,
+                        f"a header block of more than {self.header_limit} bytes",
+                    )
+                if flags & END_HEADERS:
+                    self.header_block = 0
+            frames += 1
+            if frames > BATCH_FRAMES and position > base:
+                cuts.append(position - base)
+                frames = 1
+            position += 9 + length
+        self.cheap = cheap
+        if cheap > CONTROL_FRAMES_PER_SECOND:
+            raise Abuse(ENHANCE_YOUR_CALM, f"more than {CONTROL_FRAMES_PER_SECOND} cheap frames")
+        if position > end:
+            self.skip = position - end
+        else:
+            self.skip = 0
+            self.partial = bytes(data[position:end])
+        return cuts
+
+
+class _Settings(h2.settings.Settings):
+    """The server's settings: h2 enforces twice the advertised stream limit, so that the
+    server itself refuses the streams between (REFUSED_STREAM) and the connection lives on."""
+
+    @property
+    def max_concurrent_streams(self) -> int:
+        return 2 * MAX_CONCURRENT_STREAMS
+
+    @max_concurrent_streams.setter
+    def max_concurrent_streams(self, value: int) -> None:
+        self[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = value
+
+
+def lift_continuation_count(header_limit: int) -> None:
+    """Let h2 take as many CONTINUATION frames as the byte bound of `FrameMeter` allows (h2
+    refuses a block of more than 64 frames). Process-wide, and only ever raised: every HTTP/2
+    server in the emulator (its own, and Hypercorn's with the compatibility patch) meters
+    header blocks before h2 sees them."""
+    frames = header_limit // HEADER_FRAME_COST + 1
+    if frames > h2.frame_buffer.CONTINUATION_BACKLOG:
+        h2.frame_buffer.CONTINUATION_BACKLOG = frames
 
 
 class H2Server(ConnectionServer["_Connection"]):
@@ -83,7 +243,7 @@ class H2Server(ConnectionServer["_Connection"]):
             self.connections.discard(connection)
 
 
-class _Stream:
+class _Stream(ResponseState):
     """One request stream and its response: the ASGI `receive` and `send` callables."""
 
     __slots__ = (
@@ -93,25 +253,23 @@ class _Stream:
         "connection",
         "delivered_end",
         "ended_local",
-        "finished",
         "gone",
         "head_only",
-        "headers",
         "id",
         "recv_waiter",
         "response_done",
         "scope",
         "send_waiter",
         "sent_head",
-        "started",
-        "status",
         "trailer_fields",
         "trailers",
+        "window_since",
     )
 
     def __init__(
         self, connection: _Connection, stream_id: int, scope: dict[str, Any], ended: bool
     ) -> None:
+        super().__init__()
         self.connection = connection
         self.id = stream_id
         self.scope = scope
@@ -122,13 +280,9 @@ class _Stream:
         self.delivered_end = False
         # The client reset the stream or the connection is gone: sends are no-ops.
         self.gone = False
-        self.started = False
         self.sent_head = False
-        self.finished = False
         self.ended_local = False
         self.response_done = False
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
         # The ASGI trailers extension: announced in http.response.start, the stream stays
         # open after the last body until the (last) http.response.trailers message.
         self.trailers = False
@@ -136,6 +290,8 @@ class _Stream:
         self.trailer_fields: list[tuple[bytes, bytes]] = []
         self.recv_waiter: trio.Event | None = None
         self.send_waiter: trio.Event | None = None
+        # When the response began waiting for the client to open its window.
+        self.window_since = 0.0
 
     def wake(self) -> None:
         if self.recv_waiter is not None:
@@ -179,30 +335,22 @@ class _Stream:
 
     async def send(self, message: dict[str, Any]) -> None:
         kind = message["type"]
-        if kind == "http.response.start":
-            if self.started:
-                raise RuntimeError("http.response.start sent twice")
-            self.started = True
-            self.status = int(message["status"])
-            self.headers = list(message.get("headers", ()))
-            self.trailers = bool(message.get("trailers", False))
-            return
         if kind == "http.response.trailers":
             await self._send_trailers(message)
             return
-        if kind != "http.response.body":
+        if kind == "http.response.start":
+            self.trailers = bool(message.get("trailers", False))
+        elif kind == "http.response.body" and self.awaiting_trailers:
             return
-        if not self.started:
-            raise RuntimeError("http.response.body before http.response.start")
-        if self.finished or self.awaiting_trailers:
+        taken = self.take(message)
+        if taken is None:
             return
-        body = bytes(message.get("body", b""))
-        more = bool(message.get("more_body", False))
+        body, more = taken
         # Whether this message ends the stream (not if trailers are still to come).
         ends = not more and not self.trailers
-        if ends:
-            self.finished = True
-        elif not more:
+        if not more and self.trailers:
+            # The body is complete but the response is not: the trailers finish it.
+            self.finished = False
             self.awaiting_trailers = True
         if self.gone or self.ended_local:
             self._done_if(ends)
@@ -294,6 +442,7 @@ class _Stream:
             position += size
             last = end and position == total
             h2c.send_data(self.id, piece, end_stream=last)
+            connection.meter.credit += 2
             if last:
                 self.ended_local = True
             elif connection.queued > HIGH_WATER:
@@ -303,6 +452,7 @@ class _Stream:
     async def _wait_window(self) -> None:
         connection = self.connection
         waiter = self.send_waiter = trio.Event()
+        self.window_since = trio.current_time()
         connection.window_waiters.add(self)
         try:
             await waiter.wait()
@@ -322,7 +472,7 @@ class _Stream:
                 sized = True
             headers.append((name, value))
         headers.append((b"date", self.connection.server.date.value()))
-        if not sized and not more and status >= 200 and status not in (204, 304):
+        if not sized and self.adds_length(more):
             headers.append((b"content-length", str(len(body)).encode("ascii")))
         return headers
 
@@ -347,7 +497,7 @@ class _Connection:
         # Beyond this the header block is refused by h2 (the connection ends); below it, the
         # app answers 431 for a head larger than max_header_bytes.
         header_list_limit = 2 * server.limits.max_header_bytes
-        self.h2.local_settings = h2.settings.Settings(
+        self.h2.local_settings = _Settings(
             client=False,
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
@@ -356,6 +506,10 @@ class _Connection:
             },
         )
         self.h2.decoder.max_header_list_size = header_list_limit
+        self.meter = FrameMeter(header_limit=header_list_limit)
+        lift_continuation_count(header_list_limit)
+        # When the write in progress began (None: no write in progress).
+        self._write_since: float | None = None
         # Streams whose app is running.
         self.streams: dict[int, _Stream] = {}
         # Streams whose response is complete while the client still sends a body: bytes dropped.
@@ -410,11 +564,13 @@ class _Connection:
             data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
             self._out.clear()
             self.queued = 0
+            self._write_since = trio.current_time()
             try:
                 await stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._lost()
             finally:
+                self._write_since = None
                 if self._written is not None:
                     self._written.set()
                     self._written = None
@@ -432,7 +588,7 @@ class _Connection:
                 if self.server.draining:
                     self._close_now()
                 with self._read_scope:
-                    if not initial or self._feed(initial):
+                    if not initial or await self._take(initial):
                         await self._read_loop()
                 if not self.closing:
                     # The client left or broke the protocol: nobody reads the answers.
@@ -450,10 +606,40 @@ class _Connection:
                 data = await stream.receive_some(READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
-            if not data or not self._feed(data):
+            if not data or not await self._take(data):
                 return
 
-    def _feed(self, data: bytes | bytearray) -> bool:
+    async def _take(self, data: bytes | bytearray) -> bool:
+        """Check and feed one read, a batch of frames per scheduler pass; then, if the client
+        does not read what the server writes, wait for it before reading more. False when the
+        connection must end."""
+        try:
+            cuts = self.meter.scan(data, trio.current_time())
+        except Abuse as abuse:
+            log.info("HTTP/2 connection from %s ended: %s", self._peer(), abuse)
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.close_connection(error_code=abuse.code)
+            self.flush_soon()
+            self._lost(keep_output=True)
+            return False
+        if not cuts:
+            if not self._feed(data):
+                return False
+        else:
+            view = memoryview(data)
+            start = 0
+            for cut in (*cuts, len(data)):
+                if not self._feed(view[start:cut]):
+                    return False
+                start = cut
+                await trio.lowlevel.checkpoint()
+        while self.queued > OUTBOUND_LIMIT and not self.broken:
+            if self._written is None:
+                self._written = trio.Event()
+            await self._written.wait()
+        return True
+
+    def _feed(self, data: bytes | bytearray | memoryview) -> bool:
         """Hand bytes to h2 and act on its events; False when the connection must end."""
         try:
             events = self.h2.receive_data(data)
@@ -488,7 +674,7 @@ class _Connection:
         stream_id = event.stream_id
         if stream_id is None or event.headers is None:
             return
-        if self.closing:
+        if self.closing or len(self.streams) >= MAX_CONCURRENT_STREAMS:
             self._reset(stream_id, REFUSED_STREAM)
             return
         method = b"GET"
@@ -598,6 +784,11 @@ class _Connection:
 
     async def _run_stream(self, stream: _Stream) -> None:
         scope = stream.scope
+        if stream.gone:
+            # Reset by the client before the task ran (rapid reset): the app never sees it.
+            self._stream_done(stream)
+            await trio.lowlevel.checkpoint()
+            return
         if stream.body_ended and not stream.gone:
             # The whole body came with the head: raw routes take it without a read (or a
             # timer); `receive` still delivers it, and acknowledges it then.
@@ -664,13 +855,24 @@ class _Connection:
             self._close_now()
 
     def expire(self, now: float) -> None:
-        """Called by the server's sweep: close a connection idle too long."""
+        """Called by the server's sweep: close a connection idle too long or whose client has
+        stopped reading, and reset the streams that waited too long for window."""
+        limits = self.server.limits
         if (
             not self.streams
             and not self.closing
-            and now - self.idle_since >= self.server.limits.keep_alive_timeout
+            and now - self.idle_since >= limits.keep_alive_timeout
         ):
             self._close_now()
+        since = self._write_since
+        if since is not None and now - since >= limits.send_timeout:
+            log.info("closing an HTTP/2 connection whose client stopped reading: %s", self._peer())
+            abort_socket(self.stream)
+        for stream in list(self.window_waiters):
+            if now - stream.window_since >= limits.send_timeout:
+                self._reset(stream.id, CANCEL)
+                stream.gone = True
+                stream.wake()
 
     def _close_now(self) -> None:
         """GOAWAY and stop reading; the writer sends what is queued, then the socket closes."""

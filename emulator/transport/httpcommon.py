@@ -1,11 +1,13 @@
 """What the emulator's HTTP/1.1 (transport.h1) and HTTP/2 (transport.h2) servers share.
 
-Owns `ServerLimits`, `ConnectionServer` (the app, limits, lifespan state and open connections
-of one protocol's server, the drain at shutdown and the one sweep that expires connections),
-the ASGI `http` scope of a request, the ASGI app type and version record, the read size per
-`receive_some`, the `date` header value (formatted once a second), the addresses of a
-connection's two ends, the percent-decoding of a request path, and the JSON body of a framework
-error (400, 408, 431, 500) in the family of the request's path.
+Owns `ServerLimits` (what one connection may hold, and for how long), `ResponseState` (what an
+app has sent of one response, and whether the server adds its Content-Length), `ConnectionServer`
+(the app, limits, lifespan state and open connections of one protocol's server, the drain at
+shutdown and the one sweep that expires connections and stalled writes), the ASGI `http` scope
+of a request, the ASGI app type and version record, the read size per `receive_some`, the
+`date` header value (formatted once a second), the addresses of a connection's two ends,
+`abort_socket`, the percent-decoding of a request path, and the JSON body of a framework error
+(400, 408, 431, 500) in the family of the request's path.
 
 Generic: knows nothing about Foundry; imports neither quart nor hypercorn nor an HTTP protocol
 library.
@@ -13,7 +15,9 @@ library.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
@@ -43,6 +47,52 @@ class ServerLimits:
     keep_alive_timeout: float
     # How long a request head may take once its first byte has arrived (HTTP/1.1).
     head_timeout: float
+    # How long a write may make no progress (a client that does not read) before the
+    # connection (HTTP/1.1) or the stream waiting for window (HTTP/2) is given up.
+    send_timeout: float = 30.0
+
+
+class ResponseState:
+    """The ASGI response messages an app has sent for one request, checked once for both
+    protocols: the status and headers of `http.response.start`, and whether the last body
+    message has come (`finished`)."""
+
+    __slots__ = ("finished", "headers", "started", "status")
+
+    def __init__(self) -> None:
+        self.started = False
+        self.finished = False
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    def take(self, message: dict[str, Any]) -> tuple[bytes, bool] | None:
+        """Record `message`: for a body message to write, (its body, whether more follows);
+        None when there is nothing to write (the start, an unknown type, a body after the
+        last). A body before the start, or a second start, is the app's bug: RuntimeError."""
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("http.response.start sent twice")
+            self.started = True
+            self.status = int(message["status"])
+            self.headers = list(message.get("headers", ()))
+            return None
+        if kind != "http.response.body":
+            return None
+        if not self.started:
+            raise RuntimeError("http.response.body before http.response.start")
+        if self.finished:
+            return None
+        more = bool(message.get("more_body", False))
+        if not more:
+            self.finished = True
+        return bytes(message.get("body", b"")), more
+
+    def adds_length(self, more: bool) -> bool:
+        """Whether the server adds a Content-Length the app did not give: the whole body came
+        in one message, and the status has a body."""
+        status = self.status
+        return not more and status >= 200 and status not in (204, 304)
 
 
 class ServedConnection(Protocol):
@@ -86,10 +136,13 @@ class ConnectionServer(Generic[C]):
 
     async def expire_connections(self) -> None:
         """Let every connection end the waits that have lasted too long (idle past
-        `keep_alive_timeout`, a head slower than `head_timeout`): one sweep per interval for
+        `keep_alive_timeout`, a head slower than `head_timeout`, a write or a stream's wait for
+        window stalled past `send_timeout`): one sweep per interval for
         all connections, instead of a timer per request. Runs until cancelled."""
         limits = self.limits
-        interval = min(1.0, limits.keep_alive_timeout / 4, limits.head_timeout / 4)
+        interval = min(
+            1.0, limits.keep_alive_timeout / 4, limits.head_timeout / 4, limits.send_timeout / 4
+        )
         while True:
             await trio.sleep(interval)
             now = trio.current_time()
@@ -126,6 +179,17 @@ def peer_addresses(
     except OSError:
         return None, None
     return (str(peer[0]), int(peer[1])), (str(local[0]), int(local[1]))
+
+
+def abort_socket(stream: trio.abc.Stream) -> None:
+    """Shut the socket under `stream` down both ways: a pending `send_all` or `receive_some`
+    fails at once (BrokenResourceError or end of input) and the owner closes the connection on
+    its own path. Cheaper than a cancel scope around every write."""
+    transport = getattr(stream, "transport_stream", stream)
+    sock = getattr(transport, "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def http_scope(

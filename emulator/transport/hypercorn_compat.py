@@ -1,4 +1,4 @@
-"""Runtime patches for four defects of Hypercorn 0.18.0's trio worker.
+"""Runtime patches for five defects of Hypercorn 0.18.0's trio worker.
 
 This module owns every monkeypatch the emulator applies to Hypercorn, which serves HTTP only
 with `--http-server hypercorn` (by default the emulator's own servers, emulator.transport.h1 and
@@ -10,7 +10,7 @@ in the process. Each patch exists because of a defect measured in the pinned sta
 (hypercorn 0.18.0, trio 0.35.0, quart-trio 0.12.0) and is reproduced by
 `tests/test_hypercorn_compat.py`, which also checks that each defect is still present in
 stock Hypercorn. When such a "defect still present" test fails after an upgrade, upstream
-fixed it: remove that patch, and this module once all four are gone.
+fixed it: remove that patch, and this module once all five are gone.
 
 1. Server crash when HTTP/2 clients go away under load. On a Closed event (e.g. a client's
    GOAWAY), `TCPServer._close()` calls `stream.send_eof()`, which holds trio's send-conflict
@@ -48,7 +48,28 @@ fixed it: remove that patch, and this module once all four are gone.
    refuses every frame. Patch: `CompatH2Protocol` ends the stream from the task handling
    `EndBody`, before anything else can happen on the connection.
 
-Besides the four fixes, some tuning. Hypercorn reads at most 64 KiB per `receive_some`
+5. A request with both Content-Length and Transfer-Encoding is framed by Transfer-Encoding and
+   handed to the app with its Content-Length (h11 accepts it), so a route forwarding the
+   declared length promises bytes that never come (issue 16, defect 6). Patch:
+   `CompatH11Protocol._create_stream` answers 400 with `Connection: close` and serves nothing
+   more on the connection (RFC 9112, section 6.1).
+
+6. Hypercorn's HTTP/2 protocol hands each read whole to h2, which buffers a frame of up to
+   16 MiB before checking its size, and answers floods of cheap frames (PING, SETTINGS,
+   PRIORITY, RST_STREAM, empty DATA, WINDOW_UPDATE) without limit, so one connection
+   starves the others (issue 16, defects 3, 5, 7 and 12). Patch: `CompatH2Protocol.handle`
+   passes every read through the emulator's own `emulator.transport.h2.FrameMeter` (the same
+   bounds as the emulator's HTTP/2 server: GOAWAY with FRAME_SIZE_ERROR or ENHANCE_YOUR_CALM,
+   then the connection closes) and hands h2 the frames a batch at a time with a checkpoint
+   between batches.
+
+7. A request head that has begun but never ends (slowloris) is held until the keep-alive
+   timeout (75 s) and then dropped without an answer. Patch: when a read leaves a partial head
+   on an idle HTTP/1.1 connection, the idle watcher's deadline becomes `HEAD_TIMEOUT` from that
+   first byte (`config.emulator_head_timeout` when set), and at that deadline the client gets
+   Hypercorn's 408 before the connection closes, as on the emulator's own server.
+
+Besides the seven fixes, some tuning. Hypercorn reads at most 64 KiB per `receive_some`
 (`hypercorn.trio.tcp_server.MAX_RECV`), which caps a large upload (a streamed result) at one
 64 KiB piece per scheduler pass: `CompatTCPServer._read_data` reads `READ_SIZE` instead (and
 opens no timeout scope per read when there is no read timeout). The buffer exists only
@@ -70,6 +91,7 @@ start rather than on some connection.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -81,17 +103,20 @@ from math import inf
 from typing import Any
 
 import h2.exceptions
+import h11
 import hypercorn.protocol
 import hypercorn.trio.run as hypercorn_run
 import trio
 from hypercorn.events import Closed, Event, RawData
-from hypercorn.protocol.events import EndBody, EndData, Response
+from hypercorn.protocol.events import Body, EndBody, EndData, Response
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import TrioSingleTask
 from hypercorn.typing import TaskGroup
+
+from .h2 import Abuse, FrameMeter, lift_continuation_count
 
 __all__ = [
     "MEASURED_VERSION",
@@ -105,14 +130,17 @@ __all__ = [
 MEASURED_VERSION = "0.18.0"
 # Largest read per receive_some on a connection (Hypercorn's own is 64 KiB); see module doc.
 READ_SIZE = 1024 * 1024
+# How long a request head may take once its first byte has arrived (patch 7), unless the
+# config names its own (`emulator_head_timeout`, the emulator's `body_timeout`).
+HEAD_TIMEOUT = 30.0
 
 log = logging.getLogger(__name__)
 
 # What the patches override or call, besides plain attributes.
 _HOOKED_METHODS = {
     TCPServer: ("run", "protocol_send", "_read_data", "_close", "_initiate_server_close"),
-    H2Protocol: ("stream_send", "_flush"),
-    H11Protocol: ("stream_send", "_send_h11_event"),
+    H2Protocol: ("stream_send", "_flush", "handle"),
+    H11Protocol: ("stream_send", "_send_h11_event", "_create_stream", "_send_error_response"),
 }
 
 
@@ -130,6 +158,8 @@ class _IdleWatcher(TrioSingleTask):
         self._scope = trio.CancelScope()
         self._spawned = False
         self._idle = False
+        # A request head has begun and not ended: at the deadline, answer 408 (patch 7).
+        self._head = False
 
     async def restart(self, task_group: TaskGroup, action: Callable[..., Any]) -> None:
         # `action` is Hypercorn's own timer body, which the watcher replaces.
@@ -144,7 +174,16 @@ class _IdleWatcher(TrioSingleTask):
 
     async def stop(self) -> None:
         self._idle = False
+        self._head = False
         self._scope.deadline = inf
+
+    def head_begun(self) -> None:
+        """A read left part of a request head: it must end within the head timeout."""
+        if self._head:
+            return
+        self._head = True
+        timeout = float(getattr(self._server.config, "emulator_head_timeout", HEAD_TIMEOUT))
+        self._scope.deadline = min(self._scope.deadline, trio.current_time() + timeout)
 
     def close_soon(self) -> None:
         """Close the connection from the watcher task (which nobody else cancels)."""
@@ -159,6 +198,10 @@ class _IdleWatcher(TrioSingleTask):
             await trio.sleep_forever()
         # Reached only through our own scope: a cancelled connection propagates instead.
         with trio.CancelScope(shield=True):
+            inner = getattr(self._server.protocol, "protocol", None)
+            if self._head and isinstance(inner, H11Protocol):
+                with contextlib.suppress(Exception):
+                    await inner._send_error_response(408)
             await self._server._initiate_server_close()
 
 
@@ -208,16 +251,61 @@ class CompatTCPServer(TCPServer):
             await self.protocol.handle(RawData(bytes(data)))
             if not data:
                 break
+            self._watch_head()
         await self.protocol.handle(Closed())
         # The client left (or the read timed out): release the connection now, not at the
         # end of the keep-alive period.
         self.idle_task.close_soon()
 
+    def _watch_head(self) -> None:
+        """After a read: if an idle HTTP/1.1 connection now holds part of a head, time it."""
+        inner = getattr(self.protocol, "protocol", None)
+        if not isinstance(inner, H11Protocol):
+            return
+        connection = inner.connection
+        if connection.their_state is h11.IDLE and connection.trailing_data[0]:
+            self.idle_task.head_begun()
+
 
 class CompatH2Protocol(H2Protocol):
-    """Hypercorn's HTTP/2 protocol with defect 4 fixed (see module doc)."""
+    """Hypercorn's HTTP/2 protocol with defects 4 and 6 fixed (see module doc)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        limit = 2 * int(self.config.h2_max_header_list_size)
+        self._meter = FrameMeter(header_limit=limit)
+        lift_continuation_count(limit)
+
+    async def handle(self, event: Event) -> None:
+        if not isinstance(event, RawData) or self.closed:
+            await super().handle(event)
+            return
+        data = event.data
+        try:
+            cuts = self._meter.scan(data, trio.current_time())
+        except Abuse as abuse:
+            log.info("HTTP/2 connection ended: %s", abuse)
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.connection.close_connection(error_code=abuse.code)
+            await self._flush()
+            await self.send(Closed())
+            return
+        if not cuts:
+            await super().handle(event)
+            return
+        start = 0
+        for cut in (*cuts, len(data)):
+            await super().handle(RawData(data=data[start:cut]))
+            start = cut
+            if self.closed:
+                return
+            # Other connections run between batches of frames.
+            await trio.lowlevel.checkpoint()
 
     async def stream_send(self, event: StreamEvent) -> None:
+        if isinstance(event, Body):
+            # WINDOW_UPDATEs the client may send for these bytes (two per DATA frame).
+            self._meter.credit += 2 * (len(event.data) // 16384 + 1)
         await super().stream_send(event)
         # super() returned once the send task took the last bytes: end the stream now,
         # unless the send task already did or the stream or connection is gone.
@@ -243,6 +331,15 @@ class CompatH11Protocol(H11Protocol):
         self._hold_next = False
         self._held: bytes | None = None
         self.send = self._coalescing_send
+
+    async def _create_stream(self, request: Any) -> None:
+        names = [name.lower() for name, _ in request.headers]
+        if b"transfer-encoding" in names and b"content-length" in names:
+            # Ambiguous framing (RFC 9112, section 6.1): refuse, and read nothing more.
+            await self._send_error_response(400)
+            await self.send(Closed())
+            return
+        await super()._create_stream(request)
 
     async def _coalescing_send(self, event: Event) -> None:
         if isinstance(event, RawData):

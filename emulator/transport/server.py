@@ -10,7 +10,7 @@ Two servers speak HTTP (`Settings.http_server`). By default the emulator's own: 
 or TLS) goes to transport.h1, HTTP/2 (h2c with prior knowledge, or ALPN "h2") to transport.h2;
 Hypercorn then only provides the configuration record (TLS context) and the ASGI lifespan.
 With "hypercorn", Hypercorn's trio worker serves everything, with the patches of
-emulator.transport.hypercorn_compat (slower: see the README's Performance section).
+emulator.transport.hypercorn_compat (slower: see benchmarks/README.md).
 The only module that imports hypercorn (besides the compatibility patches it applies).
 """
 

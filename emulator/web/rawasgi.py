@@ -26,6 +26,13 @@ from a blueprint to the raw table changes nothing on the wire.
 A path matched by a raw route belongs wholly to the raw table: another method on it is a 405
 with the raw methods in `Allow`, never a fall-through.
 
+Everything else goes to the wrapped app with a bounded `receive` (`bounded_receive`): Quart's
+request task reads the whole body into memory as fast as the server delivers it, whether or not
+the route ever reads it. So the dispatcher hands it at most `body_limit` bytes (the largest body
+any Quart route accepts, `Settings.max_body_bytes`, plus one byte so the route's own check sees
+it is too large) and then stops reading: the server's flow control (TCP on HTTP/1.1, the stream
+window on HTTP/2) holds the sender back instead of the emulator's memory growing.
+
 Generic: knows nothing about Foundry; imports neither quart nor hypercorn.
 """
 
@@ -330,11 +337,43 @@ def _split_path(scope: Scope) -> list[str] | None:
         return None
 
 
-class RawDispatcher:
-    """An ASGI app: raw routes first, then the wrapped app."""
+def bounded_receive(receive: Receive, limit: int) -> Receive:
+    """`receive`, delivering at most `limit` + 1 body bytes; after that it waits (until the
+    request ends and cancels it) without reading, so the sender is held back by the server."""
+    delivered = 0
 
-    def __init__(self, fallback: ASGIApp, routes: Iterable[RawRoute], families: FamilyMap) -> None:
+    async def bounded() -> Message:
+        nonlocal delivered
+        if delivered > limit:
+            await trio.sleep_forever()
+        message = await receive()
+        if message["type"] == "http.request":
+            body = message.get("body", b"")
+            if len(body) > limit + 1 - delivered:
+                message = {
+                    "type": "http.request",
+                    "body": bytes(body[: limit + 1 - delivered]),
+                    "more_body": True,
+                }
+            delivered += len(message.get("body", b""))
+        return message
+
+    return bounded
+
+
+class RawDispatcher:
+    """An ASGI app: raw routes first, then the wrapped app (given at most `body_limit` bytes of
+    a request body, see `bounded_receive`)."""
+
+    def __init__(
+        self,
+        fallback: ASGIApp,
+        routes: Iterable[RawRoute],
+        families: FamilyMap,
+        body_limit: int = 8 * 1024 * 1024,
+    ) -> None:
         self.fallback = fallback
+        self.body_limit = body_limit
         self.routes = tuple(routes)
         self.families = families
         # Routes grouped by segment count, so most requests compare against very few patterns.
@@ -365,12 +404,15 @@ class RawDispatcher:
         if scope["type"] == "websocket":
             await self._websocket(scope, receive, send)
             return
-        if scope["type"] != "http" or not self._by_length:
+        if scope["type"] != "http":
             await self.fallback(scope, receive, send)
+            return
+        if not self._by_length:
+            await self.fallback(scope, bounded_receive(receive, self.body_limit), send)
             return
         route, params, allowed = self._match(scope)
         if route is None and not allowed:
-            await self.fallback(scope, receive, send)
+            await self.fallback(scope, bounded_receive(receive, self.body_limit), send)
             return
         if route is None:
             family = self.families.for_path(str(scope["path"]))

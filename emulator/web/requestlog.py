@@ -3,12 +3,19 @@
 Owns the ASGI middleware that records method, path, redacted query, status, duration, HTTP
 version, route family and principal of each request, and the ring buffer behind
 `GET /_emulate/requests`. Handlers name the principal with `note_principal(scope, name)`.
-Bodies and headers are never recorded; query values of secret-bearing keys are replaced.
+Bodies and headers are never recorded. Secrets are redacted by name and by pattern: a query
+or path parameter (`;name=value`) whose name is in `SECRET_KEYS` or matches `SECRET_NAME`
+(auth, token, key, jwt, bearer, secret, password, ...), and any value or path segment that
+looks like a credential (`TOKEN_LIKE`: a JWT, a `Bearer` value, a prefixed random token such as
+`foundry_...`). A recorded path and query are each cut to `MAX_TARGET` characters, so the
+ring holds at most about `capacity` x 2 x `MAX_TARGET` characters of targets (a request
+target may be 64 KiB).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -43,6 +50,22 @@ SECRET_KEYS = frozenset(
         "moduleauthtoken",
     }
 )
+# Names that mark a secret wherever they appear in a parameter's name (case-insensitive).
+SECRET_NAME = re.compile(
+    r"auth|token|secret|passw|pwd|api[-_]?key|apikey|access[-_]?key|jwt|bearer|credential"
+    r"|session|signature|private|cookie",
+    re.IGNORECASE,
+)
+# Values that look like a credential whatever their name: a JWT, a Bearer value, a random
+# token behind a short prefix (at least 24 characters, one of them a digit).
+TOKEN_LIKE = re.compile(
+    r"eyJ[\w-]{6,}\.[\w-]{6,}\.[\w-]*"
+    r"|(?i:bearer)(?:\s|%20|\+)+\S+"
+    r"|\b[A-Za-z]{2,16}_(?=[A-Za-z_-]*\d)[A-Za-z0-9_-]{24,}"
+)
+# Longest path, and longest query, recorded (characters); longer ones are cut.
+MAX_TARGET = 512
+TRUNCATED = "...[truncated]"
 # The inspector polls these; logging them would bury the requests worth seeing.
 QUIET_PREFIXES = ("/_emulate/requests", "/_emulate/state", "/_emulate/health")
 QUIET_PATHS = frozenset({"/_emulate/", "/_emulate"})
@@ -56,21 +79,53 @@ def note_principal(scope: Scope, name: str) -> None:
     scope[PRINCIPAL_KEY] = name
 
 
+def secret_name(name: str, extra: frozenset[str] = frozenset()) -> bool:
+    lowered = name.lower()
+    return lowered in SECRET_KEYS or lowered in extra or SECRET_NAME.search(name) is not None
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_TARGET else text[:MAX_TARGET] + TRUNCATED
+
+
 def redact_query(raw: bytes, extra: frozenset[str] = frozenset()) -> str:
-    """The query with the values of secret-bearing keys replaced (`extra`: a service's own
-    secret names, lower-case)."""
+    """The query with every secret value replaced, cut to `MAX_TARGET` characters (`extra`:
+    a service's own secret names, lower-case)."""
     if not raw:
         return ""
+    # Only the start is kept, so only the start is parsed (a query may be 64 KiB).
+    text = raw[: 4 * MAX_TARGET].decode("latin-1")
     try:
-        pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+        pairs = parse_qsl(text, keep_blank_values=True)
     except ValueError:
         return REDACTED
-    return urlencode(
+    redacted = urlencode(
         [
-            (key, REDACTED if key.lower() in SECRET_KEYS or key.lower() in extra else value)
+            (key, REDACTED if secret_name(key, extra) or TOKEN_LIKE.search(value) else value)
             for key, value in pairs
         ]
     )
+    return _cut(redacted) if len(raw) <= 4 * MAX_TARGET else redacted[:MAX_TARGET] + TRUNCATED
+
+
+def _redact_parameter(match: re.Match[str]) -> str:
+    name = match.group(1)
+    return f";{name}={REDACTED}" if secret_name(name) else match.group(0)
+
+
+PATH_PARAMETER = re.compile(r";([^;=/]+)=([^;/]*)")
+
+
+def redact_path(path: str) -> str:
+    """The path with credentials in it replaced (a `;name=value` parameter with a secret
+    name, a segment that looks like a token), cut to `MAX_TARGET` characters."""
+    path = path[: 4 * MAX_TARGET] if len(path) > 4 * MAX_TARGET else path
+    if ";" in path:
+        path = PATH_PARAMETER.sub(_redact_parameter, path)
+    # Most paths cannot hold a token (no underscore, no JWT, no Bearer): skip the search.
+    if "_" in path or "eyJ" in path or "earer" in path:
+        path = TOKEN_LIKE.sub(REDACTED, path)
+    return _cut(path)
 
 
 @attrs.frozen
@@ -157,7 +212,7 @@ class RequestLog:
             self.sequence,
             time.time(),
             scope.get("method", ""),
-            path,
+            redact_path(path),
             redact_query(query, self.secret_names)
             if (query := scope.get("query_string", b""))
             else "",
@@ -173,7 +228,7 @@ class RequestLog:
             access_log.info(
                 "%s %s%s HTTP/%s %d %.1fms %s",
                 entry[2],
-                path,
+                entry[3],
                 f"?{entry[4]}" if entry[4] else "",
                 entry[7],
                 status,

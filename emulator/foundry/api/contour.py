@@ -7,10 +7,10 @@ Quart blueprint, `contour_blueprint`). A job's status and result are visible onl
 who submitted it, as in Foundry's own API ("can only be called by a user that previously
 submitted the job").
 
-How failures reach callers (README, "Job lifecycle"): a job whose module posted a
-function-failure report is `failed`; a waiting synchronous caller gets 500 `job_failed` carrying
-the module's message; the status carries the message (and a Conjure `exception`); the failure
-body stays fetchable through `jobs/result/v2`.
+How failures reach callers (docs/foundry/compute-modules.md, "Job lifecycle"): a job whose
+module posted a function-failure report is `failed`; a waiting synchronous caller gets 500
+`job_failed` carrying the module's message; the status carries the message (and a Conjure
+`exception`); the failure body stays fetchable through `jobs/result/v2`.
 """
 
 from __future__ import annotations

@@ -89,17 +89,25 @@ def _authenticate(
 
 
 def job_envelope(job: Job) -> bytes:
-    """The poll answer both module libraries understand."""
-    envelope = {
-        "type": "computeModuleJobV1",
-        "computeModuleJobV1": {
-            "jobId": job.job_id,
-            "queryType": job.query_type,
-            "query": job.query,
-            "userId": job.submitted_by_id,
-        },
-    }
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """The poll answer both module libraries understand. The query goes in as the JSON bytes
+    the job keeps (never parsed again); the rest is encoded around it."""
+    return b"".join(
+        (
+            b'{"type":"computeModuleJobV1","computeModuleJobV1":{"jobId":',
+            _json_bytes(job.job_id),
+            b',"queryType":',
+            _json_bytes(job.query_type),
+            b',"query":',
+            job.query_json,
+            b',"userId":',
+            _json_bytes(job.submitted_by_id),
+            b"}}",
+        )
+    )
+
+
+def _json_bytes(value: str) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode("utf-8")
 
 
 # Raw routes: the long poll and the result upload -------------------------------------------------

@@ -8,6 +8,12 @@ the function-failure bodies the compute-module libraries post (`function_failure
 
 Time-based rules (timeouts, retention by age) belong to the broker, which keeps the deadlines and
 calls in here with explicit jobs; this module only records wall-clock timestamps (`now`).
+
+A job keeps its query as compact JSON bytes (`Job.query_json`), never as parsed objects: those
+bytes are what the runtime is sent, and parsed JSON costs about 25 times its size (an 8 MiB
+query held 195 MiB while queued; issue 16, defect 9). The bytes of queued jobs are counted
+against `RetentionLimits.max_queued_bytes` (a submit past it is QueueFull, a 429), and a
+finished job's query counts towards `max_retained_total_bytes` with its result.
 Synchronous: imports nothing from trio, quart, hypercorn or yaml.
 """
 
@@ -115,6 +121,12 @@ class JobSpec:
     branch: str | None
     query_type: str
     query: Any
+    # The query as the compact JSON the runtime is sent: all a job keeps of it.
+    query_json: bytes = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        encoded = json.dumps(self.query, separators=(",", ":"), ensure_ascii=False)
+        object.__setattr__(self, "query_json", encoded.encode("utf-8"))
 
     @classmethod
     def from_json(cls, data: Any) -> JobSpec:
@@ -150,7 +162,8 @@ class Job:
     deployed_app_rid: str
     branch: str
     query_type: str
-    query: Any
+    # The query as compact JSON (see the module docstring).
+    query_json: bytes
     # "sync" (a caller waits on the execute route) or "async" (submitted, polled for status).
     origin: str
     submitted_by: str
@@ -170,6 +183,17 @@ class Job:
     @property
     def app_key(self) -> tuple[str, str]:
         return (self.deployed_app_rid, self.branch)
+
+    @property
+    def query(self) -> Any:
+        """The query parsed again, for inspection (the job itself keeps only the bytes)."""
+        return json.loads(self.query_json)
+
+    @property
+    def retained_size(self) -> int:
+        """The bytes a finished job holds: its query and its result, if kept."""
+        result = self.result
+        return len(self.query_json) + (0 if result is None else result.retained_size)
 
 
 def apply(
@@ -217,6 +241,8 @@ class RetentionLimits:
     queue_depth: int = 1000
     max_retained_jobs: int = 10000
     max_retained_total_bytes: int = 256 * 1024 * 1024
+    # The query bytes of every queued job together (see the module docstring).
+    max_queued_bytes: int = 256 * 1024 * 1024
 
 
 @attrs.define
@@ -230,6 +256,8 @@ class JobTable:
     finished_order: deque[str] = attrs.field(factory=deque)
     finished_count: int = 0
     retained_bytes: int = 0
+    # Query bytes of the queued jobs.
+    queued_bytes: int = 0
     # Ids of forgotten jobs (bounded), so a late lookup can say "expired" rather than "unknown".
     tombstones: OrderedDict[str, None] = attrs.field(factory=OrderedDict)
 
@@ -293,6 +321,12 @@ class JobTable:
                 f"Deployed app '{deployed_app_rid}' (branch {branch}) already has "
                 f"{self.limits.queue_depth} jobs waiting for a runtime; retry later.",
             )
+        if self.queued_bytes + len(spec.query_json) > self.limits.max_queued_bytes:
+            raise QueueFull(
+                "queue_full",
+                f"The queued jobs already hold {self.queued_bytes} bytes of queries (the bound "
+                f"is {self.limits.max_queued_bytes}); retry later.",
+            )
         if job_id in self.jobs:
             raise Conflict("duplicate_job", f"Job id '{job_id}' is already in use.")
         job = Job(
@@ -301,7 +335,7 @@ class JobTable:
             deployed_app_rid=deployed_app_rid,
             branch=branch,
             query_type=spec.query_type,
-            query=spec.query,
+            query_json=spec.query_json,
             origin=origin,
             submitted_by=submitted_by,
             submitted_by_id=submitted_by_id,
@@ -309,6 +343,7 @@ class JobTable:
         )
         self.jobs[job_id] = job
         self.queued_per_app[key] = self.queued_per_app.get(key, 0) + 1
+        self.queued_bytes += len(job.query_json)
         return job
 
     def transition(
@@ -331,12 +366,12 @@ class JobTable:
         if after.finished:
             self.finished_order.append(job.job_id)
             self.finished_count += 1
-            if job.result is not None:
-                self.retained_bytes += job.result.retained_size
+            self.retained_bytes += job.retained_size
             return self._evict_over_limits()
         return []
 
     def _count_queued(self, job: Job, delta: int) -> None:
+        self.queued_bytes += delta * len(job.query_json)
         key = job.app_key
         count = self.queued_per_app.get(key, 0) + delta
         if count > 0:
@@ -398,8 +433,7 @@ class JobTable:
             return False
         del self.jobs[job_id]
         self.finished_count -= 1
-        if job.result is not None:
-            self.retained_bytes -= job.result.retained_size
+        self.retained_bytes -= job.retained_size
         self.tombstones[job_id] = None
         while len(self.tombstones) > self.limits.max_retained_jobs:
             self.tombstones.popitem(last=False)

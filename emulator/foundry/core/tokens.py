@@ -4,6 +4,13 @@ Owns the access-token table. Tokens are stored under the SHA-256 of their value,
 compares digests (constant time) and the table never holds a usable token. Seeded tokens (the
 `tokens:` block) work with exactly the scopes the seed gives them. There is no fallback
 principal: an unknown token never authenticates.
+
+Issued tokens are bounded: at most `MAX_ISSUED_TOKENS` (about 0.5 KiB each, so about 25 MiB)
+are kept. Past it, the table first forgets every expired token, then the oldest issued ones
+(seeded tokens are never forgotten), down to nine tenths of the bound so the work is done once
+per many issues. A forgotten token answers 401 like an expired one, and the client asks for a
+new one, as it would at expiry. Without the bound a long load test with client credentials
+grew memory without end (issue 16, defect 12).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from ..seed import TokenSeed
 from .errors import AuthenticationError
 
 ACCESS_TOKEN_PREFIX = "foundry_"
+MAX_ISSUED_TOKENS = 50_000
 
 
 def digest(secret: str) -> bytes:
@@ -54,6 +62,10 @@ class AccessToken:
 @attrs.define
 class TokenStore:
     by_digest: dict[bytes, AccessToken] = attrs.field(factory=dict)
+    # The most issued (not seeded) tokens kept; see the module docstring.
+    capacity: int = MAX_ISSUED_TOKENS
+    # How many seeded tokens the table holds (counted when seeding and when shrinking).
+    seeded: int = 0
 
     def add_seeded(self, seeds: Iterable[TokenSeed], now: float) -> None:
         for seed in seeds:
@@ -65,6 +77,7 @@ class TokenStore:
                 expires_at=None if seed.expires_in is None else now + seed.expires_in,
                 origin="seed",
             )
+        self.seeded = sum(1 for record in self.by_digest.values() if record.origin == "seed")
 
     def issue(
         self,
@@ -90,7 +103,26 @@ class TokenStore:
             grant_id=grant_id,
         )
         self.by_digest[digest(value)] = record
+        if len(self.by_digest) - self.seeded > self.capacity:
+            self._shrink(now)
         return value, record
+
+    def _shrink(self, now: float) -> None:
+        """Forget expired tokens, then the oldest issued ones, down to 9/10 of `capacity`."""
+        self.sweep(now, grace=0.0)
+        # Counted again here: a restored state file adds tokens of both kinds.
+        self.seeded = sum(1 for record in self.by_digest.values() if record.origin == "seed")
+        excess = len(self.by_digest) - self.seeded - self.capacity * 9 // 10
+        if excess <= 0:
+            return
+        oldest = []
+        for key, record in self.by_digest.items():
+            if record.origin != "seed":
+                oldest.append(key)
+                if len(oldest) == excess:
+                    break
+        for key in oldest:
+            del self.by_digest[key]
 
     def authenticate(self, token: str | None, now: float) -> AccessToken:
         if not token:

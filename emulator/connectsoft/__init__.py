@@ -1,0 +1,2 @@
+"""The ConnectSoft runtime platform service: environments, deployments, configurations, secret
+bindings, scaling policies, health, drift, OIDC tokens and the gRPC runtime queries."""

@@ -1,0 +1,1 @@
+"""The ConnectSoft HTTP surface: REST routes, OIDC endpoints, control routes and gRPC routes."""

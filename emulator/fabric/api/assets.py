@@ -1,0 +1,62 @@
+"""Assets: upload raw bytes (read chunk by chunk into the bounded store) and download them.
+
+Imports the Fabric core and the API plumbing; nothing from quart or yaml.
+"""
+
+from __future__ import annotations
+
+from ...web.rawasgi import Headers
+from ..core.errors import PayloadTooLarge
+from ..core.tenancy import DEFAULT_ORG_ID
+from . import serialize
+from .envelope import Answer, Call
+from .routes import FabricApi, Route, drain
+
+IDLE_SECONDS = 30.0
+
+
+def routes(api: FabricApi) -> list[Route]:
+    plane = api.plane
+
+    async def upload(call: Call) -> Answer:
+        query = call.query()
+        caller = call.principal()
+        org = query.get("organization_id") or caller.key_org or DEFAULT_ORG_ID
+        content_type = query.get("content_type") or (
+            call.raw.header(b"content-type") or "application/octet-stream"
+        )
+        call.name_org(org)
+        pending = plane.begin_upload(caller, org, query.get("filename"), content_type.strip())
+        declared = call.raw.content_length()
+        if declared is not None and declared > plane.assets.max_asset_bytes:
+            raise PayloadTooLarge(f"asset exceeds {plane.assets.max_asset_bytes} bytes")
+        more = True
+        while more:
+            chunk, more = await call.raw.receive_chunk(IDLE_SECONDS)
+            pending.add(chunk)
+        asset = plane.finish_upload(caller, pending)
+        return Answer(201, serialize.asset(asset), {"self": f"/v1/assets/{asset.id}"})
+
+    async def download(call: Call) -> None:
+        await drain(call)
+        asset = plane.get_asset(call.principal(), call.raw.params["id"])
+        filename = asset.filename.replace('"', "").replace("\r", "").replace("\n", "")
+        headers: Headers = [
+            (b"content-type", asset.content_type.encode("latin-1", "replace")),
+            (b"content-length", str(asset.size_bytes).encode()),
+            (
+                b"content-disposition",
+                f'attachment; filename="{filename}"'.encode("latin-1", "replace"),
+            ),
+            (b"x-request-id", call.request_id.encode()),
+        ]
+        await call.raw.start(200, headers)
+        for chunk in asset.iter_bytes():
+            await call.raw.send_body(chunk, more=True)
+        await call.raw.send_body(b"", more=False)
+
+    return [
+        Route("POST", "/v1/assets", upload, summary="Upload asset (raw bytes)"),
+        Route("GET", "/v1/assets/{id}", download, summary="Download asset"),
+        Route("GET", "/v1/assets/{id}/download", download, summary="Download asset (alias)"),
+    ]

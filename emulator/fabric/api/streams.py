@@ -1,0 +1,159 @@
+"""Server-sent event streams of domain events: replay, live delivery, keep-alive, overflow.
+
+Owns `sse_frame`, `comment_frame` and `stream_events`: subscribe first (so nothing falls between
+replay and live), replay the retained events after the resume point, then deliver live events
+until the stream's closing event, the client leaves, or the hub drops a subscriber that fell
+behind. A dropped subscriber gets a last comment line
+`: overflow; reconnect with Last-Event-ID: <id of the last event sent>` and the stream ends; the
+client resumes from there with `Last-Event-ID`. Idle streams get `: keep-alive` comments.
+Imports trio and the generic raw-ASGI request; nothing from quart or yaml.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+
+import trio
+
+from ...web.rawasgi import ClientGone, Headers
+from ..core.events import DomainEvent
+from ..engine import EventFilter, Subscription
+from . import serialize
+from .envelope import Call, encode
+from .routes import FRAME_CACHE, FabricApi
+
+# Events already waiting in a subscriber's buffer are written together, up to this many.
+MAX_BATCH = 64
+
+SSE_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def sse_frame(event: str, data: bytes, event_id: str | None = None) -> bytes:
+    """One frame; `data` is one line of compact JSON (the SDK parses each data line alone)."""
+    head = b"" if event_id is None else b"id: " + event_id.encode() + b"\n"
+    return head + b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def comment_frame(text: str) -> bytes:
+    return b": " + text.encode() + b"\n\n"
+
+
+def event_frame(api: FabricApi, event: DomainEvent) -> bytes:
+    """The event's SSE frame, encoded once for every subscriber (`FabricApi.frames`)."""
+    frames = api.frames
+    frame = frames.get(event.id)
+    if frame is None:
+        frame = sse_frame(event.name, encode(serialize.event(event)), event.id)
+        frames[event.id] = frame
+        if len(frames) > FRAME_CACHE:
+            frames.popitem(last=False)
+    return frame
+
+
+async def start_sse(call: Call) -> None:
+    await call.raw.start(200, [*SSE_HEADERS, (b"x-request-id", call.request_id.encode())])
+    # The head goes out now, before any event, so the client knows it is subscribed.
+    await call.raw.send_body(b"", more=True)
+
+
+async def stream_events(
+    api: FabricApi,
+    call: Call,
+    accepts: EventFilter,
+    *,
+    replay: bool,
+    closes: Callable[[DomainEvent], bool] | None = None,
+    already_closed: Callable[[], bool] | None = None,
+    candidates: Callable[[], Iterable[DomainEvent]] | None = None,
+) -> None:
+    """Answer `call` with an event stream (the caller has authorized it and read the body)."""
+    plane, hub = api.plane, api.engine.hub
+    last_id = call.raw.header(b"last-event-id")
+    resume = plane.events.resume_point(last_id.strip() if last_id else None)
+    with hub.subscribe(accepts, plane.events.last_sequence) as sub:
+        # Taken in the same step as the subscription: a stream whose subject had already
+        # ended has all its events in the backlog (or dropped), none will come live.
+        ended = already_closed is not None and already_closed()
+        backlog: list[DomainEvent] = []
+        if replay or last_id:
+            pool = None if candidates is None else candidates()
+            backlog = api.engine.replay(accepts, resume, sub.start_sequence, pool)
+        await start_sse(call)
+        if call.raw.method == "HEAD":  # the head says it would stream; no body follows
+            await call.raw.send_body(b"", more=False)
+            return
+        gone = False
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_disconnect, call, nursery.cancel_scope)
+            try:
+                await _deliver(api, call, sub, backlog, ended, closes, last_id)
+            except ClientGone:
+                gone = True
+            nursery.cancel_scope.cancel()
+    if not gone and not call.raw.finished:
+        with contextlib.suppress(ClientGone):
+            await call.raw.send_body(b"", more=False)
+
+
+async def _deliver(
+    api: FabricApi,
+    call: Call,
+    sub: Subscription,
+    backlog: list[DomainEvent],
+    ended: bool,
+    closes: Callable[[DomainEvent], bool] | None,
+    last_id: str | None,
+) -> None:
+    """The backlog (cut after a closing event), then live events unless the stream is over."""
+    closing = next(
+        (i for i, event in enumerate(backlog) if closes is not None and closes(event)), None
+    )
+    if closing is not None:
+        backlog = backlog[: closing + 1]
+    for start in range(0, len(backlog), MAX_BATCH):
+        chunk = backlog[start : start + MAX_BATCH]
+        await call.raw.send_body(b"".join(event_frame(api, e) for e in chunk), more=True)
+    last_sent = backlog[-1].id if backlog else last_id
+    if closing is not None or ended:
+        return
+    last_sent = await _live(api, call, sub, closes, last_sent)
+    if sub.overflowed:
+        note = f"overflow; reconnect with Last-Event-ID: {last_sent or ''}"
+        await call.raw.send_body(comment_frame(note), more=True)
+
+
+async def _live(
+    api: FabricApi,
+    call: Call,
+    sub: Subscription,
+    closes: Callable[[DomainEvent], bool] | None,
+    last_sent: str | None,
+) -> str | None:
+    while True:
+        with trio.move_on_after(api.keepalive_seconds) as idle:
+            try:
+                batch = await sub.receive_batch(MAX_BATCH)
+            except trio.EndOfChannel:
+                return last_sent
+        if idle.cancelled_caught:
+            await call.raw.send_body(comment_frame("keep-alive"), more=True)
+            continue
+        closing = next(
+            (i for i, event in enumerate(batch) if closes is not None and closes(event)), None
+        )
+        if closing is not None:
+            batch = batch[: closing + 1]
+        await call.raw.send_body(b"".join(event_frame(api, e) for e in batch), more=True)
+        last_sent = batch[-1].id
+        if closing is not None:
+            return last_sent
+
+
+async def _cancel_on_disconnect(call: Call, scope: trio.CancelScope) -> None:
+    await call.raw.wait_disconnect()
+    scope.cancel()

@@ -1,0 +1,1 @@
+"""Fabric's synchronous core: attrs records, state machines and stores. No trio, quart or yaml."""

@@ -25,6 +25,7 @@ import attrs
 from ...platform.clock import Clock
 from ...platform.errors import ApiError
 from ...web.rawasgi import RawRequest, RawRoute
+from ..core.audit import AuditEvent
 from ..core.credits import CreditMode
 from ..core.errors import FoundryOpsError, InvalidRequest, PayloadTooLarge
 from ..core.idempotency import Fingerprint, StoredResponse
@@ -96,8 +97,6 @@ class Call:
         return self.caller
 
     def audit(self, action: str, target: str, outcome: str = "ok") -> None:
-        from ..core.audit import AuditEvent
-
         self.ops.state.record(
             AuditEvent(
                 at=self.ops.clock.now(),

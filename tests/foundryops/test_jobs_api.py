@@ -213,3 +213,37 @@ async def test_a_dataset_append_from_an_uploaded_file(fo: Any, tmp_path: Path) -
     assert (report["accepted"], report["rejected"]) == (2, 1)
     assert report["coercions"] == {"string": 1}
     assert report["null_pct"]["domain"] == 50.0
+
+
+async def test_parquet_in_csv_out_and_ndjson_out(fo: Any, tmp_path: Path) -> None:
+    import pyarrow as pa  # type: ignore[import-untyped]
+
+    instance = fo.emulator.services["foundryops"]
+    source = tmp_path / "leads.parquet"
+    pq.write_table(
+        pa.Table.from_pylist(
+            [{"company_name": "Globex Corporation", "website": "https://www.globex.com/x"},
+             {"company_name": "Unknown Things", "website": None}]
+        ),
+        source,
+    )  # fmt: skip
+    outputs = {}
+    async with client(fo) as http:
+        for fmt in ("csv", "ndjson"):
+            source_key = await upload(http, source)
+            submitted = await http.post(
+                "/api/v2/match/files",
+                json={"snapshot_id": "dss_snapshot1", "source_key": source_key,
+                      "output_format": fmt},
+            )  # fmt: skip
+            job_id = submitted.json()["job_id"]
+            await instance.engine.wait_job_finished(job_id)
+            outputs[fmt] = await http.get(f"/api/v2/jobs/{job_id}/results")
+    csv_lines = outputs["csv"].text.splitlines()
+    assert outputs["csv"].headers["content-type"] == "text/csv"
+    assert csv_lines[0].startswith('"input_row","input_company_name"')
+    assert len(csv_lines) == 3
+    rows = [json.loads(line) for line in outputs["ndjson"].text.splitlines()]
+    assert rows[0]["match_domain"] == "globex.com"
+    assert "domain_from_url" in rows[0]["reasons"]
+    assert rows[1]["matched"] is False

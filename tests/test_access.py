@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 import httpx
 import trio
-from conftest import StartEmulator
+from emulatorrun import StartEmulator
 
 from emulator.platform.clock import ManualClock
 

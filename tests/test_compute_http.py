@@ -15,7 +15,7 @@ import h2.events
 import httpx
 import pytest
 import trio
-from conftest import Running, StartEmulator
+from emulatorrun import Running, StartEmulator
 
 from emulator.foundry.broker import Broker
 from emulator.foundry.core.jobs import FailureKind, Job, JobState

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from conftest import Running, StartEmulator
+from emulatorrun import Running, StartEmulator
 
 from emulator.foundry.broker import Broker
 from emulator.foundry.core.jobs import JobState

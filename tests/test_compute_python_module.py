@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from conftest import Running, StartEmulator
+from emulatorrun import Running, StartEmulator
 
 from emulator.foundry.broker import Broker
 from emulator.foundry.core.jobs import Job, JobState

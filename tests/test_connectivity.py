@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 import yaml
-from conftest import Running, StartEmulator
+from emulatorrun import Running, StartEmulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

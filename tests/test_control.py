@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from conftest import Running, StartEmulator
+from emulatorrun import Running, StartEmulator
 
 from emulator.web.app import Emulator
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from conftest import Running, StartEmulator
+from emulatorrun import Running, StartEmulator
 
 from emulator.embedded import EmulatorHandle, run_in_thread
 from emulator.foundry.broker import Broker

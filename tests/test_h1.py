@@ -12,7 +12,7 @@ from typing import Any
 import h11
 import httpx
 import trio
-from conftest import Running, StartEmulator
+from emulatorrun import Running, StartEmulator
 from rawhttp import connect
 
 JANE = {"Authorization": "Bearer tok"}

@@ -22,11 +22,11 @@ import h2.events
 import httpx
 import pytest
 import trio
+from emulatorrun import Running
 
 from emulator.platform.errors import FamilyMap
 from emulator.transport.h2 import STREAM_WINDOW, H2Server
 from emulator.transport.httpcommon import ServerLimits
-from tests.conftest import Running
 
 App = Callable[[dict[str, Any], Any, Any], Any]
 LIMITS = ServerLimits(max_header_bytes=64 * 1024, keep_alive_timeout=75.0, head_timeout=30.0)

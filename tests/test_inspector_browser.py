@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import trio
-from conftest import Running, StartEmulator
+from emulatorrun import Running, StartEmulator
 from playwright.sync_api import expect, sync_playwright
 
 CHROMIUM_ARGS = [

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from conftest import Running, StartEmulator
+from emulatorrun import Running, StartEmulator
 from rawhttp import connect, parse_response, read_all, request_bytes
 
 RUNTIMES = "/_emulate/foundry/compute-modules/runtimes"

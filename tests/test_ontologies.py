@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from conftest import Running, StartEmulator
+from emulatorrun import Running, StartEmulator
 
 from emulator.foundry.core.errors import InvalidArgument, NotFound
 from emulator.foundry.core.ontologies import Ontologies, json_equal

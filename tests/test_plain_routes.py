@@ -11,7 +11,7 @@ from __future__ import annotations
 import httpx
 import pytest
 import trio
-from conftest import Running, StartEmulator
+from emulatorrun import Running, StartEmulator
 from werkzeug.http import parse_options_header
 
 from emulator.web.http import mimetype_of

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import pytest
 import trio
 import yaml
-from conftest import Running, StartEmulator
+from emulatorrun import Running, StartEmulator
 from foundry_sdk import (
     Config,
     FoundryClient,

@@ -18,7 +18,7 @@ import attrs
 import httpx
 import pytest
 import trio
-from conftest import Running, StartEmulator
+from emulatorrun import Running, StartEmulator
 
 RUNTIMES = "/_emulate/foundry/compute-modules/runtimes"
 CONTOUR = "/contour-backend-multiplexer/api/module-group-multiplexer"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import Running, StartEmulator
+from emulatorrun import Running, StartEmulator
 
 
 @pytest.mark.parametrize(

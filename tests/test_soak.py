@@ -45,7 +45,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from conftest import Running, StartEmulator
+from emulatorrun import Running, StartEmulator
 from soakload import (
     ALL_RUNTIMES,
     JOBS_DEFAULT,

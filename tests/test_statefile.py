@@ -15,13 +15,13 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from emulatorrun import StartEmulator, make_seed
 
 from emulator.foundry.core.tokens import digest
 from emulator.platform.settings import Settings
 from emulator.platform.statefile import StateFileError, collect, load_state, restore, save_state
 from emulator.transport.server import save_state_periodically
 from emulator.web.app import build_emulator
-from tests.conftest import StartEmulator, make_seed
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "/multipass/api/oauth2/token"

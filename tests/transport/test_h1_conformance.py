@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import StartEmulator
+from emulatorrun import StartEmulator
 from rawhttp import connect, parse_response, read_all
 
 from emulator.platform.errors import FamilyMap

@@ -19,7 +19,7 @@ import attrs
 import hpack
 import pytest
 import trio
-from conftest import StartEmulator
+from emulatorrun import StartEmulator
 
 from emulator.platform.errors import FamilyMap
 from emulator.transport import h2 as h2server

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import T0, seed_data
+from connectsoft_builders import T0, seed_data
 from httpx_sse import aconnect_sse
 
 from emulator.connectsoft.core.records import SequentialIds

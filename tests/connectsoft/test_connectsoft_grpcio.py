@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 import trio
-from conftest import seed_data
+from connectsoft_builders import seed_data
 
 from emulator.connectsoft import protos
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import T0, make_seed
+from connectsoft_builders import T0, make_seed
 from joserfc import jwt
 from joserfc.jwk import ECKey
 

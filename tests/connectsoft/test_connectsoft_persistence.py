@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import T0, caller, make_seed, make_state
-from test_core_state import DEPLOY, PROVISION, SCALE
+from connectsoft_builders import T0, caller, make_seed, make_state
+from test_connectsoft_core_state import DEPLOY, PROVISION, SCALE
 
 from emulator.connectsoft import persistence
 from emulator.connectsoft.core.machines import DeploymentPhase, EnvironmentStatus

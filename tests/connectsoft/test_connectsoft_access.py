@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import pytest
-from test_api import DEPLOY, SCALE, start
+from test_connectsoft_api import DEPLOY, SCALE, start
 
 from emulator.connectsoft.seed import SCOPES
 

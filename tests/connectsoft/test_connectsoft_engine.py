@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 import trio
 import trio.testing
-from conftest import T0, caller, make_state
-from test_core_state import DEPLOY, PROVISION
+from connectsoft_builders import T0, caller, make_state
+from test_connectsoft_core_state import DEPLOY, PROVISION
 
 from emulator.connectsoft.core.errors import Exhausted
 from emulator.connectsoft.core.events import Event

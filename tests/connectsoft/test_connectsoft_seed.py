@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import make_seed, seed_data
+from connectsoft_builders import make_seed, seed_data
 
 from emulator.connectsoft.seed import SCOPES, ConnectSoftSeed
 from emulator.platform.seedschema import Node, SeedError

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 import routefuzz
-from conftest import seed_data
+from connectsoft_builders import seed_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import seed_data
+from connectsoft_builders import seed_data
 
 from emulator.embedded import run_in_thread
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import T0, seed_data
+from connectsoft_builders import T0, seed_data
 
 from emulator.connectsoft import protos
 from emulator.connectsoft.engine import TrioTimeClock

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import T0, caller, make_state
+from connectsoft_builders import T0, caller, make_state
 
 from emulator.connectsoft.core.errors import (
     ApprovalRequired,

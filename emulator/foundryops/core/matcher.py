@@ -392,7 +392,7 @@ def _scores(
     profile: Profile,
 ) -> list[tuple[float, int]]:
     """`combine` for many candidates, inlined (the hot loop of every match); the results are
-    the same floats `combine` gives (tests/foundryops/test_matcher.py checks it)."""
+    the same floats `combine` gives (tests/foundryops/test_foundryops_matcher.py checks it)."""
     wn, wd = profile.name_weight, profile.domain_weight
     factor = profile.single_field_factor
     penalty = profile.domain_mismatch_penalty

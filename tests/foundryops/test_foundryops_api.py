@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import API_KEY, AUTH, client, seed_with  # type: ignore[import-not-found]
+from foundryops_support import API_KEY, AUTH, client, seed_with
 
 from emulator.platform.clock import ManualClock
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import client, seed_with  # type: ignore[import-not-found]
+from foundryops_support import client, seed_with
 
 from emulator.platform.statefile import StateFileError, load_state, restore, save_state
 

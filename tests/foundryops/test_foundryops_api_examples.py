@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from conftest import API_KEY, AUTH, client  # type: ignore[import-not-found]
+from foundryops_support import API_KEY, AUTH, client
 
 SOURCE = "https://api.foundryops.io"
 # `uuidgen` is not installed everywhere; the examples call it, so the shell gets one.

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from conftest import API_KEY, seed_with  # type: ignore[import-not-found]
+from foundryops_support import API_KEY, seed_with
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

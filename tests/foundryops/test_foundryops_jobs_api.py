@@ -12,7 +12,7 @@ import attrs
 import h11
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import trio
-from conftest import client, seed_with  # type: ignore[import-not-found]
+from foundryops_support import client, seed_with
 
 from emulator.foundryops.core.generate import company_rows
 from emulator.foundryops.core.webhooks import verify_signature

@@ -15,11 +15,13 @@ def registered_services() -> tuple[Service, ...]:
     from .connectsoft.service import ConnectSoftService
     from .fabric.service import FabricService
     from .foundry.service import FoundryService
+    from .foundryops.service import FoundryOpsService
 
     services: tuple[Service, ...] = (
         FoundryService(),
         FabricService(),
         ConnectSoftService(),
+        FoundryOpsService(),
     )
     return services
 

@@ -1,0 +1,1 @@
+"""The FoundryOps entity-resolution service: datasets, snapshots, matching, jobs and credits."""

@@ -1,0 +1,1 @@
+"""The FoundryOps HTTP API: raw ASGI routes, one module per area."""

@@ -1,0 +1,54 @@
+"""Identifiers: the injected id factory for datasets, snapshots, jobs, uploads and requests.
+
+Owns `IdFactory` (the protocol the core takes), `RandomIds` (ULID-shaped ids from the clock and
+`secrets`, as the source's `job_01H8X9...` examples look) and `SequentialIds` (predictable ids
+for tests). Imports nothing from trio, quart or yaml.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Protocol
+
+import attrs
+
+# Crockford's base 32, as ULIDs use it.
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+class IdFactory(Protocol):
+    def new(self, prefix: str) -> str:
+        """A fresh id such as `ds_01H8...` for `prefix` "ds"."""
+        ...
+
+
+def _base32(number: int, length: int) -> str:
+    out = []
+    for _ in range(length):
+        out.append(_ALPHABET[number & 31])
+        number >>= 5
+    return "".join(reversed(out))
+
+
+@attrs.define
+class RandomIds:
+    """`<prefix>_` + a 26-character ULID: 48 bits of milliseconds, 80 random bits."""
+
+    now: Callable[[], float]
+
+    def new(self, prefix: str) -> str:
+        millis = int(self.now() * 1000) & ((1 << 48) - 1)
+        return f"{prefix}_{_base32(millis, 10)}{_base32(secrets.randbits(80), 16)}"
+
+
+@attrs.define
+class SequentialIds:
+    """`<prefix>_000001`, `<prefix>_000002`, ... one counter per prefix (tests)."""
+
+    counters: dict[str, int] = attrs.field(factory=dict)
+
+    def new(self, prefix: str) -> str:
+        count = self.counters.get(prefix, 0) + 1
+        self.counters[prefix] = count
+        return f"{prefix}_{count:06d}"

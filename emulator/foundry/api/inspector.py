@@ -1,10 +1,10 @@
 """The inspector page (`GET /_emulate/`) and what it reads besides `/_emulate/state`.
 
-Owns the page (served through `FoundryInstance.inspector_page`), the job detail route `GET /_emulate/foundry/compute-modules/jobs/{jobId}`
-(the query and the first bytes of the result), and the secret-free summaries of runtimes,
-deployed apps and jobs that `FoundryInstance.describe()` puts under `computeModules`. Like every
-`/_emulate` route these need no authentication, so they never carry a secret: no Module-Auth-Token,
-no bearer token. The page is one self-contained HTML file (no external assets: it works offline).
+Owns the page (served through `FoundryInstance.inspector_page`), the job detail route
+`GET /_emulate/foundry/compute-modules/jobs/{jobId}` (the query and the first bytes of the
+result), and the secret-free summaries of runtimes, deployed apps and jobs that
+`FoundryInstance.describe()` puts under `computeModules`. Like every `/_emulate` route these
+need no authentication, so they never carry a secret: no Module-Auth-Token, no bearer token. The page is one self-contained HTML file (no external assets: it works offline).
 """
 
 from __future__ import annotations

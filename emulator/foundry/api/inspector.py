@@ -4,7 +4,8 @@ Owns the page (served through `FoundryInstance.inspector_page`), the job detail 
 `GET /_emulate/foundry/compute-modules/jobs/{jobId}` (the query and the first bytes of the
 result), and the secret-free summaries of runtimes, deployed apps and jobs that
 `FoundryInstance.describe()` puts under `computeModules`. Like every `/_emulate` route these
-need no authentication, so they never carry a secret: no Module-Auth-Token, no bearer token. The page is one self-contained HTML file (no external assets: it works offline).
+need no authentication, so they never carry a secret: no Module-Auth-Token, no bearer token.
+The page is one self-contained HTML file (no external assets: it works offline).
 """
 
 from __future__ import annotations

@@ -70,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
         help="HTTPS port of SERVICE (repeatable), or of foundry when bare; 0 for any",
     )
     serve.add_argument(
+        "--free-ports",
+        action="store_const",
+        const=True,
+        dest="ephemeral_ports",
+        help="every listener not given a port picks a free one (find them with --endpoints-file)",
+    )
+    serve.add_argument(
         "--endpoints-file",
         type=Path,
         metavar="PATH",
@@ -211,6 +218,7 @@ def _serve(args: argparse.Namespace) -> int:
             "graceful_timeout",
             "http_server",
             "endpoints_file",
+            "ephemeral_ports",
         )
     }
     if args.cert_hosts:

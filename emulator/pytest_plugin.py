@@ -16,8 +16,8 @@ suite that has the emulator installed can use them. The generic fixtures:
 
 The first release's Foundry names stay and behave as before: `foundry_emulator`,
 `foundry_emulator_thread`, `foundry_emulator_seed` (marker `foundry_seed`) and
-`foundry_emulator_settings`. A project's own `conftest.py` fixture of the same name wins over
-these.
+`foundry_emulator_settings`; they run Foundry alone (unless their settings name `services`).
+A project's own `conftest.py` fixture of the same name wins over these.
 """
 
 from __future__ import annotations
@@ -107,7 +107,8 @@ def foundry_emulator_settings() -> dict[str, Any]:
 async def foundry_emulator(
     foundry_emulator_seed: SeedLike, foundry_emulator_settings: dict[str, Any]
 ) -> AsyncIterator[EmulatorHandle]:
-    async with open_emulator(foundry_emulator_seed, **foundry_emulator_settings) as handle:
+    settings = {"services": ("foundry",), **foundry_emulator_settings}
+    async with open_emulator(foundry_emulator_seed, **settings) as handle:
         yield handle
 
 
@@ -115,5 +116,6 @@ async def foundry_emulator(
 def foundry_emulator_thread(
     foundry_emulator_seed: SeedLike, foundry_emulator_settings: dict[str, Any]
 ) -> Iterator[EmulatorHandle]:
-    with run_in_thread(foundry_emulator_seed, **foundry_emulator_settings) as handle:
+    settings = {"services": ("foundry",), **foundry_emulator_settings}
+    with run_in_thread(foundry_emulator_seed, **settings) as handle:
         yield handle

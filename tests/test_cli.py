@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -52,6 +53,7 @@ async def test_serve_prints_banner_answers_and_exits_zero_on_sigterm(tmp_path: P
             "0",
             "--tls-port",
             "0",
+            "--free-ports",
             "--state-dir",
             str(tmp_path),
         ],
@@ -62,6 +64,10 @@ async def test_serve_prints_banner_answers_and_exits_zero_on_sigterm(tmp_path: P
     try:
         assert process.stdout is not None
         banner = (await read_until(process.stdout, b"Stop with")).decode()
+        # The default seed runs every service, each under its own heading with its URLs.
+        for heading in ("(foundry)", "(fabric)", "(connectsoft)", "(foundryops)"):
+            assert "== " in banner, banner
+            assert heading in banner, heading
         http_url = url_after(banner, "HTTP:")
         https_url = url_after(banner, "HTTPS:")
         ca_path = url_after(banner, "CA:")
@@ -204,3 +210,59 @@ def test_seed_problems_found_while_building_state_exit_2(tmp_path: Path) -> None
     assert result.returncode == 2
     assert "foundry.connections[0].domains[0]" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_serve_chosen_services_on_free_ports_writes_the_endpoints_file(
+    tmp_path: Path,
+) -> None:
+    endpoints_file = tmp_path / "endpoints.json"
+    process = await trio.lowlevel.open_process(
+        [
+            *[PYTHON, "-m", "emulator", "serve"],
+            *["--services", "foundry,fabric"],
+            *["--port", "foundry=0", "--tls-port", "foundry=0"],
+            *["--port", "fabric=0", "--tls-port", "fabric=0"],
+            *["--endpoints-file", str(endpoints_file), "--state-dir", str(tmp_path)],
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        # The banner comes after the file is written (both after every listener is bound).
+        await read_until(process.stdout, b"Stop with")
+        written = json.loads(endpoints_file.read_text())
+        assert set(written["services"]) == {"foundry", "fabric"}
+        assert written["pid"] == process.pid
+        assert written["ca"] == str(tmp_path / "ca.pem")
+        verify = ssl.create_default_context(cafile=written["ca"])
+        for name, urls in written["services"].items():
+            async with httpx.AsyncClient(verify=verify) as client:
+                for url in (urls["http"], urls["https"]):
+                    health = await client.get(f"{url}/_emulate/health")
+                    assert health.json()["service"] == name
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--services", "foundry,nope"], "unknown service 'nope'"),
+        (["--port", "nope=1"], "unknown service 'nope' in a port option"),
+        (["--port", "fabric=x"], "--port: expected SERVICE=PORT"),
+        (["--tls-port", "http"], "--tls-port: expected SERVICE=PORT or a port"),
+    ],
+)
+def test_bad_service_options_are_one_line_and_exit_2(
+    tmp_path: Path, arguments: list[str], message: str
+) -> None:
+    result = run_cli("serve", *arguments, "--state-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -210,13 +210,15 @@ async def run_attack(name: str, seconds: float, server_args: list[str]) -> str:
         await trio.to_thread.run_sync(server.stop)
 
 
-async def main(seconds: float, server_args: list[str]) -> None:
+async def main(seconds: float, server_args: list[str], only: list[str]) -> None:
     print(
         "| attack | quiet p50 / p99 ms | good requests | p50 ms | p99 ms | max ms | time-outs "
         "| attacker connections | GOAWAY codes | RSS MiB before / end / 3 s after |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in [*ATTACKS, "never reads (999 streams, no window)"]:
+        if only and not any(word.lower() in name.lower() for word in only):
+            continue
         print(await run_attack(name, seconds, server_args), flush=True)
 
 
@@ -224,6 +226,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--http-server", default="emulator", choices=["emulator", "hypercorn"])
+    parser.add_argument("--only", default="", help="comma-separated words of attack names")
     args = parser.parse_args()
     print(f"attacks: {pin_load_generator()}; open files {raise_fd_limit()}")
-    trio.run(main, args.seconds, ["--http-server", args.http_server])
+    only = [word for word in args.only.split(",") if word]
+    trio.run(main, args.seconds, ["--http-server", args.http_server], only)

@@ -13,8 +13,9 @@ Content-Length and Transfer-Encoding (section 6.1: its framing is ambiguous, so 
 must not carry a pipelined follow-up), a head with a bare LF or CR or a control byte in a header
 value, a method with lower-case letters, a version other than 1.0 and 1.1, and a body whose
 chunked framing is broken (the app sees `http.disconnect`; if it answered nothing, the server
-answers 400). The first read of a head is checked with one regular-expression pass; the rare
-head split over several reads is checked on each of its reads.
+answers 400). Each read of a head is checked once (`illegal_head`: a few byte counts and one
+`bytes.translate`), with the last bytes of the read before, so a head split anywhere is judged
+as if whole.
 
 A write that makes no progress for `ServerLimits.send_timeout` (a client that does not read
 its answers) closes the connection (the sweep shuts the socket down; no timer per write).
@@ -398,7 +399,8 @@ class _Connection:
                         return None
                     self._enter(HEAD)
                     self._head_start = data[:1024]
-                    self._bad_head = illegal_head(data)
+                    # Part of a pipelined head may already be buffered: its end is context.
+                    self._bad_head = illegal_head(data, self.h11.trailing_data[0][-4:])
                     self._head_tail = data[-4:]
                     self.h11.receive_data(data)
                     event = self.h11.next_event()

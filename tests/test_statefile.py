@@ -249,7 +249,7 @@ async def _start(tmp_path: Path, state_file: Path, stderr: Any) -> trio.Process:
     return await trio.lowlevel.open_process(
         [
             sys.executable, "-m", "emulator", "serve",
-            "--port", "0", "--no-tls",
+            "--port", "0", "--no-tls", "--free-ports",
             "--state-dir", str(tmp_path),
             "--state-file", str(state_file),
             "--log-level", "info",

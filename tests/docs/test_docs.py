@@ -25,9 +25,11 @@ The rules the pages follow (docs/testing.md says them for contributors too):
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.metadata
 import os
 import re
+import signal
 import subprocess
 import sys
 import tomllib
@@ -213,16 +215,28 @@ def run_block(block: Block, workdir: Path, env: dict[str, str]) -> subprocess.Co
         command = [sys.executable, "-W", "error::DeprecationWarning", "-c", block.text]
     else:
         command = ["bash", "-euo", "pipefail", "-c", block.text]
-    return subprocess.run(
+    # Its own process group, removed whole afterwards: a block that leaves a server behind (or
+    # hangs until the timeout) must not leave it listening for the next block or test.
+    process = subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         cwd=workdir,
         env=env,
-        capture_output=True,
         text=True,
-        timeout=BLOCK_TIMEOUT,
-        check=False,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = process.communicate(timeout=BLOCK_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        stderr += f"\n(killed after {BLOCK_TIMEOUT} s)"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 @pytest.mark.parametrize("page", runnable_pages(), ids=lambda page: str(page.relative_to(ROOT)))

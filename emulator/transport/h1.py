@@ -276,6 +276,9 @@ class _Connection:
         self.bad_body = False
         # When the write in progress began (None: none in progress).
         self._write_since: float | None = None
+        # Writes come from the connection's task and, for `100 Continue`, from whichever task
+        # reads the body (Quart reads it in a task of its own): one at a time, in order.
+        self._write_lock = trio.StrictFIFOLock()
 
     def _enter(self, phase: str) -> None:
         self.phase = phase
@@ -632,6 +635,12 @@ class _Connection:
     async def write(self, data: bytes) -> None:
         """Send bytes already taken from the h11 state machine; a failed or interrupted write
         breaks the connection (the client would otherwise see a desynchronised stream)."""
+        if self.broken:
+            return
+        async with self._write_lock:
+            await self._write_locked(data)
+
+    async def _write_locked(self, data: bytes) -> None:
         if self.broken:
             return
         try:

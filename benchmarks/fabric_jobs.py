@@ -1,7 +1,7 @@
 """Fabric benchmarks (a script, not a test): run by hand, prints figures, asserts nothing.
 
-    .venv/bin/python tests/fabric/bench_fabric.py jobs    [--clients 64] [--seconds 10]
-    .venv/bin/python tests/fabric/bench_fabric.py fanout  [--subscribers 1000] [--rate 200]
+    .venv/bin/python benchmarks/fabric_jobs.py jobs    [--clients 64] [--seconds 10]
+    .venv/bin/python benchmarks/fabric_jobs.py fanout  [--subscribers 1000] [--rate 200]
 
 `jobs`: N clients each submit a job through the Echo provider and follow its SSE stream to
 `job.completed`, in a loop; prints jobs/s, p50/p99 latency and the ratio to the same run's
@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import trio
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.procs import ServerProcess  # noqa: E402

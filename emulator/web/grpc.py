@@ -1,8 +1,7 @@
 """gRPC unary calls on raw routes: bytes in, bytes out, no .proto needed here.
 
-Owns the gRPC wire format over HTTP/2 as far as a unary call needs it: the length-prefixed
-message framing (`encode_message`, `decode_messages`), the status codes (`GrpcStatus`),
-`GrpcError`, and `grpc_unary_route(path, handler)`, a POST raw route at `/package.Service/Method`
+Owns `grpc_unary_route(path, handler)` (the wire format itself, framing, status codes and
+`GrpcError`, is emulator.web.grpcwire), a POST raw route at `/package.Service/Method`
 that reads the one request message, awaits `handler(request, message) -> bytes`, and answers
 the reply with `grpc-status: 0` in the trailers. A `GrpcError` (and any other failure, as
 INTERNAL; an `ApiError` by its HTTP status) is a Trailers-Only answer: one HEADERS frame with
@@ -20,13 +19,13 @@ Generic: knows nothing about any service; imports neither quart nor hypercorn.
 
 from __future__ import annotations
 
-import enum
 import logging
-import struct
 from collections.abc import Awaitable, Callable
 
 from ..platform.errors import ApiError, framework_error
-from .rawasgi import ClientGone, Headers, RawRequest, RawRoute
+from .grpcwire import HEADER as FRAME_HEADER
+from .grpcwire import GrpcError, StatusCode, decode_messages, encode_message, trailers
+from .rawasgi import ClientGone, RawRequest, RawRoute
 
 log = logging.getLogger("emulator.grpc")
 
@@ -34,95 +33,23 @@ TRAILERS_EXTENSION = "http.response.trailers"
 # gRPC's default largest message a server accepts.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 BODY_SECONDS = 30.0
-_PREFIX = struct.Struct(">BI")
 
 GrpcHandler = Callable[[RawRequest, bytes], Awaitable[bytes]]
 
 
-class GrpcStatus(enum.IntEnum):
-    OK = 0
-    CANCELLED = 1
-    UNKNOWN = 2
-    INVALID_ARGUMENT = 3
-    DEADLINE_EXCEEDED = 4
-    NOT_FOUND = 5
-    ALREADY_EXISTS = 6
-    PERMISSION_DENIED = 7
-    RESOURCE_EXHAUSTED = 8
-    FAILED_PRECONDITION = 9
-    ABORTED = 10
-    OUT_OF_RANGE = 11
-    UNIMPLEMENTED = 12
-    INTERNAL = 13
-    UNAVAILABLE = 14
-    DATA_LOSS = 15
-    UNAUTHENTICATED = 16
-
-
 # An ApiError raised by a handler (or by reading the body), by its HTTP status.
 _FROM_HTTP = {
-    400: GrpcStatus.INVALID_ARGUMENT,
-    401: GrpcStatus.UNAUTHENTICATED,
-    403: GrpcStatus.PERMISSION_DENIED,
-    404: GrpcStatus.NOT_FOUND,
-    408: GrpcStatus.DEADLINE_EXCEEDED,
-    409: GrpcStatus.ALREADY_EXISTS,
-    413: GrpcStatus.RESOURCE_EXHAUSTED,
-    429: GrpcStatus.RESOURCE_EXHAUSTED,
-    501: GrpcStatus.UNIMPLEMENTED,
-    503: GrpcStatus.UNAVAILABLE,
+    400: StatusCode.INVALID_ARGUMENT,
+    401: StatusCode.UNAUTHENTICATED,
+    403: StatusCode.PERMISSION_DENIED,
+    404: StatusCode.NOT_FOUND,
+    408: StatusCode.DEADLINE_EXCEEDED,
+    409: StatusCode.ALREADY_EXISTS,
+    413: StatusCode.RESOURCE_EXHAUSTED,
+    429: StatusCode.RESOURCE_EXHAUSTED,
+    501: StatusCode.UNIMPLEMENTED,
+    503: StatusCode.UNAVAILABLE,
 }
-
-
-class GrpcError(Exception):
-    """A call's failure: its status and a message for the client."""
-
-    def __init__(self, status: GrpcStatus, message: str = "") -> None:
-        super().__init__(f"{status.name}: {message}")
-        self.status = status
-        self.message = message
-
-
-def encode_message(message: bytes) -> bytes:
-    """One uncompressed length-prefixed message."""
-    return _PREFIX.pack(0, len(message)) + message
-
-
-def decode_messages(data: bytes) -> list[bytes]:
-    """The messages of a request body; GrpcError when the framing is broken or a message is
-    compressed (this emulator negotiates no compression)."""
-    messages: list[bytes] = []
-    position = 0
-    while position < len(data):
-        if len(data) - position < _PREFIX.size:
-            raise GrpcError(GrpcStatus.INTERNAL, "truncated message prefix")
-        compressed, length = _PREFIX.unpack_from(data, position)
-        position += _PREFIX.size
-        if compressed:
-            raise GrpcError(GrpcStatus.UNIMPLEMENTED, "compressed messages are not supported")
-        if len(data) - position < length:
-            raise GrpcError(GrpcStatus.INTERNAL, "truncated message")
-        messages.append(data[position : position + length])
-        position += length
-    return messages
-
-
-def percent_encode(message: str) -> bytes:
-    """`grpc-message` encoding: printable ASCII except '%' stays, every other byte is %XX."""
-    out = bytearray()
-    for byte in message.encode("utf-8"):
-        if 0x20 <= byte <= 0x7E and byte != 0x25:
-            out.append(byte)
-        else:
-            out += b"%%%02X" % byte
-    return bytes(out)
-
-
-def status_trailers(status: GrpcStatus, message: str = "") -> Headers:
-    trailers: Headers = [(b"grpc-status", str(int(status)).encode("ascii"))]
-    if message:
-        trailers.append((b"grpc-message", percent_encode(message)))
-    return trailers
 
 
 def grpc_unary_route(
@@ -141,33 +68,33 @@ def grpc_unary_route(
             await request.respond_error(error)
             return
         try:
-            body = await request.read_body(max_message_bytes + _PREFIX.size, BODY_SECONDS)
-            messages = decode_messages(body)
+            body = await request.read_body(max_message_bytes + FRAME_HEADER.size, BODY_SECONDS)
+            messages = decode_messages(body, max_message_bytes)
             if len(messages) != 1:
                 count = len(messages)
-                raise GrpcError(GrpcStatus.INTERNAL, f"a unary call takes one message, not {count}")
+                raise GrpcError(StatusCode.INTERNAL, f"a unary call takes one message, not {count}")
             reply = await handler(request, messages[0])
         except ClientGone:
             raise
         except GrpcError as error:
-            await _trailers_only(request, error.status, error.message)
+            await _trailers_only(request, error.code, error.message)
             return
         except ApiError as error:
-            status = _FROM_HTTP.get(error.status, GrpcStatus.UNKNOWN)
+            status = _FROM_HTTP.get(error.status, StatusCode.UNKNOWN)
             await _trailers_only(request, status, error.description)
             return
         except Exception as error:
             log.error("unhandled error in gRPC method %s", request.path, exc_info=error)
-            await _trailers_only(request, GrpcStatus.INTERNAL, "the emulator failed; see its log")
+            await _trailers_only(request, StatusCode.INTERNAL, "the emulator failed; see its log")
             return
         await request.start(200, [(b"content-type", b"application/grpc")], trailers=True)
         await request.send_body(encode_message(reply), more=False)
-        await request.send_trailers(status_trailers(GrpcStatus.OK))
+        await request.send_trailers(trailers(StatusCode.OK))
 
     return RawRoute("POST", path, serve, summary)
 
 
-async def _trailers_only(request: RawRequest, status: GrpcStatus, message: str) -> None:
+async def _trailers_only(request: RawRequest, status: StatusCode, message: str) -> None:
     await request.start(200, [(b"content-type", b"application/grpc")], trailers=True)
     await request.send_body(b"", more=False)
-    await request.send_trailers(status_trailers(status, message))
+    await request.send_trailers(trailers(status, message))

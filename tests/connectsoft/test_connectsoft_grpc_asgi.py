@@ -18,11 +18,11 @@ from connectsoft_builders import T0, seed_data
 
 from emulator.connectsoft import protos
 from emulator.connectsoft.engine import TrioTimeClock
-from emulator.connectsoft.grpcwire import MessageDecoder, encode_message
 from emulator.platform.seeds import seed_from_mapping
 from emulator.platform.settings import Settings
 from emulator.services import registered_services
 from emulator.web.app import build_emulator, create_asgi
+from emulator.web.grpcwire import MessageDecoder, encode_message
 
 ENV = "env-9f1c2b7d"
 

@@ -16,7 +16,8 @@ from emulator.connectsoft.core.errors import (
     NotFound,
     Unauthenticated,
 )
-from emulator.connectsoft.grpcwire import (
+from emulator.connectsoft.grpcwire import status_for_error
+from emulator.web.grpcwire import (
     GrpcError,
     MessageDecoder,
     StatusCode,
@@ -25,7 +26,6 @@ from emulator.connectsoft.grpcwire import (
     encode_grpc_message,
     encode_message,
     parse_timeout,
-    status_for_error,
     trailers,
 )
 

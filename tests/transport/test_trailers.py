@@ -22,13 +22,13 @@ import trio
 from asgiserving import SERVERS, serving
 
 from emulator.platform.errors import FamilyMap
-from emulator.web.grpc import (
+from emulator.web.grpc import grpc_unary_route
+from emulator.web.grpcwire import (
     GrpcError,
-    GrpcStatus,
+    StatusCode,
     decode_messages,
+    encode_grpc_message,
     encode_message,
-    grpc_unary_route,
-    percent_encode,
 )
 from emulator.web.rawasgi import RawDispatcher, RawRequest
 
@@ -186,17 +186,17 @@ def test_message_framing_round_trips_and_broken_framing_is_an_error() -> None:
     assert encode_message(b"abc") == b"\x00\x00\x00\x00\x03abc"
     assert decode_messages(encode_message(b"") + encode_message(b"xy")) == [b"", b"xy"]
     for broken, status in [
-        (b"\x00\x00\x00", GrpcStatus.INTERNAL),
-        (b"\x00\x00\x00\x00\x05abc", GrpcStatus.INTERNAL),
-        (b"\x01\x00\x00\x00\x01a", GrpcStatus.UNIMPLEMENTED),
+        (b"\x00\x00\x00", StatusCode.INTERNAL),
+        (b"\x00\x00\x00\x00\x05abc", StatusCode.INTERNAL),
+        (b"\x01\x00\x00\x00\x01a", StatusCode.UNIMPLEMENTED),
     ]:
         with pytest.raises(GrpcError) as error:
             decode_messages(broken)
-        assert error.value.status is status
+        assert error.value.code is status
 
 
 def test_grpc_message_is_percent_encoded() -> None:
-    assert percent_encode("not found: 100% caf\u00e9") == b"not found: 100%25 caf%C3%A9"
+    assert encode_grpc_message("not found: 100% caf\u00e9") == "not found: 100%25 caf%C3%A9"
 
 
 async def test_http1_refuses_grpc_with_a_415_and_keeps_the_connection() -> None:
@@ -226,7 +226,7 @@ async def test_http1_refuses_grpc_with_a_415_and_keeps_the_connection() -> None:
 def grpc_app() -> RawDispatcher:
     async def reverse(request: RawRequest, message: bytes) -> bytes:
         if message == b"missing":
-            raise GrpcError(GrpcStatus.NOT_FOUND, "no such thing: 100%")
+            raise GrpcError(StatusCode.NOT_FOUND, "no such thing: 100%")
         if message == b"crash":
             raise ValueError("the handler failed")
         return message[::-1]

@@ -26,20 +26,20 @@ from typing import TYPE_CHECKING, Any
 import trio
 from google.protobuf.message import DecodeError, Message
 
-from ...web.rawasgi import ClientGone, RawRequest, RawRoute
-from ..core.access import Caller
-from ..core.errors import DomainError
-from ..engine import HealthSnapshot
-from ..grpcwire import (
+from ...web.grpcwire import (
     CONTENT_TYPE,
     GrpcError,
     MessageDecoder,
     StatusCode,
     check_request,
     encode_message,
-    status_for_error,
     trailers,
 )
+from ...web.rawasgi import ClientGone, RawRequest, RawRoute
+from ..core.access import Caller
+from ..core.errors import DomainError
+from ..engine import HealthSnapshot
+from ..grpcwire import status_for_error
 from ..protos import METHODS, PACKAGE, Method
 from . import serializers
 from .auth import caller_from

@@ -637,8 +637,17 @@ class _Connection:
         breaks the connection (the client would otherwise see a desynchronised stream)."""
         if self.broken:
             return
-        async with self._write_lock:
+        lock = self._write_lock
+        try:
+            # Uncontended (the usual case), take it without a scheduler pass: the write itself
+            # is the only checkpoint, as it was before writes needed a lock.
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             await self._write_locked(data)
+        finally:
+            lock.release()
 
     async def _write_locked(self, data: bytes) -> None:
         if self.broken:

@@ -102,6 +102,8 @@ def hypercorn_config(settings: Settings) -> Config:
     # The access log is written by the request log middleware, redacted; Hypercorn's records
     # carry every request header (Authorization, Module-Auth-Token) in their arguments.
     config.accesslog = None
+    # The head timeout of Hypercorn mode (emulator.transport.hypercorn_compat), as ours.
+    config.emulator_head_timeout = settings.body_timeout  # type: ignore[attr-defined]
     return config
 
 
@@ -296,6 +298,7 @@ class Connections:
             max_header_bytes=settings.max_header_bytes,
             keep_alive_timeout=settings.keep_alive_timeout,
             head_timeout=settings.body_timeout,
+            send_timeout=settings.body_timeout,
         )
         self.h1 = H1Server(app, limits, site.families, self.lifespan_state)
         self.h2 = H2Server(app, limits, site.families, self.lifespan_state)

@@ -341,13 +341,16 @@ async def test_the_emulator_refuses_websockets_it_does_not_serve_and_keeps_servi
     running = await start_emulator(http_server=http_server)
 
     def refused() -> int:
-        with pytest.raises(InvalidStatus) as refusal:
+        with (
+            pytest.raises(InvalidStatus) as refusal,
             connect(
                 running.https_url.replace("https://", "wss://") + "/api/v2/ontologies",
                 ssl=running.ssl_context(),
                 proxy=None,
                 open_timeout=10,
-            )
+            ),
+        ):
+            pass  # the handshake is refused: the block is never entered
         return refusal.value.response.status_code
 
     with trio.fail_after(30):

@@ -19,7 +19,6 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import unquote
@@ -27,9 +26,8 @@ from urllib.parse import unquote
 import attrs
 import trio
 
+from ..asgi import ASGIApp
 from ..platform.errors import FamilyMap, framework_error
-
-ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
 # Largest read per receive_some: big enough that a streamed upload moves in large pieces. The

@@ -34,7 +34,7 @@ from wsproto.connection import ConnectionState
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from .httpcommon import ASGIApp
+from ..asgi import ASGIApp
 
 log = logging.getLogger("emulator.websocket")
 

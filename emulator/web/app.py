@@ -22,6 +22,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .. import services as registry
+from ..asgi import ASGIApp
 from ..platform.clock import Clock, Randomness, SystemClock
 from ..platform.errors import EMULATOR, ApiError, FamilyMap, framework_error
 from ..platform.seeds import Seed
@@ -30,7 +31,7 @@ from ..platform.settings import Settings, SettingsError
 from .control import CONTROL_PREFIX, control_blueprint
 from .http import error_response
 from .rawasgi import RawDispatcher, merge_routes
-from .requestlog import ASGIApp, RequestLog
+from .requestlog import RequestLog
 
 log = logging.getLogger("emulator.app")
 

@@ -41,13 +41,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import attrs
 import trio
 
+from ..asgi import ASGIApp, Headers, Message, Receive, Scope, Send
 from ..platform.errors import (
     BODY_LIMIT_SETTING,
     ApiError,
@@ -59,14 +60,7 @@ from ..platform.errors import (
 
 log = logging.getLogger("emulator.rawasgi")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-# Loose on purpose: servers and frameworks each declare their own (TypedDict) ASGI types.
-ASGIApp = Callable[..., Awaitable[None]]
 Handler = Callable[["RawRequest"], Awaitable[None]]
-Headers = list[tuple[bytes, bytes]]
 
 JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
 # A server may put a request's whole body in `scope["extensions"]` under this key when it has

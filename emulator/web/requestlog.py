@@ -18,19 +18,13 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import attrs
 
+from ..asgi import ASGIApp, Message, Receive, Scope, Send
 from ..platform.errors import FamilyMap
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[..., Awaitable[None]]
 
 access_log = logging.getLogger("emulator.access")
 

@@ -31,7 +31,8 @@ from typing import Generic, TypeVar
 import attrs
 import trio
 
-from .rawasgi import ClientGone, Headers, RawRequest
+from ..asgi import Headers
+from .rawasgi import ClientGone, RawRequest
 
 # How often an idle stream gets a comment line, by default (the WHATWG spec suggests about 15 s).
 KEEPALIVE_SECONDS = 15.0

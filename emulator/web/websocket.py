@@ -25,8 +25,9 @@ from typing import Any
 
 import trio
 
+from ..asgi import Message
 from ..platform.errors import ApiError, framework_error
-from .rawasgi import WEBSOCKET, Message, RawRequest, RawRoute
+from .rawasgi import WEBSOCKET, RawRequest, RawRoute
 
 log = logging.getLogger("emulator.websocket")
 

@@ -5,7 +5,7 @@ Imports the Fabric core and the API plumbing; nothing from quart or yaml.
 
 from __future__ import annotations
 
-from ...web.rawasgi import Headers
+from ...asgi import Headers
 from ..core.errors import PayloadTooLarge
 from ..core.tenancy import DEFAULT_ORG_ID
 from . import serialize

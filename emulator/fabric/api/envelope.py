@@ -19,8 +19,9 @@ from urllib.parse import parse_qsl
 
 import attrs
 
+from ...asgi import Headers
 from ...platform.errors import ApiError
-from ...web.rawasgi import Headers, RawRequest
+from ...web.rawasgi import RawRequest
 from ..core.auth import Caller
 from ..core.errors import FabricError, RateLimited
 

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable
 
 import trio
 
-from ...web.rawasgi import ClientGone, Headers
+from ...asgi import Headers
+from ...web.rawasgi import ClientGone
 from ..core.events import DomainEvent
 from ..engine import EventFilter, Subscription
 from . import serialize

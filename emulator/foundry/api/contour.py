@@ -26,12 +26,12 @@ from ...web.http import json_response, parse_json, read_body
 from ...web.rawasgi import ClientGone, RawRequest, RawRoute
 from ...web.requestlog import note_principal
 from ..broker import Broker, BrokerClosed
-from ..core.errors import AuthenticationError, DomainError
+from ..core.errors import AuthenticationError
 from ..core.jobs import Failure, FailureKind, Job, JobSpec, JobState
 from ..results import ResultPipe
 from .auth import Caller, unauthorized
 from .errors import COMPUTE_MODULE
-from .runtime import closed_error, domain_error, millis
+from .runtime import closed_error, millis
 
 if TYPE_CHECKING:
     from ..core.principals import Principal
@@ -42,21 +42,14 @@ OCTET_STREAM = [(b"content-type", b"application/octet-stream")]
 
 
 def _parse_spec(data: bytes) -> JobSpec:
-    try:
-        return JobSpec.from_json(parse_json(data, COMPUTE_MODULE))
-    except DomainError as error:
-        raise domain_error(error) from None
+    return JobSpec.from_json(parse_json(data, COMPUTE_MODULE))
 
 
 def _submit(state: FoundryState, spec: JobSpec, principal: Principal, *, sync: bool) -> Job:
-    try:
-        return state.broker.submit(
-            spec, submitted_by=principal.username, submitted_by_id=principal.id, sync=sync
-        )
-    except BrokerClosed as error:
-        raise closed_error(error) from None
-    except DomainError as error:
-        raise domain_error(error) from None
+    """A new job (its core errors and a closed broker are translated by the family)."""
+    return state.broker.submit(
+        spec, submitted_by=principal.username, submitted_by_id=principal.id, sync=sync
+    )
 
 
 # The synchronous execute --------------------------------------------------------------------------
@@ -242,10 +235,7 @@ def contour_blueprint(state: FoundryState) -> Blueprint:
         )
 
     def own_job(caller: Caller, job_id: str) -> Job:
-        try:
-            job = state.broker.jobs.get(job_id)
-        except DomainError as error:
-            raise domain_error(error) from None
+        job = state.broker.jobs.get(job_id)
         if job.submitted_by != caller.principal.username:
             # Foundry: only the principal who submitted a job may see it. Do not confirm it exists.
             raise COMPUTE_MODULE.error(404, "not_found", f"Unknown compute-module job '{job_id}'.")
@@ -273,10 +263,7 @@ def contour_blueprint(state: FoundryState) -> Blueprint:
 
 
 def _spec_from(data: Any) -> JobSpec:
-    try:
-        return JobSpec.from_json(data)
-    except DomainError as error:
-        raise domain_error(error) from None
+    return JobSpec.from_json(data)
 
 
 def _job_id_from(data: Any) -> str:

@@ -29,9 +29,6 @@ from ...web.http import json_response, parse_json, read_body
 from ...web.rawasgi import JSON_HEADERS, ClientGone, RawRequest, RawRoute
 from ...web.requestlog import note_principal
 from ..broker import Broker, BrokerClosed
-from ..core.errors import (
-    DomainError,
-)
 from ..core.jobs import Job, JobState
 from ..core.runtimes import REPLICA_PATTERN, Runtime, RuntimeRequest
 from .errors import COMPUTE_MODULE, translated
@@ -47,13 +44,9 @@ DELIVERY_TIMEOUT = 30.0
 _RUNTIME_PATHS = ("/runtimes/{runtime_id}", "/runtimes/{runtime_id}/replicas/{replica}")
 
 
-def domain_error(error: DomainError) -> ApiError:
-    """A core error as an answer in the compute-module family (raised where an answer must be
-    built before raising; elsewhere the family translates core errors by itself)."""
-    return translated(COMPUTE_MODULE, error)
-
-
 def closed_error(error: BrokerClosed) -> ApiError:
+    """A closed broker as an answer, for where one must be built before raising (the family
+    translates core errors and a closed broker by itself everywhere else)."""
     return translated(COMPUTE_MODULE, error)
 
 
@@ -79,10 +72,7 @@ def _replica(params: Mapping[str, str]) -> str:
 def _authenticate(
     state: FoundryState, runtime_id: str, token: str | None, scope: MutableMapping[str, Any]
 ) -> Runtime:
-    try:
-        runtime = state.runtimes.authenticate(runtime_id, token)
-    except DomainError as error:
-        raise domain_error(error) from None
+    runtime = state.runtimes.authenticate(runtime_id, token)
     # The request log names the runtime (never its token).
     note_principal(scope, f"runtime:{runtime.runtime_id}")
     return runtime
@@ -145,10 +135,7 @@ def runtime_routes(state: FoundryState) -> list[RawRoute]:
         )
         _replica(raw.params)
         broker = state.broker
-        try:
-            upload = broker.begin_upload(runtime, raw.params["job_id"], raw.content_length())
-        except DomainError as error:
-            raise domain_error(error) from None
+        upload = broker.begin_upload(runtime, raw.params["job_id"], raw.content_length())
         idle_timeout = broker.limits.job_timeout
         try:
             more = True
@@ -222,13 +209,10 @@ def runtime_blueprint(state: FoundryState) -> Blueprint:
 
     @blueprint.post("/runtimes")
     async def create_runtime() -> Response:
-        try:
-            ask = RuntimeRequest.from_json(await json_body())
-            runtime, existed = state.runtimes.create_or_reset(
-                ask, state.context.clock.now(), state.context.randomness
-            )
-        except DomainError as error:
-            raise domain_error(error) from None
+        ask = RuntimeRequest.from_json(await json_body())
+        runtime, existed = state.runtimes.create_or_reset(
+            ask, state.context.clock.now(), state.context.randomness
+        )
         ended = state.broker.runtime_reset(runtime) if existed else []
         return json_response(
             runtime_session_to_json(state, runtime, created=not existed, ended=ended)
@@ -239,12 +223,7 @@ def runtime_blueprint(state: FoundryState) -> Blueprint:
     async def post_schemas(runtime_id: str, replica: str) -> Response:
         _replica({"replica": replica})
         runtime = authenticated(runtime_id)
-        try:
-            names = state.runtimes.store_schemas(
-                runtime, await json_body(), state.context.clock.now()
-            )
-        except DomainError as error:
-            raise domain_error(error) from None
+        names = state.runtimes.store_schemas(runtime, await json_body(), state.context.clock.now())
         return json_response({"functionNames": names})
 
     @blueprint.post("/runtimes/<runtime_id>/restart", defaults={"replica": ""})
@@ -260,11 +239,8 @@ def runtime_blueprint(state: FoundryState) -> Blueprint:
     @blueprint.get("/runtimes/<runtime_id>/jobs/<job_id>")
     async def inspect(runtime_id: str, job_id: str) -> Response:
         # No authentication, as in the seed documents; and so never the token.
-        try:
-            runtime = state.runtimes.get(runtime_id)
-            job = state.broker.jobs.get(job_id)
-        except DomainError as error:
-            raise domain_error(error) from None
+        runtime = state.runtimes.get(runtime_id)
+        job = state.broker.jobs.get(job_id)
         if job.runtime_id != runtime.runtime_id:
             raise COMPUTE_MODULE.error(
                 404, "not_found", f"Unknown job '{job_id}' for runtime '{runtime_id}'."

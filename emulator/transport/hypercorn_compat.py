@@ -8,7 +8,7 @@ emulator.transport.h2, do). `apply()` installs them (idempotent; call it before 
 `hypercorn.protocol`, so it covers every later `hypercorn.trio.serve` / `worker_serve` call
 in the process. Each patch exists because of a defect measured in the pinned stack
 (hypercorn 0.18.0, trio 0.35.0, quart-trio 0.12.0) and is reproduced by
-`tests/test_hypercorn_compat.py`, which also checks that each defect is still present in
+`tests/transport/test_hypercorn_compat.py`, which also checks that each defect is still present in
 stock Hypercorn. When such a "defect still present" test fails after an upgrade, upstream
 fixed it: remove that patch, and this module once all five are gone.
 
@@ -438,7 +438,7 @@ def apply() -> None:
     if installed != MEASURED_VERSION:
         log.warning(
             "hypercorn %s is installed; emulator.transport.hypercorn_compat was measured on %s: "
-            "run tests/test_hypercorn_compat.py and drop the patches upstream has fixed",
+            "run tests/transport/test_hypercorn_compat.py and drop the patches upstream has fixed",
             installed,
             MEASURED_VERSION,
         )

@@ -12,6 +12,7 @@ from connectsoft_builders import T0, make_seed
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
+from emulator.connectsoft.core import oidc as oidc_module
 from emulator.connectsoft.core.oidc import OAuthError, OidcIssuer
 from emulator.connectsoft.keys import KEY_FILE, SigningKeyError, load_or_create_signing_key
 
@@ -178,3 +179,37 @@ def test_racing_starts_agree_on_one_key(tmp_path: Path) -> None:
         keys = list(pool.map(lambda _: load_or_create_signing_key(tmp_path), range(16)))
     assert len({key.thumbprint() for key in keys}) == 1
     assert [p.name for p in tmp_path.iterdir()] == [KEY_FILE]
+
+
+def test_a_remembered_signature_still_has_its_lifetime_and_claims_checked(
+    key: ECKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    issuer = make_issuer(key)
+    token = grant(issuer, scope="runtime.health.read").access_token
+    first = issuer.verify(token, T0)
+    decodes: list[str] = []
+    original = oidc_module.jwt.decode
+    monkeypatch.setattr(
+        oidc_module.jwt, "decode", lambda *args, **kw: decodes.append("x") or original(*args, **kw)
+    )
+    # The same token again: no second signature check, the same caller.
+    assert issuer.verify(token, T0 + 1) == first
+    assert decodes == []
+    # Its lifetime is still checked on every call.
+    with pytest.raises(OAuthError, match="expired"):
+        issuer.verify(token, T0 + 3600 + 6)
+    # A tampered token is checked (and refused), whatever was remembered.
+    with pytest.raises(OAuthError, match="not a valid"):
+        issuer.verify(token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"), T0)
+    assert decodes == ["x"]
+
+
+def test_remembered_signatures_stay_bounded(key: ECKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(oidc_module, "MAX_VERIFIED", 3)
+    issuer = make_issuer(key)
+    tokens = [grant(issuer).access_token for _ in range(5)]
+    for token in tokens:
+        issuer.verify(token, T0)
+    # Every token still verifies; only the last three are remembered.
+    assert all(issuer.verify(token, T0).tenant_id == "connectsoft" for token in tokens)
+    assert len(issuer._verified) == 3

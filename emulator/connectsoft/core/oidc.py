@@ -29,6 +29,9 @@ LEEWAY = 5.0
 MAX_TOKEN_CHARS = 8192
 # Distinct `iss` values (base URLs clients used) remembered for verification.
 MAX_ISSUERS = 32
+# Tokens whose signature was checked, remembered so a client's next call skips the ES256 check
+# (the costly part of a REST read); the claims are still checked on every call.
+MAX_VERIFIED = 4096
 
 
 class OAuthError(DomainError):
@@ -61,6 +64,14 @@ class OidcIssuer:
     new_id: Callable[[], str]
     # Every `iss` a token was issued under (the base URL the client reached: HTTP or HTTPS).
     _issued_under: set[str] = attrs.field(factory=set)
+    # Token -> (header, claims) of a signature already verified; oldest dropped past the bound.
+    _verified: dict[str, tuple[dict[str, Any], dict[str, Any]]] = attrs.field(
+        factory=dict, repr=False
+    )
+    _key_id: str = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._key_id = self.key.thumbprint()
 
     @classmethod
     def create(
@@ -75,7 +86,7 @@ class OidcIssuer:
 
     @property
     def key_id(self) -> str:
-        return self.key.thumbprint()
+        return self._key_id
 
     def issue(
         self,
@@ -145,12 +156,8 @@ class OidcIssuer:
         """The caller a bearer token stands for, or Unauthenticated-style OAuthError."""
         if not token or len(token) > MAX_TOKEN_CHARS:
             raise OAuthError("invalid_token", "The bearer token is not a valid token.")
-        try:
-            decoded = jwt.decode(token, self.key, algorithms=[ALGORITHM])
-        except (JoseError, ValueError, TypeError):
-            raise OAuthError("invalid_token", "The bearer token is not a valid token.") from None
-        claims = decoded.claims
-        if decoded.header.get("kid") != self.key_id:
+        header, claims = self._signed_parts(token)
+        if header.get("kid") != self.key_id:
             raise OAuthError("invalid_token", "The bearer token was signed by another key.")
         iss = claims.get("iss")
         if (iss != self.issuer and iss not in self._issued_under) or claims.get("aud") != AUDIENCE:
@@ -173,6 +180,22 @@ class OidcIssuer:
         ):
             raise OAuthError("invalid_token", "The bearer token lacks scope, tenantId or sub.")
         return Caller(subject=subject, tenant_id=tenant, scopes=frozenset(scope.split()))
+
+    def _signed_parts(self, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The header and claims of a token whose signature is this issuer's (checked once per
+        token, then remembered); OAuthError otherwise."""
+        known = self._verified.get(token)
+        if known is not None:
+            return known
+        try:
+            decoded = jwt.decode(token, self.key, algorithms=[ALGORITHM])
+        except (JoseError, ValueError, TypeError):
+            raise OAuthError("invalid_token", "The bearer token is not a valid token.") from None
+        parts = (dict(decoded.header), dict(decoded.claims))
+        if len(self._verified) >= MAX_VERIFIED:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = parts
+        return parts
 
     def jwks(self) -> dict[str, Any]:
         public = self.key.as_dict(private=False)

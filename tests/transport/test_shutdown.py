@@ -16,7 +16,7 @@ import trio
 import yaml
 from rawhttp import RawResponse, connect, parse_response, read_all, request_bytes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RUNTIMES = "/_emulate/foundry/compute-modules/runtimes"
 EXECUTE = "/contour-backend-multiplexer/api/module-group-multiplexer/compute-modules/jobs/execute"
 POLLED = 100

@@ -12,7 +12,7 @@ from emulator.platform.seeds import default_seed_path, load_seed, seed_from_mapp
 from emulator.platform.seedschema import SeedError
 from emulator.services import registered_services
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def read(data: dict[str, Any]) -> FoundrySeed:

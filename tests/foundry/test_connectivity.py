@@ -25,7 +25,7 @@ from emulator.foundry.core.errors import Conflict, InvalidArgument, NotFound
 from emulator.foundry.seed import ConnectionSeed, DomainSeed
 from emulator.platform.seedschema import Node, SeedError
 
-DEFAULT_SEED = Path(__file__).resolve().parent.parent / "seeds" / "default.yaml"
+DEFAULT_SEED = Path(__file__).resolve().parents[2] / "seeds" / "default.yaml"
 SEEDED_RID = "ri.magritte..source.00000000-0000-4000-8000-000000000001"
 SEEDED_SECRET = "example-secret-value"
 JANE = {"Authorization": "Bearer local-token-jane"}

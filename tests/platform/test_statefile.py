@@ -23,7 +23,7 @@ from emulator.platform.statefile import StateFileError, collect, load_state, res
 from emulator.transport.server import save_state_periodically
 from emulator.web.app import build_emulator
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "/multipass/api/oauth2/token"
 REVOKE = "/multipass/api/oauth2/revoke_token"
 GET_CURRENT = "/api/v2/admin/users/getCurrent"

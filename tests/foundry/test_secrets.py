@@ -533,7 +533,7 @@ ALLOWED = (
 
 
 def test_secret_comparisons_are_constant_time() -> None:
-    root = Path(__file__).resolve().parent.parent / "emulator"
+    root = Path(__file__).resolve().parents[2] / "emulator"
     suspicious = []
     for path in sorted(root.rglob("*.py")):
         for number, line in enumerate(path.read_text().splitlines(), 1):

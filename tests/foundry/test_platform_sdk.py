@@ -26,7 +26,7 @@ from foundry_sdk import (
 from foundry_sdk.v2.connectivity import errors as connectivity_errors
 from foundry_sdk.v2.connectivity import models as connectivity_models
 
-DEFAULT_SEED = Path(__file__).resolve().parent.parent / "seeds" / "default.yaml"
+DEFAULT_SEED = Path(__file__).resolve().parents[2] / "seeds" / "default.yaml"
 SEEDED_RID = "ri.magritte..source.00000000-0000-4000-8000-000000000001"
 T = TypeVar("T")
 

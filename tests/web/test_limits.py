@@ -3,7 +3,7 @@ header size, slow clients (408, nothing held), and result uploads that break off
 chunked framing, a module that vanishes mid-upload) leave the job in a defined state: still
 running, not uploading, and a later complete upload decides it.
 
-The queue-depth 429 with Retry-After is in tests/test_compute_http.py.
+The queue-depth 429 with Retry-After is in tests/foundry/test_compute_http.py.
 """
 
 from __future__ import annotations

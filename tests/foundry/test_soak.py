@@ -69,6 +69,8 @@ from emulator.foundry.core import jobs as jobs_module
 from emulator.foundry.core.jobs import FailureKind, Job, JobEvent, JobState
 from emulator.web.rawasgi import RawRequest
 
+# The load generator runs in its own process (tests/soakload.py).
+SOAKLOAD = Path(__file__).resolve().parents[1] / "soakload.py"
 JOBS = int(os.environ.get("SOAK_JOBS", str(JOBS_DEFAULT)))
 POLL_TIMEOUT = 1.0
 EXECUTE_TIMEOUT = 20.0
@@ -370,7 +372,7 @@ async def test_soak(modules: Modules, book: Book, tmp_path: Path) -> None:
 
     with (tmp_path / "load.log").open("wb") as load_log:
         load = await trio.lowlevel.open_process(
-            [sys.executable, str(Path(__file__).with_name("soakload.py")), host, port, str(JOBS)],
+            [sys.executable, str(SOAKLOAD), host, port, str(JOBS)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=load_log,

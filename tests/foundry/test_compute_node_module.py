@@ -22,7 +22,7 @@ from emulatorrun import Running, StartEmulator
 from emulator.foundry.broker import Broker
 from emulator.foundry.core.jobs import JobState
 
-NODE_DIR = Path(__file__).parent / "node"
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 LIBRARY = NODE_DIR / "node_modules" / "@palantir" / "compute-module" / "package.json"
 RUNTIMES = "/_emulate/foundry/compute-modules/runtimes"
 EXECUTE = "/contour-backend-multiplexer/api/module-group-multiplexer/compute-modules/jobs/execute"

@@ -23,7 +23,7 @@ from .api.control import control_blueprint, event_routes
 from .api.errors import PREFIXES, PROBLEMS
 from .api.grpc import grpc_routes
 from .api.oidc import oidc_blueprint
-from .api.rest import rest_blueprint
+from .api.rest import read_routes, rest_blueprint
 from .core.machines import deployment_status
 from .core.oidc import OidcIssuer
 from .core.records import IdFactory, RandomIds
@@ -146,7 +146,7 @@ class ConnectSoftInstance(ServiceInstance):
         return [rest_blueprint(self), oidc_blueprint(self), control_blueprint(self)]
 
     def raw_routes(self) -> Sequence[RawRoute]:
-        return [*event_routes(self), *grpc_routes(self)]
+        return [*read_routes(self), *event_routes(self), *grpc_routes(self)]
 
     def error_families(self) -> Sequence[tuple[str, ErrorFamily]]:
         return PREFIXES

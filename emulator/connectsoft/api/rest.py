@@ -4,7 +4,8 @@ Owns the nine routes of the source's table plus two verb sub-paths the source's 
 (`POST .../deployments/{id}/rollback`, `POST .../secret-bindings/{id}/rotate`), and the
 `cs-schema-version` header on every answer of the service (an after-request hook on its app).
 Each handler checks the bearer token and the route's scope before it reads the body, then lets
-the engine run the core call; domain errors propagate to `ProblemFamily.translate`.
+the engine run the core call; domain errors propagate to `ProblemFamily.translate`. The three
+hot reads are raw routes (`read_routes`); the rest are a Quart blueprint.
 Imports quart, the engine and the core; nothing from hypercorn or yaml.
 """
 
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from quart import Blueprint, Response, request
 
 from ...web.http import json_response, parse_json, read_body
+from ...web.rawasgi import RawRequest, RawRoute, with_automatic_methods
 from ..core.access import Caller, decide
 from . import serializers
 from .auth import caller_from
@@ -77,14 +80,6 @@ def rest_blueprint(instance: ConnectSoftInstance) -> Blueprint:
         env = engine.call(lambda now: engine.state.provision(caller, data, now))
         return json_response(serializers.provisioned(env), 202)
 
-    @route("GET", "/environments/<environment_id>")
-    async def get_environment(environment_id: str) -> Response:
-        """Get environment state and inventory."""
-        caller = authorize("runtime.environments.read")
-        engine = instance.engine
-        env = engine.read(lambda: engine.state.get_environment(caller, environment_id))
-        return json_response(serializers.environment(env))
-
     @route("POST", "/deployments")
     async def create_deployment() -> Response:
         """Deploy generated workloads into an environment."""
@@ -143,15 +138,6 @@ def rest_blueprint(instance: ConnectSoftInstance) -> Blueprint:
         )
         return json_response(serializers.rotations(binding, items), 202)
 
-    @route("GET", "/services/<service_id>/health")
-    async def service_health(service_id: str) -> Response:
-        """Get the latest health result for a service."""
-        caller = authorize("runtime.health.read")
-        environment_id = request.args.get("environmentId") or None
-        engine = instance.engine
-        service = engine.read(lambda: engine.state.health(caller, service_id, environment_id))
-        return json_response(serializers.health(service))
-
     @route("POST", "/scaling-policies")
     async def apply_scaling_policy() -> Response:
         """Apply a scaling policy to a service."""
@@ -161,12 +147,72 @@ def rest_blueprint(instance: ConnectSoftInstance) -> Blueprint:
         env, policy = engine.call(lambda now: engine.state.apply_scaling(caller, data, now))
         return json_response(serializers.scaling_applied(env, policy), 201)
 
-    @route("GET", "/drift/<environment_id>")
-    async def drift_findings(environment_id: str) -> Response:
-        """List drift findings for an environment."""
-        caller = authorize("runtime.drift.read")
+    return blueprint
+
+
+def read_routes(instance: ConnectSoftInstance) -> list[RawRoute]:
+    """The three hot reads (environment, health, drift) as raw routes at both prefixes: a
+    Quart request costs more than the read itself. HEAD and OPTIONS as Quart answers them;
+    errors propagate to the problem family, which adds the schema header."""
+    schema = [(SCHEMA_HEADER.lower().encode("latin-1"), SCHEMA_VERSION.encode("latin-1"))]
+
+    def authorize(raw: RawRequest, scope: str) -> Caller:
+        engine = instance.engine
+        caller = caller_from(raw.header(b"authorization"), instance.issuer, engine.now())
+        decide(caller, scope, None).raise_if_refused()
+        return caller
+
+    async def get_environment(raw: RawRequest) -> None:
+        caller = authorize(raw, "runtime.environments.read")
+        environment_id = raw.params["environment_id"]
+        engine = instance.engine
+        env = engine.read(lambda: engine.state.get_environment(caller, environment_id))
+        await raw.respond_json(200, serializers.environment(env), schema)
+
+    async def service_health(raw: RawRequest) -> None:
+        caller = authorize(raw, "runtime.health.read")
+        service_id = raw.params["service_id"]
+        environment_id = _query_value(raw, "environmentId")
+        engine = instance.engine
+        service = engine.read(lambda: engine.state.health(caller, service_id, environment_id))
+        await raw.respond_json(200, serializers.health(service), schema)
+
+    async def drift_findings(raw: RawRequest) -> None:
+        caller = authorize(raw, "runtime.drift.read")
+        environment_id = raw.params["environment_id"]
         engine = instance.engine
         env, findings = engine.read(lambda: engine.state.drift(caller, environment_id))
-        return json_response(serializers.drift(env, findings))
+        await raw.respond_json(200, serializers.drift(env, findings), schema)
 
-    return blueprint
+    routes = []
+    for prefix in PREFIXES:
+        routes += [
+            RawRoute(
+                "GET",
+                prefix + "/environments/{environment_id}",
+                get_environment,
+                "Get environment state and inventory.",
+            ),
+            RawRoute(
+                "GET",
+                prefix + "/services/{service_id}/health",
+                service_health,
+                "Get the latest health result for a service.",
+            ),
+            RawRoute(
+                "GET",
+                prefix + "/drift/{environment_id}",
+                drift_findings,
+                "List drift findings for an environment.",
+            ),
+        ]
+    return with_automatic_methods(routes)
+
+
+def _query_value(raw: RawRequest, name: str) -> str | None:
+    """The first non-empty value of a query parameter (as Quart's `args.get(...) or None`)."""
+    query = bytes(raw.scope.get("query_string") or b"").decode("latin-1")
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == name:
+            return value or None
+    return None

@@ -405,6 +405,9 @@ class RawDispatcher:
             await self.fallback(scope, bounded_receive(receive, self.body_limit), send)
             return
         route, params, allowed = self._match(scope)
+        if route is not None and route.method == WEBSOCKET:
+            # Plain HTTP naming the WebSocket pseudo-method: a WebSocket-only path all the same.
+            route, params, allowed = None, {}, [WEBSOCKET]
         if route is None and not allowed:
             await self.fallback(scope, bounded_receive(receive, self.body_limit), send)
             return

@@ -183,6 +183,8 @@ async def test_refusals_are_http_answers(server: str) -> None:
             plain = await in_thread(lambda: refused(f"{served.url}/plain"))
             async with httpx.AsyncClient(base_url=served.url) as http:
                 upgrade_required = await http.get("/push")
+                # The route table's pseudo-method, sent as a plain HTTP method.
+                pseudo = await http.request("WEBSOCKET", "/push")
                 ok = await http.get("/plain")
     assert unknown[0] == 403
     assert plain[0] == 403
@@ -193,6 +195,7 @@ async def test_refusals_are_http_answers(server: str) -> None:
     }
     assert upgrade_required.status_code == 426
     assert upgrade_required.headers["upgrade"] == "websocket"
+    assert pseudo.status_code == 426
     assert ok.text == "plain"
 
 

@@ -188,15 +188,17 @@ class FoundryOpsInstance(ServiceInstance):
         return PREFIXES
 
     def banner_lines(self) -> list[str]:
+        keys = ", ".join(f"{k.key_id} ({k.tier})" for k in self.seed.api_keys) or "none"
         lines = [
-            f"api keys: {', '.join(f'{k.key_id} ({k.tier})' for k in self.seed.api_keys)}",
-            f"credits: {self.seed.mode.value} mode",
+            f"API keys:      {keys} (the key values are in the seed)",
+            f"Credits:       {self.seed.mode.value} mode",
         ]
         snapshots = [d.snapshot_id for d in self.seed.datasets if d.snapshot_id]
         if snapshots:
-            lines.append(f"snapshots: {', '.join(snapshots)}")
+            lines.append(f"Snapshots:     {', '.join(snapshots)}")
+        lines.append("Quick start:")
         lines.append(
-            f'try: curl -H "Authorization: Bearer $API_KEY" {self._base_url()}/api/v2/datasets'
+            f'  curl -H "Authorization: Bearer $API_KEY" {self._base_url()}/api/v2/datasets'
         )
         return lines
 

@@ -261,16 +261,13 @@ def _serve(args: argparse.Namespace) -> int:
         _error(str(error))
         return 2
     # Durable state (--state-file): restore what the last run saved before serving anything.
-    if settings.state_file is not None:
-        from .platform.statefile import StateFileError, load_state, restore
+    from .platform.statefile import StateFileError
 
-        try:
-            document = load_state(settings.state_file)
-            if document is not None:
-                emulator.carried_state = restore(settings.state_file, emulator.services, document)
-        except StateFileError as error:
-            _error(str(error))
-            return 2
+    try:
+        emulator.restore_state_file()
+    except StateFileError as error:
+        _error(str(error))
+        return 2
     from .transport.server import ListenerError
 
     try:

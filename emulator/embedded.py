@@ -122,6 +122,8 @@ async def open_emulator(
     from .transport.server import serve
 
     emulator = build_emulator(_settings(settings), resolve_seed(seed), clock=clock)
+    # With `state_file`, start from what an earlier run saved (as `emulator serve` does).
+    emulator.restore_state_file()
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         endpoints = await nursery.start(

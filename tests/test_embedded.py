@@ -229,3 +229,27 @@ async def test_http_reset_answers_a_waiting_poller_and_caller(running: Running) 
     # Back to the seed: the runtime made at run time is gone, the job table is empty.
     assert set(running.foundry.runtimes.runtimes) == {"agent-loop"}
     assert len(broker_of(running).jobs) == 0
+
+
+def test_the_embedded_api_restores_and_saves_the_state_file(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    """`state_file` works in-process as with `emulator serve`: saved at the end, laid over the
+    seed at the next start."""
+    state_file = tmp_path / "state.json"
+    options: dict[str, Any] = {
+        "services": ("foundry",),
+        "state_dir": state_dir,
+        "state_file": state_file,
+        "tls_enabled": False,
+    }
+    with run_in_thread(None, **options) as first:
+        token = first.foundry.mint_token("jane", ["api:admin-read"])
+    assert state_file.is_file()
+    with run_in_thread(None, **options) as second:
+        answer = httpx.get(
+            f"{second.http_url}/api/v2/admin/users/getCurrent",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["username"] == "jane"

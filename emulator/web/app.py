@@ -28,6 +28,7 @@ from ..platform.errors import EMULATOR, ApiError, FamilyMap, framework_error
 from ..platform.seeds import Seed
 from ..platform.service import Endpoints, Service, ServiceContext, ServiceInstance
 from ..platform.settings import Settings, SettingsError
+from ..platform.statefile import load_state, restore
 from .control import CONTROL_PREFIX, control_blueprint
 from .http import error_response
 from .rawasgi import RawDispatcher, merge_routes
@@ -96,6 +97,16 @@ class Emulator:
     def begin_shutdown(self) -> None:
         for site in self.sites.values():
             site.instance.begin_shutdown()
+
+    def restore_state_file(self) -> None:
+        """Lay what `--state-file` holds over the seeded state (nothing if the setting is off
+        or the file does not exist yet); StateFileError, naming the file, if it is unusable."""
+        path = self.settings.state_file
+        if path is None:
+            return
+        document = load_state(path)
+        if document is not None:
+            self.carried_state = restore(path, self.services, document)
 
 
 def choose_services(

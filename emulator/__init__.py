@@ -1,4 +1,7 @@
-"""foundry-emulator: a local, stateful emulator of the Palantir Foundry HTTP APIs, on Trio."""
+"""emulator: a local, stateful emulator of cloud service HTTP APIs, on Trio.
+
+Services: Palantir Foundry, Fabric, ConnectSoft and FoundryOps (emulator/services.py).
+"""
 
 from __future__ import annotations
 

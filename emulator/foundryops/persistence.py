@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from ..platform.seedschema import Node, plain_failure
 from .core.credits import Account, CreditMode
 from .core.datasets import Dataset, DatasetStore, Snapshot
 from .core.errors import FoundryOpsError
@@ -68,90 +69,94 @@ class Restored:
     accounts: list[Account]
 
 
-def _need(condition: bool, where: str, what: str) -> None:
-    if not condition:
-        raise ValueError(f"foundryops.{where}: {what}")
+def _id(node: Node, prefix: str) -> str:
+    text = node.as_str()
+    if not text.startswith(prefix):
+        raise node.error(f"expected an id starting with {prefix}")
+    return text
+
+
+def _read_snapshots(node: Node, dataset: Dataset, seen: set[str]) -> list[Snapshot]:
+    """A dataset's snapshots in order, each the rows it added to its parent."""
+    schema = dataset.schema
+    snapshots: list[Snapshot] = []
+    parent: Snapshot | None = None
+    for item in node.as_list():
+        f = item.fields(required=("snapshot_id", "created_at", "rows"))
+        snapshot_id = _id(f["snapshot_id"], "dss_")
+        if snapshot_id in seen:
+            raise f["snapshot_id"].error("duplicate snapshot id")
+        seen.add(snapshot_id)
+        check = RowCheck(schema)
+        checked: list[tuple[object, ...]] = []
+        for row in f.list("rows"):
+            if not isinstance(row.value, list) or len(row.value) != len(schema.fields):
+                raise row.error(f"expected a list of {len(schema.fields)} values")
+            values, reasons = check.check(dict(zip(schema.names, row.value, strict=True)))
+            if values is None:
+                raise row.error(reasons[0].message if reasons else "rejected")
+            checked.append(values)
+        current = Snapshot(
+            snapshot_id=snapshot_id,
+            dataset_id=dataset.dataset_id,
+            schema=schema,
+            created_at=f.float("created_at"),
+            segments=(parent.segments if parent else ()) + (tuple(checked),),
+            parent_id=parent.snapshot_id if parent else None,
+        )
+        snapshots.append(current)
+        dataset.snapshot_ids.append(snapshot_id)
+        parent = current
+    return snapshots
+
+
+def _read_dataset(
+    node: Node, generated: set[str], seen: set[str]
+) -> tuple[Dataset, list[Snapshot]]:
+    f = node.fields(
+        required=("dataset_id", "name", "schema", "created_at", "owner_key", "snapshots"),
+        optional=("active_snapshot_id",),
+    )
+    dataset_id = _id(f["dataset_id"], "ds_")
+    if dataset_id in generated:
+        raise f["dataset_id"].error("a generated dataset is not restored")
+    try:
+        schema = Schema.from_json(f["schema"].value)
+    except FoundryOpsError as error:
+        raise f["schema"].error(error.message) from None
+    dataset = Dataset(
+        dataset_id,
+        f.str("name", allow_empty=True),
+        schema,
+        f.float("created_at"),
+        f.str("owner_key", allow_empty=True),
+    )
+    snapshots = _read_snapshots(f["snapshots"], dataset, seen)
+    active = f.opt_str("active_snapshot_id")
+    if active is not None and active not in dataset.snapshot_ids:
+        raise f["active_snapshot_id"].error("not one of its snapshots")
+    dataset.active_snapshot_id = active
+    return dataset, snapshots
+
+
+def _read_account(node: Node) -> Account:
+    f = node.fields(required=("account_id", "mode", "balance"))
+    return Account(
+        f.str("account_id", allow_empty=True), f.choice("mode", CreditMode), f.float("balance")
+    )
 
 
 def read_snapshot(data: Any, generated: set[str]) -> Restored:
-    """Check everything first; ValueError names the first problem."""
-    _need(isinstance(data, dict), "", "expected an object")
-    _need(data.get("version") == VERSION, "version", f"expected {VERSION}")
-    raw_datasets = data.get("datasets")
-    _need(isinstance(raw_datasets, list), "datasets", "expected a list")
-    out: list[tuple[Dataset, list[Snapshot]]] = []
-    seen_snapshots: set[str] = set()
-    for i, item in enumerate(raw_datasets):
-        where = f"datasets[{i}]"
-        _need(isinstance(item, dict), where, "expected an object")
-        dataset_id = item.get("dataset_id")
-        _need(isinstance(dataset_id, str) and dataset_id.startswith("ds_"), where, "bad id")
-        _need(dataset_id not in generated, where, "a generated dataset is not restored")
-        try:
-            schema = Schema.from_json(item.get("schema"))
-        except FoundryOpsError as error:
-            raise ValueError(f"foundryops.{where}.schema: {error.message}") from None
-        for key in ("name", "owner_key"):
-            _need(isinstance(item.get(key), str), f"{where}.{key}", "expected a string")
-        created = item.get("created_at")
-        _need(isinstance(created, int | float), f"{where}.created_at", "expected a number")
-        dataset = Dataset(dataset_id, item["name"], schema, float(created), item["owner_key"])
-        snapshots: list[Snapshot] = []
-        raw_snapshots = item.get("snapshots")
-        _need(isinstance(raw_snapshots, list), f"{where}.snapshots", "expected a list")
-        parent: Snapshot | None = None
-        for j, snap in enumerate(raw_snapshots):
-            at = f"{where}.snapshots[{j}]"
-            _need(isinstance(snap, dict), at, "expected an object")
-            snapshot_id = snap.get("snapshot_id")
-            _need(isinstance(snapshot_id, str) and snapshot_id.startswith("dss_"), at, "bad id")
-            _need(snapshot_id not in seen_snapshots, at, "duplicate snapshot id")
-            seen_snapshots.add(snapshot_id)
-            rows = snap.get("rows")
-            _need(isinstance(rows, list), f"{at}.rows", "expected a list")
-            check = RowCheck(schema)
-            checked: list[tuple[object, ...]] = []
-            for k, row in enumerate(rows):
-                _need(
-                    isinstance(row, list) and len(row) == len(schema.fields),
-                    f"{at}.rows[{k}]", f"expected a list of {len(schema.fields)} values",
-                )  # fmt: skip
-                values, reasons = check.check(dict(zip(schema.names, row, strict=True)))
-                _need(values is not None, f"{at}.rows[{k}]",
-                      reasons[0].message if reasons else "rejected")  # fmt: skip
-                assert values is not None
-                checked.append(values)
-            created_at = snap.get("created_at")
-            _need(isinstance(created_at, int | float), f"{at}.created_at", "expected a number")
-            current = Snapshot(
-                snapshot_id=snapshot_id,
-                dataset_id=dataset_id,
-                schema=schema,
-                created_at=float(created_at),
-                segments=(parent.segments if parent else ()) + (tuple(checked),),
-                parent_id=parent.snapshot_id if parent else None,
-            )
-            snapshots.append(current)
-            dataset.snapshot_ids.append(snapshot_id)
-            parent = current
-        active = item.get("active_snapshot_id")
-        _need(active is None or active in dataset.snapshot_ids, f"{where}.active_snapshot_id",
-              "not one of its snapshots")  # fmt: skip
-        dataset.active_snapshot_id = active
-        out.append((dataset, snapshots))
-    raw_accounts = data.get("accounts")
-    _need(isinstance(raw_accounts, list), "accounts", "expected a list")
-    accounts = []
-    for i, item in enumerate(raw_accounts):
-        at = f"accounts[{i}]"
-        _need(isinstance(item, dict), at, "expected an object")
-        _need(isinstance(item.get("account_id"), str), f"{at}.account_id", "expected a string")
-        _need(item.get("mode") in [m.value for m in CreditMode], f"{at}.mode", "unknown mode")
-        balance = item.get("balance")
-        _need(isinstance(balance, int | float) and not isinstance(balance, bool),
-              f"{at}.balance", "expected a number")  # fmt: skip
-        accounts.append(Account(item["account_id"], CreditMode(item["mode"]), float(balance)))
-    return Restored(out, accounts)
+    """Check everything first (the platform's JSON-with-path reader); ValueError names the
+    path of the first problem."""
+    root = Node(data, "foundryops", "", plain_failure)
+    f = root.fields(required=("version", "datasets", "accounts"))
+    if f.int("version") != VERSION:
+        raise f["version"].error(f"expected {VERSION}")
+    seen: set[str] = set()
+    datasets = [_read_dataset(item, generated, seen) for item in f.list("datasets")]
+    accounts = [_read_account(item) for item in f.list("accounts")]
+    return Restored(datasets, accounts)
 
 
 def apply(store: DatasetStore, accounts: dict[str, Account], restored: Restored) -> None:

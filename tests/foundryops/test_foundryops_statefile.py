@@ -3,12 +3,15 @@ is refused and changes nothing."""
 
 from __future__ import annotations
 
+import copy
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from foundryops_support import client, seed_with
 
+from emulator.foundryops.persistence import read_snapshot
 from emulator.platform.statefile import StateFileError, load_state, restore, save_state
 
 
@@ -68,3 +71,44 @@ async def test_bad_state_is_refused_and_changes_nothing(
         restore(tmp_path / "s.json", running.emulator.services, {"foundryops": good})
     assert "rows[6]" in str(caught.value)
     assert instance.ops.state.datasets.snapshots == before
+
+
+GOOD: dict[str, Any] = {
+    "version": 1,
+    "datasets": [
+        {
+            "dataset_id": "ds_kept",
+            "name": "Kept",
+            "schema": {"company_name": "string"},
+            "created_at": 1.0,
+            "owner_key": "dev",
+            "active_snapshot_id": "dss_one",
+            "snapshots": [{"snapshot_id": "dss_one", "created_at": 2.0, "rows": [["Acme"]]}],
+        }
+    ],
+    "accounts": [{"account_id": "dev", "mode": "shadow", "balance": 5}],
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("version",), 2, "foundryops.version: expected 1"),
+        (("datasets", 0, "dataset_id"), "x", "datasets[0].dataset_id: expected an id"),
+        (("datasets", 0, "snapshots", 0, "rows", 0), [1, 2], "rows[0]: expected a list of 1"),
+        (("datasets", 0, "active_snapshot_id"), "dss_no", "not one of its snapshots"),
+        (("accounts", 0, "mode"), "free", "accounts[0].mode: must be one of"),
+        (("accounts", 0, "balance"), "5", "accounts[0].balance: expected a number"),
+    ],
+)
+def test_malformed_saved_data_names_its_path(
+    path: tuple[Any, ...], value: Any, message: str
+) -> None:
+    assert len(read_snapshot(GOOD, set()).datasets) == 1
+    data = copy.deepcopy(GOOD)
+    target: Any = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ValueError, match=re.escape(message)):
+        read_snapshot(data, set())

@@ -69,7 +69,15 @@ fixed it: remove that patch, and this module once all five are gone.
    first byte (`config.emulator_head_timeout` when set), and at that deadline the client gets
    Hypercorn's 408 before the connection closes, as on the emulator's own server.
 
-Besides the seven fixes, some tuning. Hypercorn reads at most 64 KiB per `receive_some`
+8. `100 Continue` goes out as soon as the request head is read, before the app has run, so a
+   route that refuses a request without its body (a 401 on the execute route) made the client
+   send the body anyway (issue 16, defect 11). Patch: `CompatH11Protocol` holds the `100`
+   back until the app first asks for the body; `wait_for_body_request` wraps the app so that
+   its first `receive()` releases it, finding the protocol through a context variable set
+   while the app's task is spawned (trio copies the context into the new task). Quart routes
+   read the body as they start, so they still answer `100` at once, as on the own server.
+
+Besides the eight fixes, some tuning. Hypercorn reads at most 64 KiB per `receive_some`
 (`hypercorn.trio.tcp_server.MAX_RECV`), which caps a large upload (a streamed result) at one
 64 KiB piece per scheduler pass: `CompatTCPServer._read_data` reads `READ_SIZE` instead (and
 opens no timeout scope per read when there is no read timeout). The buffer exists only
@@ -92,12 +100,13 @@ start rather than on some connection.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import socket
 import types
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib.metadata import version
 from math import inf
 from typing import Any
@@ -125,6 +134,7 @@ __all__ = [
     "CompatH11Protocol",
     "CompatTCPServer",
     "apply",
+    "wait_for_body_request",
 ]
 
 MEASURED_VERSION = "0.18.0"
@@ -135,6 +145,12 @@ READ_SIZE = 1024 * 1024
 HEAD_TIMEOUT = 30.0
 
 log = logging.getLogger(__name__)
+
+# Set while an HTTP/1.1 request's app task is spawned (patch 8): sends the `100 Continue` held
+# back for that request, if the client is still waiting for it.
+_RELEASE_CONTINUE: contextvars.ContextVar[Callable[[], Awaitable[None]]] = contextvars.ContextVar(
+    "emulator_release_continue"
+)
 
 # What the patches override or call, besides plain attributes.
 _HOOKED_METHODS = {
@@ -331,6 +347,8 @@ class CompatH11Protocol(H11Protocol):
         self._hold_next = False
         self._held: bytes | None = None
         self.send = self._coalescing_send
+        # Whether the current request's app has asked for its body (patch 8).
+        self._body_requested = False
 
     async def _create_stream(self, request: Any) -> None:
         names = [name.lower() for name, _ in request.headers]
@@ -339,7 +357,32 @@ class CompatH11Protocol(H11Protocol):
             await self._send_error_response(400)
             await self.send(Closed())
             return
-        await super()._create_stream(request)
+        self._body_requested = False
+        token = _RELEASE_CONTINUE.set(self._release_continue)
+        try:
+            await super()._create_stream(request)
+        finally:
+            _RELEASE_CONTINUE.reset(token)
+
+    async def _send_h11_event(self, event: Any) -> None:
+        if (
+            isinstance(event, h11.InformationalResponse)
+            and event.status_code == 100
+            and not self._body_requested
+        ):
+            return  # held back until the app asks for the body (patch 8)
+        await super()._send_h11_event(event)
+
+    async def _release_continue(self) -> None:
+        if self._body_requested:
+            return
+        self._body_requested = True
+        if self.connection.they_are_waiting_for_100_continue:
+            await self._send_h11_event(
+                h11.InformationalResponse(
+                    status_code=100, headers=self.config.response_headers("h11")
+                )
+            )
 
     async def _coalescing_send(self, event: Event) -> None:
         if isinstance(event, RawData):
@@ -374,6 +417,29 @@ class CompatH11Protocol(H11Protocol):
         await super().stream_send(event)
         if self._held is not None:
             await self._flush_held()
+
+
+def wait_for_body_request(app: Any) -> Any:
+    """The ASGI `app`, whose first `receive()` of an HTTP request releases the `100 Continue`
+    that `CompatH11Protocol` holds back (patch 8)."""
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        release = _RELEASE_CONTINUE.get(None)
+        if release is None or scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        asked = False
+
+        async def receive_after_continue() -> Any:
+            nonlocal asked
+            if not asked:
+                asked = True
+                await release()
+            return await receive()
+
+        await app(scope, receive_after_continue, send)
+
+    return asgi
 
 
 class BatchingListener(trio.abc.Listener[trio.SocketStream]):

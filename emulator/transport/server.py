@@ -194,7 +194,11 @@ async def serve(
             app = create_asgi(emulator, entry.site)
             if settings.http_server == "hypercorn":
                 await worker_serve(
-                    wrap_app(app, config.wsgi_max_body_size, "asgi"),
+                    wrap_app(
+                        hypercorn_compat.wait_for_body_request(app),
+                        config.wsgi_max_body_size,
+                        "asgi",
+                    ),
                     config,
                     sockets=Sockets(
                         secure_sockets=entry.secure,

@@ -156,3 +156,52 @@ def test_the_head_check_sees_a_head_split_at_every_byte_the_same() -> None:
         for i in range(1, len(bad)):
             first, rest = bad[:i], bad[i:]
             assert illegal_head(first) or illegal_head(rest, first[-4:])
+
+
+EXECUTE = "/contour-backend-multiplexer/api/module-group-multiplexer/compute-modules/jobs/execute"
+TOKEN_PATH = "/multipass/api/oauth2/token"
+
+
+async def first_answer_then_rest(url: str, head: bytes, body: bytes) -> tuple[bytes, bytes]:
+    """Send a head with `Expect: 100-continue` and no body; read the first answer's head, then
+    send `body` and read everything else (the server closes: `Connection: close`)."""
+    stream, _ = await connect(url)
+    async with stream:
+        await stream.send_all(head)
+        first = b""
+        while b"\r\n\r\n" not in first:
+            data = await stream.receive_some(65536)
+            assert data, first
+            first += data
+        if body:
+            await stream.send_all(body)
+        return first, first + await read_all(stream)
+
+
+@pytest.mark.parametrize("server", ["emulator", "hypercorn"])
+async def test_100_continue_comes_only_when_the_route_reads_the_body(
+    start_emulator: StartEmulator, server: str
+) -> None:
+    running = await start_emulator(http_server=server)
+    host = running.http_url.split("://", 1)[1]
+    expect = "Expect: 100-continue\r\nConnection: close\r\n"
+    # Refused before the body is wanted: the 401 is the only answer, no `100` before it.
+    refused = (
+        f"POST {EXECUTE} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer not-a-token\r\n"
+        f"Content-Type: application/json\r\nContent-Length: 2\r\n{expect}\r\n"
+    ).encode()
+    with trio.fail_after(20):
+        first, _ = await first_answer_then_rest(running.http_url, refused, b"")
+    assert first.startswith(b"HTTP/1.1 401 "), first[:200]
+    # A route that reads the body gets it after the `100`, then answers.
+    form = b"grant_type=client_credentials&client_id=nobody&client_secret=wrong"
+    wanted = (
+        f"POST {TOKEN_PATH} HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(form)}\r\n"
+        f"{expect}\r\n"
+    ).encode()
+    with trio.fail_after(20):
+        first, everything = await first_answer_then_rest(running.http_url, wanted, form)
+    assert first.startswith(b"HTTP/1.1 100 "), first[:200]
+    final = everything.split(b"\r\n\r\n", 1)[1]
+    assert parse_response(final).status == 401

@@ -622,6 +622,53 @@ async def test_batching_listener_aclose_closes_pending_connections() -> None:
             await stream.aclose()
 
 
+# --- defect 8: `100 Continue` before the app has run ---------------------------------------
+
+
+async def _refuses_without_reading(scope: Any, receive: Any, send: Any) -> None:
+    """Raw ASGI: answers 401 at once, never asking for the body."""
+    if scope["type"] == "lifespan":
+        await _streaming_app(scope, receive, send)
+        return
+    await send({"type": "http.response.start", "status": 401, "headers": []})
+    await send({"type": "http.response.body", "body": b"no"})
+
+
+async def _first_answer_to_expect_continue(port: int) -> bytes:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        first = b""
+        while b"\r\n\r\n" not in first:
+            data = await stream.receive_some()
+            assert data, first
+            first += data
+        return first
+
+
+async def test_stock_defect8_100_continue_precedes_a_refusal(stock_hypercorn: None) -> None:
+    with trio.fail_after(10):
+        async with _serving(_refuses_without_reading, _config()) as server:
+            first = await _first_answer_to_expect_continue(server.port)
+            server.stop.set()
+    if not first.startswith(b"HTTP/1.1 100 "):
+        pytest.fail(
+            f"stock Hypercorn answered {first[:20]!r} first. "
+            + _upstream_fixed("8", "CompatH11Protocol's continue hold")
+        )
+
+
+async def test_patched_100_continue_waits_for_the_app_to_ask(patched_hypercorn: None) -> None:
+    app = hypercorn_compat.wait_for_body_request(_refuses_without_reading)
+    with trio.fail_after(10):
+        async with _serving(app, _config()) as server:
+            first = await _first_answer_to_expect_continue(server.port)
+            server.stop.set()
+    assert first.startswith(b"HTTP/1.1 401 "), first
+
+
 # --- apply() ------------------------------------------------------------------------------
 
 

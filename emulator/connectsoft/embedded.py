@@ -20,7 +20,7 @@ from .core.events import Event
 
 if TYPE_CHECKING:
     from ..embedded import EmulatorHandle
-    from .service import ConnectSoftInstance
+    from .instance import ConnectSoftInstance
 
 
 @attrs.frozen
@@ -29,7 +29,7 @@ class ConnectSoftHandle:
 
     @property
     def instance(self) -> ConnectSoftInstance:
-        from .service import ConnectSoftInstance
+        from .instance import ConnectSoftInstance
 
         instance = self.handle.emulator.services["connectsoft"]
         assert isinstance(instance, ConnectSoftInstance)

@@ -18,7 +18,7 @@ import attrs
 
 if TYPE_CHECKING:
     from ..embedded import EmulatorHandle
-    from .service import FoundryInstance
+    from .instance import FoundryInstance
 
 
 @attrs.frozen
@@ -27,7 +27,7 @@ class FoundryHandle:
 
     @property
     def instance(self) -> FoundryInstance:
-        from .service import FoundryInstance
+        from .instance import FoundryInstance
 
         instance = self.handle.emulator.services["foundry"]
         assert isinstance(instance, FoundryInstance)

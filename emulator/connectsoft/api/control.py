@@ -27,7 +27,7 @@ from . import serializers
 from .errors import PROBLEMS, SCHEMA_HEADER, SCHEMA_VERSION
 
 if TYPE_CHECKING:
-    from ..service import ConnectSoftInstance
+    from ..instance import ConnectSoftInstance
 
 PREFIX = "/_emulate/connectsoft"
 EVENTS_PATH = f"{PREFIX}/events"

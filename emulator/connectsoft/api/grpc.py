@@ -46,7 +46,7 @@ from .auth import caller_from
 from .errors import PROBLEMS, SCHEMA_HEADER, SCHEMA_VERSION
 
 if TYPE_CHECKING:
-    from ..service import ConnectSoftInstance
+    from ..instance import ConnectSoftInstance
 
 log = logging.getLogger("emulator.connectsoft.grpc")
 

@@ -21,7 +21,7 @@ from ..core.oidc import OAuthError
 from .errors import TOKEN, TOKEN_PATH
 
 if TYPE_CHECKING:
-    from ..service import ConnectSoftInstance
+    from ..instance import ConnectSoftInstance
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_BYTES = 16 * 1024

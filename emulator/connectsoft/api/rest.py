@@ -25,7 +25,7 @@ from .auth import caller_from
 from .errors import PROBLEMS, SCHEMA_HEADER, SCHEMA_VERSION
 
 if TYPE_CHECKING:
-    from ..service import ConnectSoftInstance
+    from ..instance import ConnectSoftInstance
 
 PREFIXES = ("/runtime", "/v1/runtime")
 JSON_TYPES = ("application/json", "")

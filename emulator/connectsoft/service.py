@@ -1,5 +1,5 @@
-"""ConnectSoft as the platform sees it before it runs: `ConnectSoftService` (its name and ports, seed
-reading, the `check` summary and warnings, the `init` block).
+"""ConnectSoft as the platform sees it before it runs: `ConnectSoftService` (its name and
+ports, seed reading, the `check` summary and warnings, the `init` block).
 
 `start` imports `emulator.connectsoft.instance` (the engine, the OIDC issuer, gRPC, Quart) only
 then, so a run or a `check` that does not serve ConnectSoft does not pay for loading it.

@@ -425,3 +425,16 @@ async def test_a_header_block_of_many_empty_frames_is_refused() -> None:
                 goaway = await client.until(lambda f: f.kind == GOAWAY)
             assert goaway is not None
             assert await served_by_a_good_client(port)
+
+
+def test_a_flood_is_judged_at_the_frame_that_breaks_the_bound() -> None:
+    """A read holding a flood is not walked to its end: the meter stops at the first frame over
+    the budget (a 1 MiB read of PRIORITY frames is some 75,000 frames to walk otherwise). The
+    oversized frame after the flood is never reached."""
+    priority = frame(PRIORITY, 0, 1, struct.pack(">IB", 0, 15))
+    flood = priority * (h2server.CONTROL_FRAMES_PER_SECOND + 1)
+    oversized = struct.pack(">I", 2**20)[1:] + bytes((0, 0)) + struct.pack(">I", 1)
+    meter = h2server.FrameMeter(header_limit=64 * 1024)
+    with pytest.raises(h2server.Abuse) as raised:
+        meter.scan(PREFACE + flood + oversized, now=0.0)
+    assert raised.value.code == ENHANCE_YOUR_CALM

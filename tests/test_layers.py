@@ -136,3 +136,23 @@ def test_platform_imports_neither_web_nor_transport_at_run_time() -> None:
         names = runtime_imports_of(path)
         assert not any(n.startswith(("emulator.web", "emulator.transport")) for n in names), path
         assert not roots(names) & {"quart", "quart_trio", "hypercorn", "h11", "h2"}, path
+
+
+def test_registering_the_services_loads_none_of_their_instances() -> None:
+    """The registry, seed reading and `check` need only each service's light `service.py`;
+    `instance.py` and the libraries behind it load when a service starts."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from emulator.platform.seeds import default_seed_path, load_seed\n"
+        "from emulator.services import registered_services\n"
+        "load_seed(default_seed_path(), registered_services())\n"
+        "heavy = ('quart', 'pyarrow', 'rapidfuzz', 'google.protobuf', 'joserfc')\n"
+        "print(sorted(m for m in sys.modules if m.endswith('.instance') or m in heavy))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "[]"

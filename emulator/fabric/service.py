@@ -1,32 +1,21 @@
-"""The Fabric service: builds the control plane and engine from the `fabric:` seed block and
-serves Fabric's routes on its own listener.
+"""Fabric as the platform sees it before it runs: `FabricService` (seed reading, the `check`
+summary and warnings, the `init` starter block). The contract is `emulator/platform/service.py`.
 
-Owns `FabricService` (seed reading, `check` summary and warnings, the `init` starter block) and
-`FabricInstance` (the plane, the engine, the route table, the envelope error family, background
-work, readiness, reset, shutdown, the banner). The contract is `emulator/platform/service.py`.
+`start` imports `emulator.fabric.instance` (the plane, the engine, the routes) only then, so a
+run or a `check` that does not serve Fabric does not pay for loading it.
 """
 
 from __future__ import annotations
 
-import random
-import secrets
-from collections.abc import Mapping, Sequence
-from typing import Any
-
-import trio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..platform.seedschema import Node
-from ..platform.service import Service, ServiceContext, ServiceInstance
-from ..web.rawasgi import RawRoute, with_automatic_methods
-from . import persistence
-from .api.errors import EnvelopeFamily
-from .api.routes import FabricApi, Route, to_raw_routes
-from .api.table import all_routes
-from .api.websocket import websocket_routes
-from .core.plane import ControlPlane
-from .core.tenancy import DEFAULT_ORG_ID
-from .engine import Engine
-from .seed import STARTER_BLOCK, FabricSeed, populate
+from ..platform.service import Service, ServiceContext
+from .seed import STARTER_BLOCK, FabricSeed
+
+if TYPE_CHECKING:
+    from .instance import FabricInstance
 
 
 class FabricService(Service):
@@ -40,6 +29,8 @@ class FabricService(Service):
         return FabricSeed.from_node(block)
 
     def start(self, seed: Any, context: ServiceContext) -> FabricInstance:
+        from .instance import FabricInstance
+
         if not isinstance(seed, FabricSeed):
             seed = FabricSeed.from_node(None)
         return FabricInstance(seed, context)
@@ -70,119 +61,3 @@ class FabricService(Service):
 
     def starter_block(self) -> str:
         return STARTER_BLOCK
-
-
-class FabricInstance(ServiceInstance):
-    """The running Fabric control plane."""
-
-    # Query names that may carry an API key or a JWT if a caller puts one in a URL.
-    secret_names = frozenset({"api_key", "apikey", "key", "raw_key", "jwt", "authorization"})
-
-    def __init__(self, seed: FabricSeed, context: ServiceContext) -> None:
-        self.seed = seed
-        self.context = context
-        randomness = context.randomness
-        self.default_family = EnvelopeFamily("fabric", context.clock, randomness.uuid)
-        self.plane = ControlPlane(
-            clock=context.clock,
-            new_id=randomness.uuid,
-            random_text=_random_text,
-            random=_random_float,
-            catalog=seed.catalog,
-            config=seed.plane,
-        )
-        populate(self.plane, seed)
-        self.engine = Engine(self.plane, seed.engine)
-        self.api = FabricApi(
-            self.plane,
-            self.engine,
-            context.clock,
-            randomness.uuid,
-            keepalive_seconds=seed.keepalive_seconds,
-        )
-        self.routes: list[Route] = all_routes(self.api)
-
-    # ServiceInstance --------------------------------------------------------------------------
-
-    def raw_routes(self) -> Sequence[RawRoute]:
-        # HEAD answered by the GET handlers and OPTIONS with Allow, as Quart routes do.
-        return [
-            *with_automatic_methods(to_raw_routes(self.api, self.routes)),
-            *websocket_routes(self.api),
-        ]
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self.engine.run)
-                self.api.ready = True
-                task_status.started()
-        finally:
-            self.api.ready = False
-
-    def begin_shutdown(self) -> None:
-        self.api.ready = False
-        self.engine.executor.cancel_all()
-        self.engine.hub.close_all()
-
-    def reset(self) -> None:
-        self.engine.executor.cancel_all()
-        self.engine.hub.close_all()
-        self.plane.reset()
-        populate(self.plane, self.seed)
-
-    def snapshot(self) -> dict[str, Any] | None:
-        """Tenants, API keys (hashes only) and workflow definitions; see persistence.py."""
-        return persistence.snapshot(self.plane)
-
-    def restore(self, data: dict[str, Any]) -> None:
-        persistence.restore(self.plane, data)
-
-    def describe(self) -> dict[str, Any]:
-        plane = self.plane
-        return {
-            "organizations": len(plane.tenancy.organizations),
-            "apiKeys": len(plane.keys.by_id),
-            "jobs": len(plane.jobs),
-            "workflowDefinitions": len(plane.definitions),
-            "workflowRuns": len(plane.runs),
-            "events": plane.events.last_sequence,
-            "assets": len(plane.assets.assets),
-            "assetBytes": plane.assets.total_bytes,
-            "executor": self.engine.executor.statistics(),
-            "subscribers": self.engine.hub.statistics(),
-            "production": plane.config.production,
-        }
-
-    def banner_lines(self) -> list[str]:
-        base = self.context.endpoints.http_url or self.context.endpoints.base_url
-        lines = [f"Fabric:        control plane (default org {DEFAULT_ORG_ID})"]
-        if self.seed.production:
-            lines.append("Fabric auth:   production mode (X-Principal-Id is ignored)")
-        else:
-            lines.append("Fabric auth:   dev mode: any X-Principal-Id UUID is accepted")
-        for org in self.seed.organizations:
-            for key in org.api_keys:
-                scopes = " ".join(key.scopes) or "full access"
-                lines.append(
-                    f"Fabric key:    {key.name} ({key.key[:12]}...) in {org.slug} [{scopes}]"
-                )
-        for provider in self.seed.catalog.providers:
-            lines.append(
-                f"Provider:      {provider.provider_id} ({', '.join(provider.modalities)}; "
-                f"tier {provider.tier})"
-            )
-        lines.append(
-            "Quick start:   curl -H 'X-Principal-Id: 00000000-0000-4000-8000-000000000001' "
-            f"{base}/v1/me"
-        )
-        return lines
-
-
-def _random_text(length: int, alphabet: str) -> str:
-    return "".join(secrets.choice(alphabet) for _ in range(length))
-
-
-def _random_float() -> float:
-    # Scripted providers' latency and failure draws; not a secret.
-    return random.random()

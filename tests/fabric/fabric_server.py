@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 import trio
 
-from emulator.fabric.service import FabricInstance
+from emulator.fabric.instance import FabricInstance
 from emulator.platform.seeds import seed_from_mapping
 from emulator.platform.service import Endpoints
 from emulator.platform.settings import Settings

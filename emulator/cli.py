@@ -268,8 +268,11 @@ def _serve(args: argparse.Namespace) -> int:
     except StateFileError as error:
         _error(str(error))
         return 2
+    from .platform.runtime import tune_garbage_collector
     from .transport.server import ListenerError
 
+    frozen = tune_garbage_collector()
+    log.debug("garbage collector: %d objects frozen after start-up", frozen)
     try:
         trio.run(_serve_until_signal, emulator)
     except (ListenerError, BaseExceptionGroup) as error:

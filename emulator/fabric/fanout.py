@@ -43,8 +43,9 @@ Encoder = Callable[[DomainEvent], bytes]
 class Feed:
     """The encoded frames of the events one audience accepts, shared by its subscribers.
 
-    Positions count accepted events; `frames[i]` is at position `base + i`. At most `buffer`
-    frames are kept."""
+    Positions count accepted events; `frames[i]` is at position `base + i`. Between `buffer`
+    and twice that many frames are kept (trimmed in halves); a subscriber more than `buffer`
+    behind is dropped anyway."""
 
     accepts: EventFilter
     encode: Encoder
@@ -53,6 +54,9 @@ class Feed:
     ids: list[str] = attrs.field(factory=list)
     base: int = 0
     members: int = 0
+    # The last block handed out, as (start, stop, bytes): the subscribers that are up to date
+    # in a round all ask for the same range, and share one copy of it.
+    _block: tuple[int, int, bytes] = (0, 0, b"")
 
     @property
     def position(self) -> int:
@@ -67,6 +71,16 @@ class Feed:
             del self.frames[:drop]
             del self.ids[:drop]
             self.base += drop
+
+    def block(self, start: int, stop: int) -> bytes:
+        """The frames of positions [start, stop) as one bytes object."""
+        cached = self._block
+        if cached[0] == start and cached[1] == stop:
+            return cached[2]
+        first, last = start - self.base, stop - self.base
+        data = self.frames[first] if last - first == 1 else b"".join(self.frames[first:last])
+        self._block = (start, stop, data)
+        return data
 
 
 @attrs.define(eq=False)
@@ -141,12 +155,10 @@ class Subscription:
         if feed.position - self.cursor > feed.buffer:
             self._overflow()
             return b"", None
-        start = self.cursor - feed.base
-        stop = min(len(feed.frames), start + limit)
-        self.cursor = feed.base + stop
-        if stop - start == 1:
-            return feed.frames[start], feed.ids[start]
-        return b"".join(feed.frames[start:stop]), feed.ids[stop - 1]
+        start = self.cursor
+        stop = min(feed.position, start + limit)
+        self.cursor = stop
+        return feed.block(start, stop), feed.ids[stop - 1 - feed.base]
 
     async def receive_batch(self, limit: int = 256) -> list[DomainEvent]:
         """The next accepted events (at least one); trio.EndOfChannel once the subscription

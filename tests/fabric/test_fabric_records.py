@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from fabric_support import ALICE, BOB, CAROL, DAVE, EVE, Ids, dev, make_world
 
+from emulator.fabric.api.envelope import rfc3339
 from emulator.fabric.core.assets import AssetStore
 from emulator.fabric.core.auth import AuthMethod, Caller
 from emulator.fabric.core.errors import PayloadTooLarge, ValidationFailed
@@ -327,3 +328,18 @@ def test_a_jobs_usage_is_found_by_id_and_trimmed_with_the_ledger() -> None:
     assert [r.id for r in ledger.for_job("a")] == ["4", "5"]
     assert ledger.for_job("b") == []
     assert [r.id for r in ledger.records] == ["3", "4", "5"]
+
+
+@pytest.mark.parametrize(
+    ("epoch", "text"),
+    [
+        (None, None),
+        (0.0, "1970-01-01T00:00:00.000000Z"),
+        (1_800_000_000.25, "2027-01-15T08:00:00.250000Z"),
+        (1_764_866_400.000001, "2025-12-04T16:40:00.000001Z"),
+    ],
+)
+def test_timestamps_are_rfc3339_utc_with_microseconds_and_z(
+    epoch: float | None, text: str | None
+) -> None:
+    assert rfc3339(epoch) == text

@@ -178,13 +178,15 @@ class RawJobClient:
         return time.perf_counter() - started, _server_time(stream.body)
 
 
-async def bench_jobs(clients: int, seconds: float, raw: bool) -> None:
+async def bench_jobs(clients: int, seconds: float, raw: bool, profile: Path | None) -> None:
     print(f"pinning:        {pin_load_generator()}; client {'raw sockets' if raw else 'httpx'}")
     baseline, baseline_cpu = await baseline_rps(clients, min(seconds, 5.0), raw)
     with tempfile.TemporaryDirectory() as state:
         server = start_emulator(Path(state))
         try:
             results: list[tuple[float, float]] = []
+            if profile is not None:
+                server.start_profiler(profile)
             deadline = trio.current_time() + seconds
             cpu_before, load_before = server.cpu_seconds(), self_cpu_seconds()
             if raw:
@@ -217,6 +219,7 @@ async def bench_jobs(clients: int, seconds: float, raw: bool) -> None:
             cpu = server.cpu_seconds() - cpu_before
             load_cpu = self_cpu_seconds() - load_before
             peak = server.peak_rss()
+            server.stop_profiler()
         finally:
             server.stop()
     latencies = [latency for latency, _ in results]
@@ -456,7 +459,7 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="py-spy raw profile of the emulator")
     args: Any = parser.parse_args()
     if args.what == "jobs":
-        trio.run(bench_jobs, args.clients, args.seconds, args.client == "raw")
+        trio.run(bench_jobs, args.clients, args.seconds, args.client == "raw", args.profile)
     else:
         trio.run(
             bench_fanout, args.subscribers, args.rate, args.seconds, args.sample_every, args.profile

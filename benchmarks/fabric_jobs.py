@@ -411,6 +411,11 @@ async def bench_fanout(
         )
     reads = len(delays)
     print(
+        f"delivered:      {expected / elapsed:,.0f} events/s to each subscriber "
+        f"({expected * subscribers / elapsed:,.0f} deliveries/s), from the first job "
+        "submitted to the last event received everywhere"
+    )
+    print(
         f"reads:          {reads:,} with events, {expected * subscribers / max(reads, 1):.1f} "
         "events per read on average"
     )

@@ -381,6 +381,7 @@ async def bench_fanout(
                 finish.expect(last)
                 with trio.move_on_after(30):
                     await finish.done.wait()
+                ended = _fabric_state(await _state(control, f"{host}:{port}"))
                 elapsed = time.perf_counter() - began
                 server.stop_profiler()
                 cpu = server.cpu_seconds() - cpu_before
@@ -402,6 +403,13 @@ async def bench_fanout(
     print(
         f"subscribers:    {subscribers}, events published {expected}; every event once and "
         f"in order at all of them: {short == 0} ({short} short or out of order)"
+    )
+    dropped = sum(t.overflowed for t in tallies)
+    hub = ended.get("subscribers", {})
+    print(
+        f"                dropped as too slow (more than subscriber_buffer events behind): "
+        f"{dropped} saw the overflow comment; the hub counts "
+        f"{hub.get('dropped_for_overflow', '?')}"
     )
     if short:
         bad = next(t for t in tallies if t not in complete)

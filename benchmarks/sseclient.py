@@ -30,6 +30,7 @@ RECV_SIZE = 256 * 1024
 DATA = b"\ndata: "
 SEQUENCE = b'"sequence":'
 TIMESTAMP = b'"timestamp":"'
+OVERFLOW = b"\n: overflow;"
 EXACT_STAMP = re.compile(rb'"timestamp":"([^"]+)"')
 
 
@@ -57,6 +58,7 @@ class StreamTally:
         "first",
         "last",
         "leftover",
+        "overflowed",
     )
 
     def __init__(self, *, exact: bool = False) -> None:
@@ -68,6 +70,7 @@ class StreamTally:
         self.broken: str | None = None  # the first order violation seen
         self.delays: list[tuple[float, int]] = []  # (upper-bound delay, events) per read
         self.exact_delays: list[float] = []
+        self.overflowed = False  # the server dropped it (`: overflow; reconnect ...`)
 
     def feed(self, data: bytes, arrived: float) -> None:
         buf = self.leftover + data if self.leftover else data
@@ -76,6 +79,8 @@ class StreamTally:
             self.leftover = buf
             return
         self.leftover = buf[end + 2 :]
+        if buf.find(OVERFLOW, 0, end) >= 0:
+            self.overflowed = True
         events = buf.count(DATA, 0, end)
         if not events:
             return  # comments (keep-alive) only

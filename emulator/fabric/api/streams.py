@@ -6,6 +6,8 @@ until the stream's closing event, the client leaves, or the hub drops a subscrib
 behind. A dropped subscriber gets a last comment line
 `: overflow; reconnect with Last-Event-ID: <id of the last event sent>` and the stream ends; the
 client resumes from there with `Last-Event-ID`. Idle streams get `: keep-alive` comments.
+Job and run streams subscribe by topic (their id); the all-events stream subscribes to a
+shared feed of encoded frames and writes each wake-up's frames as one block (`fanout.py`).
 Imports trio and the generic raw-ASGI request; nothing from quart or yaml.
 """
 

@@ -19,8 +19,9 @@ short on shared machines.
 from __future__ import annotations
 
 import argparse
-import datetime
+import functools
 import json
+import os
 import sys
 import tempfile
 import time
@@ -33,10 +34,26 @@ import trio
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.procs import ServerProcess  # noqa: E402
+from benchmarks.h1 import H1Connection, encode_request  # noqa: E402
+from benchmarks.procs import (  # noqa: E402
+    ServerProcess,
+    pin_load_generator,
+    raise_fd_limit,
+    self_cpu_seconds,
+)
+from benchmarks.sseclient import (  # noqa: E402
+    TIMESTAMP,
+    StreamTally,
+    follow,
+    open_stream,
+    parse_stamp,
+)
 
 PRINCIPAL = {"X-Principal-Id": "0b0b0b0b-0000-4000-8000-000000000001"}
 JOB = {"modality": "text", "input": {"prompt": "benchmark this prompt"}}
+# `python -m emulator`; FABRIC_BENCH_PYTHON_ARGS="/path/to/wrapper.py" runs the emulator
+# through a wrapper script instead (for instance one that logs garbage-collection pauses).
+EMULATOR = [sys.executable, *(os.environ.get("FABRIC_BENCH_PYTHON_ARGS", "-m emulator").split())]
 SEED = "fabric:\n  events:\n    subscriber_buffer: 4096\n"
 
 
@@ -49,9 +66,7 @@ def start_emulator(state: Path) -> ServerProcess:
     seed = state / "seed.yaml"
     seed.write_text(SEED)
     argv = [
-        sys.executable,
-        "-m",
-        "emulator",
+        *EMULATOR,
         "serve",
         "--seed",
         str(seed),
@@ -67,125 +82,382 @@ def start_emulator(state: Path) -> ServerProcess:
     return ServerProcess(argv, name="emulator")
 
 
-async def baseline_rps(clients: int, seconds: float) -> float:
+async def baseline_rps(clients: int, seconds: float, raw: bool) -> tuple[float, float]:
+    """Requests per second of the bare-h11 calibration server with the same client, and its
+    CPU seconds per request."""
     server = ServerProcess(
         [sys.executable, str(REPO / "benchmarks" / "baseline_h11.py")], name="baseline"
     )
+    cpu_before = server.cpu_seconds()
     try:
         count = 0
+        deadline = trio.current_time() + seconds
+        if raw:
+            request = encode_request("GET", "/", f"{server.host}:{server.port}")
+
+            async def raw_worker() -> None:
+                nonlocal count
+                conn = await H1Connection.open(server.host, server.port)
+                try:
+                    while trio.current_time() < deadline:
+                        await conn.request(request)
+                        count += 1
+                finally:
+                    conn.close()
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(clients):
+                    nursery.start_soon(raw_worker)
+            return count / seconds, (server.cpu_seconds() - cpu_before) / max(count, 1)
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
 
-            async def worker(deadline: float) -> None:
+            async def worker() -> None:
                 nonlocal count
                 while trio.current_time() < deadline:
                     await client.get("/")
                     count += 1
 
-            deadline = trio.current_time() + seconds
             async with trio.open_nursery() as nursery:
                 for _ in range(clients):
-                    nursery.start_soon(worker, deadline)
-        return count / seconds
+                    nursery.start_soon(worker)
+        return count / seconds, (server.cpu_seconds() - cpu_before) / max(count, 1)
     finally:
         server.stop()
 
 
-async def one_job(client: httpx.AsyncClient) -> float:
+async def one_job(client: httpx.AsyncClient) -> tuple[float, float]:
+    """(client latency, server time from job.created to job.completed), in seconds."""
     started = time.perf_counter()
     submitted = await client.post("/v1/jobs", json=JOB, headers=PRINCIPAL)
     job_id = submitted.json()["data"]["id"]
+    stamps: list[bytes] = []
     async with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=PRINCIPAL) as stream:
         async for line in stream.aiter_lines():
-            if line.startswith("data: ") and '"job_completed"' in line:
-                break
-    return time.perf_counter() - started
+            if line.startswith("data: "):
+                stamps.append(line.encode())
+                if '"job_completed"' in line:
+                    break
+    return time.perf_counter() - started, _server_time(b"\n".join(stamps))
 
 
-async def bench_jobs(clients: int, seconds: float) -> None:
-    baseline = await baseline_rps(clients, min(seconds, 5.0))
+def _server_time(body: bytes) -> float:
+    """job.completed's timestamp minus job.created's, from a job stream's bytes."""
+    first = body.find(TIMESTAMP) + len(TIMESTAMP)
+    last = body.rfind(TIMESTAMP) + len(TIMESTAMP)
+    created = parse_stamp(body[first : body.find(b'"', first)])
+    return parse_stamp(body[last : body.find(b'"', last)]) - created
+
+
+class RawJobClient:
+    """One keep-alive connection on raw sockets: submit, then follow the job's stream on the
+    same connection to its end (the server ends it after job.completed)."""
+
+    def __init__(self, conn: H1Connection, host: str) -> None:
+        self.conn = conn
+        self.host = host
+        self.submit = encode_request(
+            "POST",
+            "/v1/jobs",
+            host,
+            [("Content-Type", "application/json"), *PRINCIPAL.items()],
+            json.dumps(JOB).encode(),
+        )
+
+    async def one_job(self) -> tuple[float, float]:
+        started = time.perf_counter()
+        answer = await self.conn.request(self.submit)
+        job_id = json.loads(answer.body)["data"]["id"]
+        target = f"/v1/jobs/{job_id}/events"
+        stream = await self.conn.request(
+            encode_request("GET", target, self.host, PRINCIPAL.items())
+        )
+        if b"job_completed" not in stream.body:
+            raise RuntimeError(
+                f"the job stream ended without job.completed: {stream.body[-200:]!r}"
+            )
+        return time.perf_counter() - started, _server_time(stream.body)
+
+
+async def bench_jobs(clients: int, seconds: float, raw: bool, profile: Path | None) -> None:
+    print(f"pinning:        {pin_load_generator()}; client {'raw sockets' if raw else 'httpx'}")
+    baseline, baseline_cpu = await baseline_rps(clients, min(seconds, 5.0), raw)
     with tempfile.TemporaryDirectory() as state:
         server = start_emulator(Path(state))
         try:
-            latencies: list[float] = []
-            limits = httpx.Limits(max_connections=clients * 2)
-            async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as client:
+            results: list[tuple[float, float]] = []
+            if profile is not None:
+                server.start_profiler(profile)
+            deadline = trio.current_time() + seconds
+            cpu_before, load_before = server.cpu_seconds(), self_cpu_seconds()
+            if raw:
 
-                async def worker(deadline: float) -> None:
-                    while trio.current_time() < deadline:
-                        latencies.append(await one_job(client))
+                async def raw_worker() -> None:
+                    conn = await H1Connection.open(server.host, server.port)
+                    client = RawJobClient(conn, f"{server.host}:{server.port}")
+                    try:
+                        while trio.current_time() < deadline:
+                            results.append(await client.one_job())
+                    finally:
+                        conn.close()
 
-                deadline = trio.current_time() + seconds
                 async with trio.open_nursery() as nursery:
                     for _ in range(clients):
-                        nursery.start_soon(worker, deadline)
+                        nursery.start_soon(raw_worker)
+            else:
+                limits = httpx.Limits(max_connections=clients * 2)
+                async with httpx.AsyncClient(
+                    base_url=server.url, timeout=30, limits=limits
+                ) as client:
+
+                    async def worker() -> None:
+                        while trio.current_time() < deadline:
+                            results.append(await one_job(client))
+
+                    async with trio.open_nursery() as nursery:
+                        for _ in range(clients):
+                            nursery.start_soon(worker)
+            cpu = server.cpu_seconds() - cpu_before
+            load_cpu = self_cpu_seconds() - load_before
+            peak = server.peak_rss()
+            server.stop_profiler()
         finally:
             server.stop()
+    latencies = [latency for latency, _ in results]
+    inside = [server_time for _, server_time in results]
     rate = len(latencies) / seconds
     p50, p99 = quantile(latencies, 0.5), quantile(latencies, 0.99)
     target = 0.3 * baseline / 3
-    print(f"baseline:       {baseline:,.0f} req/s ({clients} clients)")
+    print(
+        f"baseline:       {baseline:,.0f} req/s ({clients} clients), "
+        f"{baseline_cpu * 1000:.3f} ms CPU per request"
+    )
     print(
         f"jobs:           {rate:,.1f} jobs/s  (target >= {target:,.1f}: "
         f"{'met' if rate >= target else 'NOT met'})"
     )
     print(
-        f"latency:        p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms  "
-        f"(p99/p50 = {p99 / p50:.2f}, target <= 2)"
+        f"latency:        p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
+        f"max {max(latencies) * 1000:.1f} ms  (p99/p50 = {p99 / p50:.2f}, target <= 2)"
+    )
+    print(
+        f"server side:    job.created to job.completed p50 "
+        f"{quantile(inside, 0.5) * 1000:.1f} ms, p99 {quantile(inside, 0.99) * 1000:.1f} ms"
+    )
+    per_job = cpu / max(len(latencies), 1)
+    print(
+        f"x baseline/3:   {rate / (baseline / 3):.2f} by throughput, "
+        f"{baseline_cpu * 3 / per_job:.2f} by CPU per operation (target 0.3)"
+    )
+    print(
+        f"CPU:            emulator {per_job * 1000:.2f} ms per job "
+        f"({cpu / seconds:.0%} of a core), load generator {load_cpu / seconds:.0%}; "
+        f"emulator peak RSS {peak / 2**20:.0f} MiB"
     )
 
 
-async def bench_fanout(subscribers: int, rate: float, seconds: float) -> None:
-    with tempfile.TemporaryDirectory() as state:
-        server = start_emulator(Path(state))
+async def _state(conn: H1Connection, host: str) -> dict[str, Any]:
+    answer = await conn.request(encode_request("GET", "/_emulate/state", host))
+    state: dict[str, Any] = json.loads(answer.body)
+    return state
+
+
+def _fabric_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The Fabric part of `/_emulate/state` (wherever the platform nests it)."""
+    if "events" in state:
+        return state
+    for value in state.values():
+        if isinstance(value, dict):
+            found = _fabric_state(value)
+            if found:
+                return found
+    return {}
+
+
+def weighted_quantile(pairs: list[tuple[float, int]], q: float) -> float:
+    ordered = sorted(pairs)
+    total = sum(weight for _, weight in ordered)
+    if not total:
+        return float("nan")
+    wanted, seen = q * total, 0
+    for value, weight in ordered:
+        seen += weight
+        if seen >= wanted:
+            return value
+    return ordered[-1][0]
+
+
+async def produce(host: str, port: int, rate: float, seconds: float, connections: int) -> int:
+    """Submit jobs open-loop at `rate` per second for `seconds` over a few keep-alive
+    connections; returns how many were accepted (201)."""
+    request = encode_request(
+        "POST",
+        "/v1/jobs",
+        f"{host}:{port}",
+        [("Content-Type", "application/json"), *PRINCIPAL.items()],
+        json.dumps(JOB).encode(),
+    )
+    total = int(rate * seconds)
+    started = trio.current_time()
+    next_slot = 0
+    accepted = 0
+
+    async def worker() -> None:
+        nonlocal next_slot, accepted
+        conn = await H1Connection.open(host, port)
         try:
-            seen: list[list[int]] = [[] for _ in range(subscribers)]
-            delays: list[float] = []
-            ready = trio.Semaphore(0)
-            limits = httpx.Limits(max_connections=subscribers + 64)
-            async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
+            while next_slot < total:
+                slot = next_slot
+                next_slot += 1
+                await trio.sleep_until(started + slot / rate)  # the schedule, not a wait
+                answer = await conn.request(request)
+                accepted += answer.status == 201
+        finally:
+            conn.close()
 
-                async def subscriber(index: int) -> None:
-                    path = "/v1/events/stream"
-                    async with client.stream("GET", path, headers=PRINCIPAL) as stream:
-                        ready.release()
-                        async for line in stream.aiter_lines():
-                            if line.startswith("data: "):
-                                event = json.loads(line[6:])
-                                seen[index].append(event["sequence"])
-                                stamp = datetime.datetime.fromisoformat(
-                                    event["timestamp"].replace("Z", "+00:00")
-                                ).timestamp()
-                                delays.append(time.time() - stamp)
+    async with trio.open_nursery() as nursery:
+        for _ in range(connections):
+            nursery.start_soon(worker)
+    return accepted
 
-                async with trio.open_nursery() as nursery:
-                    for index in range(subscribers):
-                        nursery.start_soon(subscriber, index)
-                    for _ in range(subscribers):
-                        await ready.acquire()
-                    server.reset_peak_rss()
-                    interval = 1.0 / rate
-                    deadline = trio.current_time() + seconds
-                    async with trio.open_nursery() as producers:
-                        while trio.current_time() < deadline:
-                            producers.start_soon(
-                                lambda: client.post("/v1/jobs", json=JOB, headers=PRINCIPAL)
-                            )
-                            await trio.sleep(interval)  # the producer's pace, not a wait
-                    await trio.sleep(1.0)  # let the last events arrive before stopping
-                    nursery.cancel_scope.cancel()
-            peak = server.peak_rss()
+
+class Finish:
+    """Set `done` once every subscriber has received the event with sequence `target`."""
+
+    def __init__(self, tallies: list[StreamTally]) -> None:
+        self.tallies = tallies
+        self.target: int | None = None
+        self.waiting = set(range(len(tallies)))
+        self.done = trio.Event()
+
+    def check(self, index: int) -> None:
+        if self.target is not None and self.tallies[index].last >= self.target:
+            self.waiting.discard(index)
+            if not self.waiting:
+                self.done.set()
+
+    def expect(self, target: int) -> None:
+        self.target = target
+        for index in list(self.waiting):
+            self.check(index)
+
+
+async def bench_fanout(
+    subscribers: int, rate: float, seconds: float, sample_every: int, profile: Path | None
+) -> None:
+    print(f"pinning:        {pin_load_generator()}; fd limit {raise_fd_limit()}")
+    with tempfile.TemporaryDirectory() as state_dir:
+        server = start_emulator(Path(state_dir))
+        try:
+            host, port = server.host, server.port
+            tallies = [StreamTally(exact=index % sample_every == 0) for index in range(subscribers)]
+            finish = Finish(tallies)
+            control = await H1Connection.open(host, port)
+            async with trio.open_nursery() as nursery:
+                for index in range(0, subscribers, 100):
+                    batch = range(index, min(subscribers, index + 100))
+                    opened = await _open_all(host, port, len(batch))
+                    for tally_index, (stream, rest) in zip(batch, opened, strict=True):
+                        after = functools.partial(finish.check, tally_index)
+                        nursery.start_soon(follow, stream, rest, tallies[tally_index], after)
+                before = _fabric_state(await _state(control, f"{host}:{port}"))
+                if profile is not None:
+                    server.start_profiler(profile)
+                server.reset_peak_rss()
+                rss_before = server.rss()
+                cpu_before, load_before = server.cpu_seconds(), self_cpu_seconds()
+                began = time.perf_counter()
+                accepted = await produce(host, port, rate, seconds, 64)
+                produced = time.perf_counter() - began
+                # Drain: the executor going idle is only visible in the emulator's state,
+                # so that is polled; then wait for every subscriber to have the last event
+                # (bounded: a subscriber that never gets there is reported).
+                while True:
+                    final = _fabric_state(await _state(control, f"{host}:{port}"))
+                    executor = final.get("executor", {})
+                    if not executor.get("queued") and not executor.get("active_runs"):
+                        break
+                    await trio.sleep(0.05)
+                last = int(final["events"])
+                finish.expect(last)
+                with trio.move_on_after(30):
+                    await finish.done.wait()
+                ended = _fabric_state(await _state(control, f"{host}:{port}"))
+                elapsed = time.perf_counter() - began
+                server.stop_profiler()
+                cpu = server.cpu_seconds() - cpu_before
+                load_cpu = self_cpu_seconds() - load_before
+                nursery.cancel_scope.cancel()
+            control.close()
+            peak, rss_after = server.peak_rss(), server.rss()
         finally:
             server.stop()
-    complete = all(s == seen[0] for s in seen) and seen[0] == sorted(set(seen[0]))
+    expected = last - int(before["events"])
+    complete = [t for t in tallies if t.in_order and t.count == expected and t.last == last]
+    short = subscribers - len(complete)
+    delays = [pair for t in tallies for pair in t.delays]
+    exact = sorted(d for t in tallies for d in t.exact_delays)
     print(
-        f"subscribers:    {subscribers}, events each: {len(seen[0])}, "
-        f"all identical, once and in order: {complete}"
+        f"jobs:           {accepted} accepted in {produced:.1f} s "
+        f"({accepted / produced:,.0f}/s, asked {rate:,.0f}/s)"
     )
     print(
-        f"delay:          p50 {quantile(delays, 0.5) * 1000:.1f} ms, "
-        f"p99 {quantile(delays, 0.99) * 1000:.1f} ms (target < 50)"
+        f"subscribers:    {subscribers}, events published {expected}; every event once and "
+        f"in order at all of them: {short == 0} ({short} short or out of order)"
     )
-    print(f"emulator RSS:   peak {peak / 1024 / 1024:.0f} MiB")
+    dropped = sum(t.overflowed for t in tallies)
+    hub = ended.get("subscribers", {})
+    print(
+        f"                dropped as too slow (more than subscriber_buffer events behind): "
+        f"{dropped} saw the overflow comment; the hub counts "
+        f"{hub.get('dropped_for_overflow', '?')}"
+    )
+    if short:
+        bad = next(t for t in tallies if t not in complete)
+        print(
+            f"                e.g. got {bad.count}, first {bad.first}, last {bad.last}: "
+            f"{bad.broken}"
+        )
+    reads = len(delays)
+    print(
+        f"delivered:      {expected / elapsed:,.0f} events/s to each subscriber "
+        f"({expected * subscribers / elapsed:,.0f} deliveries/s), from the first job "
+        "submitted to the last event received everywhere"
+    )
+    print(
+        f"reads:          {reads:,} with events, {expected * subscribers / max(reads, 1):.1f} "
+        "events per read on average"
+    )
+    print(
+        f"delay:          p50 {weighted_quantile(delays, 0.5) * 1000:.1f} ms, "
+        f"p99 {weighted_quantile(delays, 0.99) * 1000:.1f} ms, "
+        f"max {max((d for d, _ in delays), default=float('nan')) * 1000:.1f} ms "
+        "(upper bound: each read counted at its oldest event; target p99 < 50)"
+    )
+    print(
+        f"                exact over {len(exact)} deliveries to every {sample_every}th "
+        f"subscriber: p50 {quantile(exact, 0.5) * 1000:.1f} ms, "
+        f"p99 {quantile(exact, 0.99) * 1000:.1f} ms"
+    )
+    print(
+        f"emulator:       CPU {cpu:.1f} s over {elapsed:.1f} s ({cpu / elapsed:.0%} of a core); "
+        f"load generator CPU {load_cpu:.1f} s"
+    )
+    print(
+        f"emulator RSS:   {rss_before / 2**20:.0f} MiB before, peak {peak / 2**20:.0f} MiB, "
+        f"{rss_after / 2**20:.0f} MiB after"
+    )
+
+
+async def _open_all(host: str, port: int, count: int) -> list[tuple[trio.SocketStream, bytes]]:
+    opened: list[tuple[trio.SocketStream, bytes] | None] = [None] * count
+
+    async def one(index: int) -> None:
+        opened[index] = await open_stream(host, port, "/v1/events/stream", PRINCIPAL)
+
+    async with trio.open_nursery() as nursery:
+        for index in range(count):
+            nursery.start_soon(one, index)
+    return [pair for pair in opened if pair is not None]
 
 
 def main() -> None:
@@ -195,11 +467,16 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--sample-every", type=int, default=50)
+    parser.add_argument("--client", choices=["raw", "httpx"], default="raw")
+    parser.add_argument("--profile", type=Path, help="py-spy raw profile of the emulator")
     args: Any = parser.parse_args()
     if args.what == "jobs":
-        trio.run(bench_jobs, args.clients, args.seconds)
+        trio.run(bench_jobs, args.clients, args.seconds, args.client == "raw", args.profile)
     else:
-        trio.run(bench_fanout, args.subscribers, args.rate, args.seconds)
+        trio.run(
+            bench_fanout, args.subscribers, args.rate, args.seconds, args.sample_every, args.profile
+        )
 
 
 if __name__ == "__main__":

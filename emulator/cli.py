@@ -10,7 +10,6 @@ registry and the contract.
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import signal
@@ -269,8 +268,11 @@ def _serve(args: argparse.Namespace) -> int:
     except StateFileError as error:
         _error(str(error))
         return 2
+    from .platform.runtime import tune_garbage_collector
     from .transport.server import ListenerError
 
+    frozen = tune_garbage_collector()
+    log.debug("garbage collector: %d objects frozen after start-up", frozen)
     try:
         trio.run(_serve_until_signal, emulator)
     except (ListenerError, BaseExceptionGroup) as error:
@@ -294,25 +296,6 @@ def _leaf(error: BaseException, kind: type[Exception]) -> Exception | None:
     return None
 
 
-# Objects allocated between two young-generation collections (Python's default is 700).
-YOUNG_COLLECTION_THRESHOLD = 10_000
-
-
-def tune_collector() -> None:
-    """Set the cyclic garbage collector up for serving, once the emulator has started.
-
-    Everything alive by then (modules, routes, the seeded state) lives as long as the process,
-    so `gc.freeze()` moves it out of the collector's sight: a full collection no longer walks
-    the ~100 MiB of the import graph. Requests make many short-lived objects, so a young
-    collection runs every 10,000 allocations instead of 700, which promotes fewer of them to
-    the older generations. Measured on the job plane (benchmarks/README.md): about 20 % less
-    CPU per released execute in scenario 4 and 10 % per job in scenario 1, with shorter tails.
-    Only `serve` does this; the embedded API leaves its host process's collector alone.
-    """
-    gc.freeze()
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
-
-
 async def _serve_until_signal(emulator: Emulator) -> None:
     from .transport.server import serve
 
@@ -329,7 +312,6 @@ async def _serve_until_signal(emulator: Emulator) -> None:
                     emulator, shutdown_trigger=wait_for_signal, task_status=task_status
                 )
             )
-            tune_collector()
             print(banner(emulator, endpoints), flush=True)
 
 

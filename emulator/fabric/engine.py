@@ -1,15 +1,12 @@
-"""Fabric's trio engine: the DAG executor, provider calls in time, and event fan-out.
+"""Fabric's trio engine: the DAG executor, provider calls in time, and the wiring to the
+event fan-out (`fanout.EventHub`).
 
-Owns `EventHub` and `Subscription` (fan-out in O(1) per event: a shared ring of the last
-`buffer` events that each subscriber reads from its own position through its own filter; a
-subscriber more than `buffer` events behind is dropped, so a slow reader never slows the
-producer or anyone else: its stream ends and it resumes from the event log with
-`Last-Event-ID`), `Executor` (a bounded FIFO queue of runs; each run's DAG runs independent
-nodes concurrently, bounded per run and globally; retries with exponential backoff; per-node
-timeouts as cancel scopes; cancelling a run cancels the scope its running nodes live in; a job
-is a single-node run; a bug fails its run, never the executor) and `ProviderRunner` (waits out
-a call's planned latency and paces streamed chunks on trio's clock). All state changes go
-through `core.plane.ControlPlane`.
+Owns `Engine` (the executor and the hub on one control plane), `Executor` (a bounded FIFO
+queue of runs; each run's DAG runs independent nodes concurrently, bounded per run and
+globally; retries with exponential backoff; per-node timeouts as cancel scopes; cancelling a
+run cancels the scope its running nodes live in; a job is a single-node run; a bug fails its
+run, never the executor) and `ProviderRunner` (waits out a call's planned latency and paces
+streamed chunks on trio's clock). All state changes go through `core.plane.ControlPlane`.
 Imports trio and the Fabric core; nothing from quart, yaml or the API layer.
 """
 
@@ -17,9 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterable
 
 import attrs
 import trio
@@ -29,8 +24,9 @@ from .core.events import DomainEvent
 from .core.plane import ControlPlane
 from .core.providers import CallPlan
 from .core.workflows import NodeStatus, RunStatus, WorkflowRun
+from .fanout import EventFilter, EventHub
 
-EventFilter = Callable[[DomainEvent], bool]
+__all__ = ["Engine", "EngineConfig", "EventFilter", "EventHub", "Executor", "ProviderRunner"]
 log = logging.getLogger("emulator.fabric.engine")
 
 
@@ -47,133 +43,8 @@ class EngineConfig:
     retry_backoff: float = 0.1  # seconds before the first retry; doubles each time
     node_timeout: float = 300.0  # seconds per attempt
     subscriber_buffer: int = 4096
-
-
-# Events ------------------------------------------------------------------------------------
-
-
-@attrs.define(eq=False)
-class Subscription:
-    """One subscriber: a cursor into the hub's ring and the filter it reads through.
-
-    `overflowed` is set when it fell more than the ring's capacity behind; it then gets no
-    further events (the ones after its cursor are gone from the ring) and its stream ends, to
-    be resumed from the event log with `Last-Event-ID`.
-    """
-
-    hub: EventHub
-    accepts: EventFilter
-    # The last sequence in the event log when it subscribed: replay covers up to here.
-    start_sequence: int
-    # The hub position it has read up to.
-    cursor: int
-    overflowed: bool = False
-    closed: bool = False
-
-    def receive_ready_nowait(self, limit: int) -> list[DomainEvent]:
-        """Up to `limit` accepted events already published, without waiting (maybe none)."""
-        hub = self.hub
-        behind = hub.position - self.cursor
-        if behind <= 0 or self.closed:
-            return []
-        ring = hub.ring
-        if behind > len(ring):
-            self.overflowed = True
-            hub.dropped += 1
-            hub.leave(self)
-            return []
-        found: list[DomainEvent] = []
-        for index in range(len(ring) - behind, len(ring)):
-            event = ring[index]  # near the end of the deque: cheap
-            self.cursor += 1
-            if self.accepts(event):
-                found.append(event)
-                if len(found) >= limit:
-                    break
-        return found
-
-    async def receive_batch(self, limit: int = 256) -> list[DomainEvent]:
-        """The next accepted events (at least one); trio.EndOfChannel once the subscription
-        has ended (overflow, shutdown, or left)."""
-        while True:
-            wakeup = self.hub.wakeup
-            found = self.receive_ready_nowait(limit)
-            if found:
-                # The cursor has moved: a cancellation here must not lose these events.
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return found
-            if self.closed:
-                await trio.lowlevel.checkpoint()
-                raise trio.EndOfChannel
-            await wakeup.wait()
-
-    async def receive(self) -> DomainEvent:
-        """The next accepted event (tests and simple readers)."""
-        batch = await self.receive_batch(1)
-        return batch[0]
-
-
-@attrs.define
-class EventHub:
-    """Fan-out in O(1) per event: publishing appends to a ring of the last `buffer` events and
-    wakes the waiting subscribers; each reads from its own cursor through its own filter. A
-    subscriber more than `buffer` events behind is dropped (see Subscription). Producers never
-    wait and never touch a subscriber."""
-
-    buffer: int = 4096
-    ring: deque[DomainEvent] = attrs.field(factory=deque)
-    # How many events were ever published (the position after the newest).
-    position: int = 0
-    dropped: int = 0
-    wakeup: trio.Event = attrs.field(factory=trio.Event)
-    _subscribers: set[Subscription] = attrs.field(factory=set)
-    _changed: trio.Event = attrs.field(factory=trio.Event)
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_subscribers(self, count: int) -> None:
-        """Wait until exactly `count` subscribers are attached (tests, orderly starts)."""
-        while len(self._subscribers) != count:
-            await self._changed.wait()
-        await trio.lowlevel.checkpoint()
-
-    def publish_nowait(self, event: DomainEvent) -> None:
-        """Publish without ever waiting: one append and one wake-up, whatever the audience."""
-        self.ring.append(event)
-        if len(self.ring) > self.buffer:
-            self.ring.popleft()
-        self.position += 1
-        if self._subscribers:
-            self.wakeup.set()
-            self.wakeup = trio.Event()
-
-    def leave(self, sub: Subscription) -> None:
-        sub.closed = True
-        if sub in self._subscribers:
-            self._subscribers.discard(sub)
-            self._notify()
-
-    @contextmanager
-    def subscribe(self, accepts: EventFilter, last_sequence: int) -> Iterator[Subscription]:
-        sub = Subscription(self, accepts, last_sequence, self.position)
-        self._subscribers.add(sub)
-        self._notify()
-        try:
-            yield sub
-        finally:
-            self.leave(sub)
-
-    def close_all(self) -> None:
-        """Shutdown: every subscription ends (waiting readers wake and see it)."""
-        for sub in list(self._subscribers):
-            self.leave(sub)
-        self.wakeup.set()
-        self.wakeup = trio.Event()
-
-    def statistics(self) -> dict[str, int]:
-        return {"subscribers": len(self._subscribers), "dropped_for_overflow": self.dropped}
+    # The least time between two wake-ups of the all-events streams (fanout.EventHub).
+    flush_interval: float = 0.02
 
 
 # Providers ---------------------------------------------------------------------------------
@@ -264,6 +135,16 @@ class Executor:
             async for run_id in self._receive:
                 await self._run_limiter.acquire_on_behalf_of(run_id)
                 nursery.start_soon(self._drive_and_release, run_id)
+                # Start every other queued run there is room for in this same step: taking
+                # one run per scheduler pass capped pickup at one run per pass, and a pass is
+                # long when many streams are open (60 runs/s with 1,000 subscribers).
+                while self._run_limiter.available_tokens:
+                    try:
+                        run_id = self._receive.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    self._run_limiter.acquire_on_behalf_of_nowait(run_id)
+                    nursery.start_soon(self._drive_and_release, run_id)
 
     async def _drive_and_release(self, run_id: str) -> None:
         try:
@@ -374,12 +255,15 @@ class Engine:
     executor: Executor = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self.hub = EventHub(self.config.subscriber_buffer)
+        self.hub = EventHub(self.config.subscriber_buffer, self.config.flush_interval)
         self.executor = Executor(self.plane, self.config)
         self.plane.on_event = self.hub.publish_nowait
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await self.executor.run(task_status=task_status)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.hub.run)
+            await nursery.start(self.executor.run)
+            task_status.started()
 
     def replay(
         self,

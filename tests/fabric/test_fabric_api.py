@@ -26,6 +26,8 @@ from fabric_server import (
     start_fabric,
 )
 
+from emulator.fabric.core.events import EventDraft
+
 HEADERS = {"X-Principal-Id": CAROL}
 
 
@@ -202,6 +204,47 @@ async def test_a_client_leaving_a_stream_is_no_error(
             assert first.startswith("id: "), first
         await hub.wait_subscribers(0)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_stream_too_far_behind_ends_with_the_overflow_comment_and_resumes(
+    nursery: trio.Nursery, state_dir: Path
+) -> None:
+    server = await start_fabric(nursery, state_dir, seed_with(events={"subscriber_buffer": 4}))
+    plane, hub = server.instance.plane, server.instance.engine.hub
+
+    def burst(count: int) -> list[str]:
+        # Published in one step (no checkpoint): the stream cannot read in between.
+        drafts = [EventDraft("team.created", organization_id=ACME) for _ in range(count)]
+        return [plane.emit(draft).id for draft in drafts]
+
+    async with http(server) as client:
+        async with client.stream("GET", "/v1/events/stream", headers=HEADERS) as stream:
+            await hub.wait_subscribers(1)
+            first = burst(2)
+            lines = stream.aiter_lines()
+            seen = [line[4:] async for line in _take_ids(lines, 2)]
+            assert seen == first
+            missed = burst(5)  # more than subscriber_buffer (4) behind: dropped
+            # No further event: the comment, then the end of the stream.
+            significant = (line async for line in lines if line.startswith((":", "id:")))
+            note = await significant.__anext__()
+            assert note == f": overflow; reconnect with Last-Event-ID: {first[-1]}"
+            assert [line async for line in significant] == []
+        resume = {**HEADERS, "Last-Event-ID": first[-1]}
+        async with client.stream("GET", "/v1/events/stream", headers=resume) as stream:
+            replayed = [line[4:] async for line in _take_ids(stream.aiter_lines(), 5)]
+            assert replayed == missed
+
+
+async def _take_ids(lines: Any, count: int) -> Any:
+    """The first `count` `id:` lines of an SSE body."""
+    taken = 0
+    async for line in lines:
+        if line.startswith("id: "):
+            yield line
+            taken += 1
+            if taken == count:
+                return
 
 
 @pytest.mark.parametrize("modality", [["text"], {"a": 1}, "image", "video", None, 3])

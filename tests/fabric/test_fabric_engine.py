@@ -57,7 +57,7 @@ async def _start(engine: Engine, world: Any, nodes: list[dict[str, Any]]) -> Wor
 async def _until_done(engine: Engine, run: WorkflowRun) -> None:
     """Wait for the run's terminal event (checked after subscribing, so none is missed)."""
     last = engine.plane.events.last_sequence
-    with engine.hub.subscribe(lambda e: e.run_id == run.id and e.terminal_for_run, last) as sub:
+    with engine.hub.subscribe(lambda e: e.terminal_for_run, last, topic=run.id) as sub:
         if not run.status.terminal:
             await sub.receive()
 

@@ -7,10 +7,12 @@ from typing import Any
 import pytest
 from fabric_support import ALICE, BOB, CAROL, DAVE, EVE, Ids, dev, make_world
 
+from emulator.fabric.api.envelope import rfc3339
 from emulator.fabric.core.assets import AssetStore
 from emulator.fabric.core.auth import AuthMethod, Caller
 from emulator.fabric.core.errors import PayloadTooLarge, ValidationFailed
 from emulator.fabric.core.events import EventDraft, EventLog
+from emulator.fabric.core.ledger import UsageLedger, UsageRecord
 from emulator.fabric.core.tenancy import DEFAULT_ORG_ID
 from emulator.fabric.seed import FabricSeed, populate
 from emulator.platform.seedschema import Node, SeedError
@@ -310,3 +312,34 @@ def test_asset_metadata_that_would_break_headers_is_refused(
     store = AssetStore()
     with pytest.raises(ValidationFailed):
         store.begin("org", filename, content_type, ALICE)
+
+
+def _usage(record_id: str, job_id: str | None) -> UsageRecord:
+    return UsageRecord(
+        record_id, "org", "p", None, job_id, None, None, "echo", "echo-1", "text", 1, 2, 0.0, 0.0
+    )
+
+
+def test_a_jobs_usage_is_found_by_id_and_trimmed_with_the_ledger() -> None:
+    ledger = UsageLedger(limit=3)
+    for record_id, job_id in [("1", "a"), ("2", "b"), ("3", None), ("4", "a"), ("5", "a")]:
+        ledger.add(_usage(record_id, job_id))
+    # Records 1 and 2 left the ledger: job b has none left, job a keeps 4 and 5.
+    assert [r.id for r in ledger.for_job("a")] == ["4", "5"]
+    assert ledger.for_job("b") == []
+    assert [r.id for r in ledger.records] == ["3", "4", "5"]
+
+
+@pytest.mark.parametrize(
+    ("epoch", "text"),
+    [
+        (None, None),
+        (0.0, "1970-01-01T00:00:00.000000Z"),
+        (1_800_000_000.25, "2027-01-15T08:00:00.250000Z"),
+        (1_764_866_400.000001, "2025-12-04T16:40:00.000001Z"),
+    ],
+)
+def test_timestamps_are_rfc3339_utc_with_microseconds_and_z(
+    epoch: float | None, text: str | None
+) -> None:
+    assert rfc3339(epoch) == text

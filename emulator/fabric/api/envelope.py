@@ -54,7 +54,9 @@ def rfc3339(epoch: float | None) -> str | None:
     if epoch is None:
         return None
     moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is about twice as fast as strftime (every event and answer has timestamps);
+    # it ends in "+00:00" for UTC.
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 @attrs.define

@@ -17,9 +17,14 @@ from .routes import ANY_KEY, FabricApi, Route, drain
 from .streams import stream_events
 
 
+def visible_orgs(plane: ControlPlane, caller: Caller) -> frozenset[str]:
+    """The orgs visible now; memberships gained later need a reconnect."""
+    return frozenset(plane.visible_orgs(caller))
+
+
 def visible_filter(plane: ControlPlane, caller: Caller, include_internal: bool) -> EventFilter:
     """Events of the orgs visible now; memberships gained later need a reconnect."""
-    orgs = frozenset(plane.visible_orgs(caller))
+    orgs = visible_orgs(plane, caller)
 
     def accepts(event: DomainEvent) -> bool:
         return event.organization_id in orgs and (include_internal or not event.internal)
@@ -31,7 +36,11 @@ def routes(api: FabricApi) -> list[Route]:
     async def stream(call: Call) -> None:
         await drain(call)
         include = call.query().get("include_internal", "").lower() == "true"
-        accepts = visible_filter(api.plane, call.principal(), include)
-        await stream_events(api, call, accepts, replay=False)
+        caller = call.principal()
+        accepts = visible_filter(api.plane, caller, include)
+        # Streams with the same organizations and the same `include_internal` see the same
+        # events: they share one feed of encoded frames.
+        audience = ("events", visible_orgs(api.plane, caller), include)
+        await stream_events(api, call, accepts, replay=False, audience=audience)
 
     return [Route("GET", "/v1/events/stream", stream, ANY_KEY, summary="All events (SSE)")]

@@ -74,6 +74,7 @@ def routes(api: FabricApi) -> list[Route]:
             closes=lambda e: e.terminal_for_job,
             already_closed=settled,
             candidates=lambda: plane.events.of_job(job.id),
+            topic=job.id,
         )
 
     return [

@@ -6,26 +6,31 @@ until the stream's closing event, the client leaves, or the hub drops a subscrib
 behind. A dropped subscriber gets a last comment line
 `: overflow; reconnect with Last-Event-ID: <id of the last event sent>` and the stream ends; the
 client resumes from there with `Last-Event-ID`. Idle streams get `: keep-alive` comments.
+Job and run streams subscribe by topic (their id); the all-events stream subscribes to a
+shared feed of encoded frames and writes each wake-up's frames as one block (`fanout.py`).
 Imports trio and the generic raw-ASGI request; nothing from quart or yaml.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 
 import trio
 
 from ...asgi import Headers
 from ...web.rawasgi import ClientGone
 from ..core.events import DomainEvent
-from ..engine import EventFilter, Subscription
+from ..fanout import EventFilter, Subscription
 from . import serialize
 from .envelope import Call, encode
 from .routes import FRAME_CACHE, FabricApi
 
 # Events already waiting in a subscriber's buffer are written together, up to this many.
 MAX_BATCH = 64
+# Frames of a shared feed written at once (about 60 KiB): bounds the copy each subscriber
+# holds while its write is in flight.
+MAX_WRITE_FRAMES = 128
 
 SSE_HEADERS: Headers = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -71,12 +76,17 @@ async def stream_events(
     closes: Callable[[DomainEvent], bool] | None = None,
     already_closed: Callable[[], bool] | None = None,
     candidates: Callable[[], Iterable[DomainEvent]] | None = None,
+    topic: str | None = None,
+    audience: Hashable | None = None,
 ) -> None:
-    """Answer `call` with an event stream (the caller has authorized it and read the body)."""
-    plane, hub = api.plane, api.engine.hub
+    """Answer `call` with an event stream (the caller has authorized it and read the body).
+
+    `topic` (a job or run id every accepted event carries) or `audience` (a key equal for
+    equal `accepts`; a stream that never closes) picks the hub's cheaper ways to listen."""
+    plane = api.plane
     last_id = call.raw.header(b"last-event-id")
     resume = plane.events.resume_point(last_id.strip() if last_id else None)
-    with hub.subscribe(accepts, plane.events.last_sequence) as sub:
+    with _subscribe(api, accepts, topic, audience) as sub:
         # Taken in the same step as the subscription: a stream whose subject had already
         # ended has all its events in the backlog (or dropped), none will come live.
         ended = already_closed is not None and already_closed()
@@ -101,6 +111,23 @@ async def stream_events(
             await call.raw.send_body(b"", more=False)
 
 
+@contextlib.contextmanager
+def _subscribe(
+    api: FabricApi, accepts: EventFilter, topic: str | None, audience: Hashable | None
+) -> Iterator[Subscription]:
+    hub, last = api.engine.hub, api.plane.events.last_sequence
+    if audience is not None:
+
+        def encode(event: DomainEvent) -> bytes:
+            return event_frame(api, event)
+
+        with hub.subscribe_feed(audience, accepts, encode, last) as sub:
+            yield sub
+    else:
+        with hub.subscribe(accepts, last, topic=topic) as sub:
+            yield sub
+
+
 async def _deliver(
     api: FabricApi,
     call: Call,
@@ -122,7 +149,10 @@ async def _deliver(
     last_sent = backlog[-1].id if backlog else last_id
     if closing is not None or ended:
         return
-    last_sent = await _live(api, call, sub, closes, last_sent)
+    if sub.feed is not None:
+        last_sent = await _live_frames(api, call, sub, last_sent)
+    else:
+        last_sent = await _live(api, call, sub, closes, last_sent)
     if sub.overflowed:
         note = f"overflow; reconnect with Last-Event-ID: {last_sent or ''}"
         await call.raw.send_body(comment_frame(note), more=True)
@@ -153,6 +183,26 @@ async def _live(
         last_sent = batch[-1].id
         if closing is not None:
             return last_sent
+
+
+async def _live_frames(
+    api: FabricApi, call: Call, sub: Subscription, last_sent: str | None
+) -> str | None:
+    """A feed subscription: everything unsent (up to MAX_WRITE_FRAMES) in one write per
+    wake-up, until it ends. The write is the loop's only checkpoint when events are waiting:
+    one task step per write, however many subscribers."""
+    while True:
+        block, last_id = sub.receive_frames_nowait(MAX_WRITE_FRAMES)
+        if block:
+            await call.raw.send_body(block, more=True)
+            last_sent = last_id
+            continue
+        if sub.closed:
+            return last_sent
+        with trio.move_on_after(api.keepalive_seconds) as idle:
+            await sub.wait_for_more()
+        if idle.cancelled_caught:
+            await call.raw.send_body(comment_frame("keep-alive"), more=True)
 
 
 async def _cancel_on_disconnect(call: Call, scope: trio.CancelScope) -> None:

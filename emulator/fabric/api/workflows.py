@@ -98,6 +98,7 @@ def routes(api: FabricApi) -> list[Route]:
             closes=lambda e: e.terminal_for_run,
             already_closed=lambda: run.status.terminal,
             candidates=lambda: plane.events.of_run(run.id),
+            topic=run.id,
         )
 
     return [

@@ -81,11 +81,21 @@ class UsageSummary:
 class UsageLedger:
     limit: int = 100_000
     records: deque[UsageRecord] = attrs.field(factory=deque)
+    # The retained records of each job, oldest first: settling a job looks its usage up here
+    # instead of scanning every record (a scan made each job cost more than the one before).
+    _by_job: dict[str, deque[UsageRecord]] = attrs.field(factory=dict)
 
     def add(self, record: UsageRecord) -> None:
         self.records.append(record)
+        if record.job_id is not None:
+            self._by_job.setdefault(record.job_id, deque()).append(record)
         while len(self.records) > self.limit:
-            self.records.popleft()
+            dropped = self.records.popleft()
+            if dropped.job_id is not None:
+                kept = self._by_job[dropped.job_id]
+                kept.popleft()  # the oldest of its job is the one leaving
+                if not kept:
+                    del self._by_job[dropped.job_id]
 
     def for_org(self, organization_id: str, start: float, end: float) -> list[UsageRecord]:
         return [
@@ -95,7 +105,7 @@ class UsageLedger:
         ]
 
     def for_job(self, job_id: str) -> list[UsageRecord]:
-        return [r for r in self.records if r.job_id == job_id]
+        return list(self._by_job.get(job_id, ()))
 
     def summary(
         self, organization_id: str, start: float, end: float, runs: int, jobs: int

@@ -145,7 +145,9 @@ async def _deliver(
         backlog = backlog[: closing + 1]
     for start in range(0, len(backlog), MAX_BATCH):
         chunk = backlog[start : start + MAX_BATCH]
-        await call.raw.send_body(b"".join(event_frame(api, e) for e in chunk), more=True)
+        # The closing event's write also ends the body: one send fewer per finished stream.
+        last = closing is not None and start + MAX_BATCH >= len(backlog)
+        await call.raw.send_body(b"".join(event_frame(api, e) for e in chunk), more=not last)
     last_sent = backlog[-1].id if backlog else last_id
     if closing is not None or ended:
         return
@@ -179,7 +181,9 @@ async def _live(
         )
         if closing is not None:
             batch = batch[: closing + 1]
-        await call.raw.send_body(b"".join(event_frame(api, e) for e in batch), more=True)
+        # The closing event's write also ends the body (see `_deliver`).
+        frames = b"".join(event_frame(api, e) for e in batch)
+        await call.raw.send_body(frames, more=closing is None)
         last_sent = batch[-1].id
         if closing is not None:
             return last_sent

@@ -69,7 +69,9 @@ def _csv_reader(path: Path) -> pacsv.CSVStreamingReader:
         return pacsv.open_csv(
             path,
             read_options=pacsv.ReadOptions(block_size=1 << 20),
-            parse_options=pacsv.ParseOptions(newlines_in_values=False),
+            # RFC 4180 lets a quoted value hold line breaks; the reader then finds row ends by
+            # following the quotes, still block by block (bounded memory).
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types={name: pa.string() for name in names},
                 strings_can_be_null=True,

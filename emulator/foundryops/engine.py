@@ -220,6 +220,14 @@ class Engine:
         assert build.index is not None
         return build.index
 
+    def index_nowait(self, snapshot: Snapshot) -> MatchIndex | None:
+        """The snapshot's index if it is built (no wait: the hot path of `match/record`)."""
+        build = self._indexes.get(snapshot.snapshot_id)
+        if build is None or build.index is None:
+            return None
+        self._indexes.move_to_end(snapshot.snapshot_id)
+        return build.index
+
     def forget_indexes_nowait(self) -> None:
         """Drop every finished index (after a restore replaced snapshots)."""
         for snapshot_id in [k for k, v in self._indexes.items() if v.done.is_set()]:

@@ -124,6 +124,37 @@ def read_batches(
     raise invalid_file(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
 
 
+def read_columns(
+    path: Path, fmt: str, fields: tuple[str, ...], batch_rows: int = BATCH_ROWS
+) -> Iterator[tuple[int, dict[str, list[Any]]]]:
+    """(rows, {field: values}) per batch, for those of `fields` the batch has: the columns a
+    file job needs, without a dict per row (CSV and Parquet batches are columnar already)."""
+    if fmt == "ndjson":
+        for rows in read_batches(path, fmt, batch_rows):
+            present = {field for row in rows for field in row}
+            yield (
+                len(rows),
+                {f: [row.get(f) for row in rows] for f in fields if f in present},
+            )
+        return
+    if fmt not in ("csv", "parquet"):
+        raise invalid_file(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    try:
+        if fmt == "parquet":
+            batches = pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
+        else:
+            batches = _csv_reader(path)
+        for batch in batches:
+            names = batch.schema.names
+            yield (
+                batch.num_rows,
+                {f: batch.column(names.index(f)).to_pylist() for f in fields if f in names},
+            )
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as error:
+        kind = "Parquet file cannot be read" if fmt == "parquet" else "CSV file is malformed"
+        raise invalid_file(f"The {kind}: {error}") from None
+
+
 def count_rows(path: Path, fmt: str) -> int:
     """Rows in the file, read in the same streaming way (Parquet: from its metadata)."""
     if fmt == "parquet":
@@ -200,6 +231,20 @@ class ResultWriter:
             elif self._csv is not None:
                 self._csv.write_table(table)
         self.rows += len(rows)
+
+    def write_columns(self, columns: dict[str, list[Any]]) -> None:
+        """Result rows given as one list per RESULT_SCHEMA column."""
+        if self._text is not None:
+            names = list(columns)
+            rows = zip(*columns.values(), strict=True)
+            self.write([dict(zip(names, values, strict=True)) for values in rows])
+            return
+        table = pa.Table.from_pydict(columns, schema=RESULT_SCHEMA)
+        if self._parquet is not None:
+            self._parquet.write_table(table)
+        elif self._csv is not None:
+            self._csv.write_table(table)
+        self.rows += table.num_rows
 
     def _close(self) -> None:
         if self._parquet is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from zlib import crc32
 
@@ -176,6 +176,10 @@ _TAG_DOMAIN, _TAG_LABEL, _TAG_TOKEN, _TAG_PAIR = range(1, 5)
 MAX_TOKEN_BLOCKS = 4
 
 
+def _tokens(key: MatchKey) -> list[str]:
+    return key.name.text.split() if key.name is not None else []
+
+
 def _block_keys(tokens: list[str], domain: str | None) -> list[int]:
     """Blocks: the domain, its label, each of the first name words, and the first two words."""
     keys: list[int] = []
@@ -288,19 +292,39 @@ class MatchIndex:
         Blocks are taken from the smallest up (a rare word says more than a common one) while
         the rows gathered stay within CANDIDATE_BUDGET; a block over MAX_BLOCK rows is used
         only when nothing smaller matched, and then only its first CANDIDATE_BUDGET rows."""
-        tokens = key.name.text.split() if key.name is not None else []
-        wanted = list(dict.fromkeys(_block_keys(tokens, key.domain)))
-        if not wanted:
-            return []
-        keys = self.keys
-        # Every block's first and last position in one numpy call each (block keys sort
-        # before the keys of any later block, since the row takes the low bits).
-        starts = np.array(wanted, dtype=np.int64) << _ROW_BITS
-        lows = np.searchsorted(keys, starts).tolist()
-        highs = np.searchsorted(keys, starts + (1 << _ROW_BITS)).tolist()
+        return self.candidates_many([key])[0]
+
+    def candidates_many(self, keys: Sequence[MatchKey]) -> list[list[int]]:
+        """`candidates` of many records, with one search of the sorted keys for all of them
+        (numpy's binary search narrows each search from the last when the needles are
+        sorted, so a batch costs far less than its records one by one)."""
+        wanted = [list(dict.fromkeys(_block_keys(_tokens(key), key.domain))) for key in keys]
+        flat = np.array([block for blocks in wanted for block in blocks], dtype=np.int64)
+        if not len(flat):
+            return [[] for _ in keys]
+        starts = flat << _ROW_BITS
+        order = np.argsort(starts, kind="stable")
+        ordered = starts[order]
+        index_keys = self.keys
+        lows = np.empty_like(starts)
+        highs = np.empty_like(starts)
+        # Block keys sort before the keys of any later block (the row takes the low bits).
+        lows[order] = index_keys.searchsorted(ordered)
+        highs[order] = index_keys.searchsorted(ordered + (1 << _ROW_BITS))
+        low_list, high_list = lows.tolist(), highs.tolist()
+        out: list[list[int]] = []
+        at = 0
+        for blocks in wanted:
+            count = len(blocks)
+            out.append(self._gather(low_list[at : at + count], high_list[at : at + count]))
+            at += count
+        return out
+
+    def _gather(self, lows: list[int], highs: list[int]) -> list[int]:
         blocks = sorted(
             (high - low, low, high) for low, high in zip(lows, highs, strict=True) if high > low
         )
+        keys = self.keys
         found: set[int] = set()
         for size, low, high in blocks:
             if size > MAX_BLOCK:
@@ -315,8 +339,11 @@ class MatchIndex:
     def match(self, record: dict[str, object], options: MatchOptions) -> list[Match]:
         return self.match_normalised(match_key(record), options)
 
-    def match_normalised(self, key: MatchKey, options: MatchOptions) -> list[Match]:
-        """`match` for a record already normalised (`normalize.match_key`)."""
+    def match_normalised(
+        self, key: MatchKey, options: MatchOptions, candidates: list[int] | None = None
+    ) -> list[Match]:
+        """`match` for a record already normalised (`normalize.match_key`), optionally with
+        its `candidates` already found (`candidates_many`)."""
         if key.name is None and key.domain is None:
             raise InvalidRequest(
                 "INVALID_REQUEST",
@@ -328,7 +355,7 @@ class MatchIndex:
         scorer = _SCORERS[profile.name_scorer]
         query_label = key.label
         names, domains = self.names, self.domains
-        rows = self.candidates(key)
+        rows = self.candidates(key) if candidates is None else candidates
         threshold = options.threshold
         # Name similarity of every candidate in one call into rapidfuzz's C code, skipping (in
         # C) names too far off for the candidate to reach the threshold; candidates with the

@@ -148,6 +148,22 @@ def rows_of(snapshot: Snapshot) -> Callable[[int], Sequence[object]]:
 _WANTED = (*NAME_FIELDS, *DOMAIN_FIELDS, *EMAIL_FIELDS)
 
 
+def _empty_results(first_row: int, size: int) -> dict[str, list[Any]]:
+    """Result columns (docs/foundryops/shapes.md) for `size` unmatched rows."""
+    return {
+        "input_row": list(range(first_row, first_row + size)),
+        "input_company_name": [None] * size,
+        "input_domain": [None] * size,
+        "matched": [False] * size,
+        "match_row": [None] * size,
+        "match_company_name": [None] * size,
+        "match_domain": [None] * size,
+        "score": [None] * size,
+        "confidence": [None] * size,
+        "reasons": [None] * size,
+    }
+
+
 def match_file(
     source: Path,
     source_format: str,
@@ -161,9 +177,9 @@ def match_file(
 ) -> FileOutcome:
     """Match every row of `source`; the result file appears at `output` only when complete.
 
-    Per batch of the file: the name, domain and e-mail columns are read as columns, every row
-    normalised, the candidates of CANDIDATE_CHUNK rows found with one search of the index, and
-    the result written as columns, so no row becomes a dict on the way."""
+    The name, domain and e-mail columns are read as columns; a chunk of CANDIDATE_CHUNK rows
+    at a time is normalised, has its candidates found with one search of the index, is
+    matched and becomes result columns, so no row becomes a dict on the way."""
     row_at = rows_of(snapshot)
     name_at = _field_positions(snapshot, NAME_FIELDS)
     domain_at = _field_positions(snapshot, DOMAIN_FIELDS)
@@ -175,37 +191,33 @@ def match_file(
         for count, columns in read_columns(source, source_format, _WANTED):
             if should_stop():
                 raise Stopped("JOB_STOPPED", "The emulator stopped the job.")
-            name_columns = [columns[f] for f in NAME_FIELDS if f in columns]
-            domain_columns = [columns[f] for f in DOMAIN_FIELDS if f in columns]
-            email_columns = [columns[f] for f in EMAIL_FIELDS if f in columns]
-            keys = [
-                key_of(name, domain, email)
-                for name, domain, email in zip(
-                    _pick(name_columns, count, strip=True),
-                    _pick(domain_columns, count, strip=True),
-                    _pick(email_columns, count, strip=True),
-                    strict=True,
+            groups = (
+                [columns[f] for f in NAME_FIELDS if f in columns],
+                [columns[f] for f in DOMAIN_FIELDS if f in columns],
+                [columns[f] for f in EMAIL_FIELDS if f in columns],
+            )
+            # A chunk at a time, so no step holds the GIL long (the event loop's thread
+            # needs it to answer requests while the job runs).
+            for start in range(0, count, CANDIDATE_CHUNK):
+                size = min(CANDIDATE_CHUNK, count - start)
+                names, domains, emails = (
+                    [column[start : start + size] for column in group] for group in groups
                 )
-            ]
-            out: dict[str, list[Any]] = {
-                "input_row": list(range(processed, processed + count)),
-                "input_company_name": _pick(name_columns, count, strip=False),
-                "input_domain": _pick(domain_columns, count, strip=False),
-                "matched": [False] * count,
-                "match_row": [None] * count,
-                "match_company_name": [None] * count,
-                "match_domain": [None] * count,
-                "score": [None] * count,
-                "confidence": [None] * count,
-                "reasons": [None] * count,
-            }
-            for chunk in range(0, count, CANDIDATE_CHUNK):
-                chunk_keys = keys[chunk : chunk + CANDIDATE_CHUNK]
-                chunk_candidates = index.candidates_many(chunk_keys)
-                for offset, (key, candidates) in enumerate(
-                    zip(chunk_keys, chunk_candidates, strict=True)
+                keys = [
+                    key_of(name, domain, email)
+                    for name, domain, email in zip(
+                        _pick(names, size, strip=True),
+                        _pick(domains, size, strip=True),
+                        _pick(emails, size, strip=True),
+                        strict=True,
+                    )
+                ]
+                out = _empty_results(processed, size)
+                out["input_company_name"] = _pick(names, size, strip=False)
+                out["input_domain"] = _pick(domains, size, strip=False)
+                for position, (key, candidates) in enumerate(
+                    zip(keys, index.candidates_many(keys), strict=True)
                 ):
-                    position = chunk + offset
                     # No candidate, no match (a row with neither name nor domain has none).
                     found = index.match_normalised(key, options, candidates) if candidates else []
                     if found:
@@ -226,7 +238,7 @@ def match_file(
                         # Hand the GIL to the event loop's thread now rather than at the end of
                         # the interpreter's 5 ms switch interval, so requests keep their latency.
                         time.sleep(0)
-            writer.write_columns(out)
+                writer.write_columns(out)
             report(processed)
         path = writer.commit()
     except BaseException:

@@ -27,6 +27,8 @@ from .errors import InvalidRequest
 
 FORMATS = ("csv", "ndjson", "parquet")
 BATCH_ROWS = 5000
+# Result rows written at a time (a Parquet row group).
+ROW_GROUP_ROWS = 20_000
 
 
 def invalid_file(message: str, **details: Any) -> InvalidRequest:
@@ -205,6 +207,9 @@ class ResultWriter:
     _csv: pacsv.CSVWriter | None = attrs.field(init=False, default=None)
     _text: io.BufferedWriter | None = attrs.field(init=False, default=None)
     rows: int = attrs.field(init=False, default=0)
+    # Arrow batches of `write_columns` not yet written.
+    _pending: list[Any] = attrs.field(init=False, factory=list)
+    _pending_rows: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         if self.fmt not in FORMATS:
@@ -225,6 +230,7 @@ class ResultWriter:
                 b"".join(json.dumps(row, separators=(",", ":")).encode() + b"\n" for row in rows)
             )
         else:
+            self._flush()  # rows keep their order
             table = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
             if self._parquet is not None:
                 self._parquet.write_table(table)
@@ -233,18 +239,30 @@ class ResultWriter:
         self.rows += len(rows)
 
     def write_columns(self, columns: dict[str, list[Any]]) -> None:
-        """Result rows given as one list per RESULT_SCHEMA column."""
+        """Result rows given as one list per RESULT_SCHEMA column. Parquet and CSV rows become
+        an Arrow batch now (a short hold of the GIL for a small part) and are written once
+        ROW_GROUP_ROWS are pending (a row group of the Parquet file)."""
         if self._text is not None:
             names = list(columns)
             rows = zip(*columns.values(), strict=True)
             self.write([dict(zip(names, values, strict=True)) for values in rows])
             return
-        table = pa.Table.from_pydict(columns, schema=RESULT_SCHEMA)
+        batch = pa.RecordBatch.from_pydict(columns, schema=RESULT_SCHEMA)
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        if self._pending_rows >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        table = pa.Table.from_batches(self._pending, schema=RESULT_SCHEMA)
         if self._parquet is not None:
             self._parquet.write_table(table)
         elif self._csv is not None:
             self._csv.write_table(table)
-        self.rows += table.num_rows
+        self.rows += self._pending_rows
+        self._pending, self._pending_rows = [], 0
 
     def _close(self) -> None:
         if self._parquet is not None:
@@ -255,6 +273,7 @@ class ResultWriter:
             self._text.close()
 
     def commit(self) -> Path:
+        self._flush()
         self._close()
         self._temp.replace(self.final_path)
         return self.final_path

@@ -238,8 +238,11 @@ class MatchIndex:
     """Blocking keys and compare-ready fields of every row of one snapshot."""
 
     snapshot_id: str
-    names: list[str | None]
-    domains: list[str | None]
+    # Tuples, not lists: a tuple holding only strings and None is untracked by the cycle
+    # collector after the first collection that sees it, so the full collections a long file
+    # job sets off never walk a million entries (tens of ms with the GIL held, every time).
+    names: tuple[str | None, ...]
+    domains: tuple[str | None, ...]
     keys: npt.NDArray[np.int64]  # sorted: (block key << 24) | row
 
     @classmethod
@@ -269,7 +272,7 @@ class MatchIndex:
             if progress is not None and row & 0xFFFF == 0:
                 progress(row)
         keys = np.frombuffer(packed, dtype=np.int64) if packed else np.empty(0, np.int64)
-        return cls(snapshot_id, names, domains, np.sort(keys, kind="stable"))
+        return cls(snapshot_id, tuple(names), tuple(domains), np.sort(keys, kind="stable"))
 
     @property
     def size(self) -> int:
@@ -422,7 +425,7 @@ def _scores(
     name_scores: dict[int, float],
     query_domain: str | None,
     query_label: str | None,
-    domains: list[str | None],
+    domains: Sequence[str | None],
     profile: Profile,
 ) -> list[tuple[float, int]]:
     """`combine` for many candidates, inlined (the hot loop of every match); the results are

@@ -48,6 +48,8 @@ _ROW_MASK = (1 << _ROW_BITS) - 1
 MAX_BLOCK = 512
 # At most this many rows are scored for one record (the cost of a match is about linear in it).
 CANDIDATE_BUDGET = 128
+# Blocks up to this size are unpacked with Python ints rather than numpy (call overhead).
+SMALL_BLOCK = 16
 MAX_TOP_N = 50
 DEFAULT_TOP_N = 5
 
@@ -295,7 +297,15 @@ class MatchIndex:
         Blocks are taken from the smallest up (a rare word says more than a common one) while
         the rows gathered stay within CANDIDATE_BUDGET; a block over MAX_BLOCK rows is used
         only when nothing smaller matched, and then only its first CANDIDATE_BUDGET rows."""
-        return self.candidates_many([key])[0]
+        wanted = list(dict.fromkeys(_block_keys(_tokens(key), key.domain)))
+        if not wanted:
+            return []
+        starts = np.array(wanted, dtype=np.int64) << _ROW_BITS
+        # Where each block starts and ends, in one search (block keys sort before the keys of
+        # any later block, since the row takes the low bits).
+        bounds = self.keys.searchsorted(np.concatenate((starts, starts + (1 << _ROW_BITS))))
+        found = bounds.tolist()
+        return self._gather(found[: len(wanted)], found[len(wanted) :])
 
     def candidates_many(self, keys: Sequence[MatchKey]) -> list[list[int]]:
         """`candidates` of many records, with one search of the sorted keys for all of them
@@ -336,7 +346,11 @@ class MatchIndex:
                 break
             if found and len(found) + size > CANDIDATE_BUDGET:
                 break
-            found.update((keys[low:high] & _ROW_MASK).tolist())
+            if size <= SMALL_BLOCK:
+                # A few rows: plain ints cost less than two more numpy calls.
+                found.update([value & _ROW_MASK for value in keys[low:high].tolist()])
+            else:
+                found.update((keys[low:high] & _ROW_MASK).tolist())
         return sorted(found)
 
     def match(self, record: dict[str, object], options: MatchOptions) -> list[Match]:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.procs import SERVER_CORE, can_pin
+
 API_KEY = "fo_bench_key_0001"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,14 +59,16 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 @contextmanager
-def foundryops_server(rows: int) -> Iterator[tuple[str, int]]:
-    """(base URL, pid) of a FoundryOps server whose `dss_bench` has `rows` generated records."""
+def foundryops_server(rows: int, *, pin: bool = False) -> Iterator[tuple[str, int]]:
+    """(base URL, pid) of a FoundryOps server whose `dss_bench` has `rows` generated records;
+    with `pin`, the server runs on core 0 only (`taskset`, when there are two cores)."""
     with tempfile.TemporaryDirectory(prefix="fo-bench-") as folder:
         base = Path(folder)
         (base / "seed.yaml").write_text(seed_text(rows))
         endpoints = base / "endpoints.json"
+        taskset = ["taskset", "-c", str(SERVER_CORE)] if pin and can_pin() else []
         process = subprocess.Popen(
-            [sys.executable, "-m", "emulator", "serve", "--seed", str(base / "seed.yaml"),
+            [*taskset, sys.executable, "-m", "emulator", "serve", "--seed", str(base / "seed.yaml"),
              "--services", "foundryops", "--port", "foundryops=0", "--no-tls",
              "--state-dir", str(base / "state"), "--endpoints-file", str(endpoints),
              "--log-level", "warning"],

@@ -102,7 +102,7 @@ class ServerProcess(ProcessStats):
 
     def __init__(self, argv: Sequence[str], *, name: str, start_timeout: float = 30.0) -> None:
         self.name = name
-        pin = ["taskset", "-c", str(SERVER_CORE)] if _can_pin() else []
+        pin = ["taskset", "-c", str(SERVER_CORE)] if can_pin() else []
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         self.proc = subprocess.Popen(
@@ -206,7 +206,7 @@ class ServerProcess(ProcessStats):
         self.stop()
 
 
-def _can_pin() -> bool:
+def can_pin() -> bool:
     return shutil.which("taskset") is not None and {SERVER_CORE, LOAD_CORE} <= ORIGINAL_CORES
 
 

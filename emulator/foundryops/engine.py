@@ -220,6 +220,14 @@ class Engine:
         assert build.index is not None
         return build.index
 
+    def index_nowait(self, snapshot: Snapshot) -> MatchIndex | None:
+        """The snapshot's index if it is built (no wait: the hot path of `match/record`)."""
+        build = self._indexes.get(snapshot.snapshot_id)
+        if build is None or build.index is None:
+            return None
+        self._indexes.move_to_end(snapshot.snapshot_id)
+        return build.index
+
     def forget_indexes_nowait(self) -> None:
         """Drop every finished index (after a restore replaced snapshots)."""
         for snapshot_id in [k for k, v in self._indexes.items() if v.done.is_set()]:
@@ -318,9 +326,11 @@ class Engine:
             output = self.workdir / f"{job.job_id}.{output_format}"
 
             def report(processed: int) -> None:
-                trio.from_thread.run_sync(
-                    lambda: record_progress(job, processed, self.clock.now()), trio_token=token
-                )
+                # Queued on the loop without waiting for it (the worker does not stop for a
+                # round trip every 1,000 rows); the queue is FIFO, and trio delivers the
+                # thread's result through it too, so progress lands in order and before the
+                # job completes.
+                token.run_sync_soon(self._progress, job, processed)
 
             try:
                 outcome: FileOutcome = await trio.to_thread.run_sync(
@@ -359,6 +369,12 @@ class Engine:
             job.matched = outcome.matched
 
         return work
+
+    def _progress(self, job: Job, processed: int) -> None:
+        """A file job's progress, on the loop; ignored once the job left RUNNING (an error in
+        a `run_sync_soon` callback would end the whole loop)."""
+        if job.status is JobStatus.RUNNING:
+            record_progress(job, processed, self.clock.now())
 
     async def wait_job_finished(self, job_id: str) -> Job:
         """Until the job is completed or failed (tests, the CLI)."""

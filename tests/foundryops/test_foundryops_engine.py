@@ -10,7 +10,7 @@ import trio.testing
 
 from emulator.foundryops.core.access import ApiKey, KeyRing
 from emulator.foundryops.core.artifacts import ArtifactStore
-from emulator.foundryops.core.batch import REPORT_EVERY, match_file
+from emulator.foundryops.core.batch import REPORT_EVERY, match_file, records_of
 from emulator.foundryops.core.credits import CreditMode, Ledger, Prices
 from emulator.foundryops.core.datasets import DatasetStore
 from emulator.foundryops.core.errors import InvalidRequest
@@ -112,6 +112,51 @@ async def test_concurrent_callers_share_one_index_build(
             callers.start_soon(get)
     assert engine.index_builds == 1
     assert all(index is found[0] for index in found)
+
+
+def test_a_file_job_gives_each_row_the_best_match_of_matching_it_alone(tmp_path: Path) -> None:
+    """The file pipeline (columns, candidates found for many rows at once) must answer as
+    `MatchIndex.match` does row by row: the same best row, score and reasons."""
+    import json
+
+    engine = make_engine(tmp_path)
+    dataset = engine.state.datasets.get("ds_000001")
+    rows = [{"company_name": n, "domain": d} for n, d, _ in company_rows(3000, seed=8)]
+    report = engine.state.datasets.append(dataset.dataset_id, rows, NOW)
+    snapshot = engine.state.datasets.snapshot(report.snapshot_id)
+    index = MatchIndex.build("x", project(snapshot.rows(), columns_for(snapshot.schema.names)))
+    inputs: list[dict[str, object]] = [
+        {"name": r["company_name"], "website": f"https://www.{r['domain']}/about"}
+        if n % 3 == 0
+        else {"company_name": str(r["company_name"])[:-2], "work_email": f"x@{r['domain']}"}
+        for n, r in enumerate(rows[:1500:3])
+    ]
+    inputs += [{"company_name": "  ", "email": "a@gmail.com"}, {"other": 1}, {"name": 42}]
+    source = tmp_path / "in.ndjson"
+    source.write_text("".join(json.dumps(r) + "\n" for r in inputs))
+    options = MatchOptions.from_json({"profile": "high_recall"})
+    match_file(
+        source, "ndjson", snapshot, index, options,
+        tmp_path / "out.ndjson", "ndjson", lambda _: None, lambda: False,
+    )  # fmt: skip
+    lines = [json.loads(line) for line in (tmp_path / "out.ndjson").read_text().splitlines()]
+    record_at = records_of(snapshot)
+    assert len(lines) == len(inputs)
+    for number, (record, line) in enumerate(zip(inputs, lines, strict=True)):
+        try:
+            best = index.match(record, MatchOptions.from_json({"profile": "high_recall",
+                                                               "top_n": 1}))  # fmt: skip
+        except InvalidRequest:
+            best = []
+        assert line["input_row"] == number
+        assert line["matched"] is bool(best)
+        if best:
+            assert (line["match_row"], line["score"]) == (best[0].row, best[0].score)
+            assert line["reasons"] == ";".join(r.code for r in best[0].reasons)
+            assert line["match_company_name"] == record_at(best[0].row)["company_name"]
+    assert sum(line["matched"] for line in lines) >= 400
+    assert lines[-3]["input_company_name"] == "  "
+    assert not lines[-3]["matched"]
 
 
 def test_file_matching_reports_progress_every_thousand_rows(tmp_path: Path) -> None:

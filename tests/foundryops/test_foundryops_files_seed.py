@@ -47,6 +47,23 @@ def test_inputs_are_read_in_batches(tmp_path: Path, fmt: str) -> None:
         assert [len(b) for b in batches] == [5, 5, 2]
 
 
+def test_quoted_csv_values_may_hold_line_breaks(tmp_path: Path) -> None:
+    """RFC 4180: a quoted field may contain CR, LF and CRLF; such a row is still one row,
+    also when it straddles the reader's blocks (the file is several blocks long)."""
+    path = tmp_path / "multiline.csv"
+    names = [f'Acme "{n}"\nSecond line\r\nThird, with a comma' for n in range(40_000)]
+    with path.open("w", newline="") as out:
+        out.write("company_name,domain\r\n")
+        for n, name in enumerate(names):
+            quoted = '"' + name.replace('"', '""') + '"'
+            out.write(f"{quoted},c{n}.com\r\n")
+    assert path.stat().st_size > 2 * (1 << 20)
+    assert count_rows(path, "csv") == len(names)
+    rows = [row for batch in read_batches(path, "csv") for row in batch]
+    assert [row["company_name"] for row in rows] == names
+    assert rows[-1]["domain"] == f"c{len(names) - 1}.com"
+
+
 def read_all(path: Path) -> None:
     fmt = detect_format(path)
     count_rows(path, fmt)

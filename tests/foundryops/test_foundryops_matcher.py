@@ -239,3 +239,23 @@ def test_skipping_far_names_never_changes_the_answer(threshold: float) -> None:
                     brute.append((-scored[0], row))
             expected = [(row, -negative) for negative, row in sorted(brute)[:50]]
             assert [(m.row, m.score) for m in index.match(record, options)] == expected
+
+
+def test_candidates_of_many_records_equal_those_found_one_by_one() -> None:
+    import random
+
+    rng = random.Random(5)
+    rows = list(company_rows(20_000, seed=4))
+    index = MatchIndex.build("dss_m", ((n, d, None) for n, d, _ in rows))
+    keys = []
+    for _ in range(400):
+        name, domain, _ = rng.choice(rows)
+        record: dict[str, object] = {"company_name": name[: rng.randrange(1, len(name) + 1)]}
+        if rng.random() < 0.5:
+            record["domain"] = rng.choice([domain, "unknown-company.org"])
+        keys.append(match_key(record))
+    keys.append(match_key({"email": "someone@gmail.com"}))  # no name, no domain: no blocks
+    many = index.candidates_many(keys)
+    assert many == [index.candidates(key) for key in keys]
+    assert sum(map(len, many)) > 400
+    assert many[-1] == []

@@ -19,7 +19,7 @@ from ..core.errors import InvalidRequest, PayloadTooLarge
 from ..core.files import FORMATS
 from ..core.jobs import Job
 from ..core.matcher import MatchOptions
-from ..core.normalize import match_key
+from ..core.normalize import MatchKey, match_key
 from ..core.state import MAX_BATCH_RECORDS
 from ..engine import job_json
 from .common import Call, Ops, Reply, route
@@ -28,6 +28,11 @@ BATCH_BODY_LIMIT = 512 * 1024
 
 
 def _record(value: object, field: str) -> dict[str, object]:
+    return _checked(value, field)[0]
+
+
+def _checked(value: object, field: str) -> tuple[dict[str, object], MatchKey]:
+    """The record and its normalised key; 400 unless it has a name or a domain."""
     if not isinstance(value, dict):
         raise InvalidRequest("INVALID_REQUEST", f"{field} must be an object.", {"field": field})
     key = match_key(value)
@@ -38,22 +43,22 @@ def _record(value: object, field: str) -> dict[str, object]:
             "organization) or a domain (domain, website, url, email).",
             {"field": field},
         )
-    return value
+    return value, key
 
 
 async def match_record(call: Call) -> Reply:
     ops = call.ops
     body = call.json()
-    record = _record(body.get("record"), "record")
+    _, record_key = _checked(body.get("record"), "record")
     options = MatchOptions.from_json(body.get("options"))
     snapshot = ops.state.resolve_snapshot(body)
     key = call.key.key
     charge = ops.state.ledger.charge(key.key_id, key.org, "match_record", 1)
-    ops.metrics.credits.labels(charge.mode.value).inc(charge.cost)
-    index = await ops.engine.index_for(snapshot)
-    matches = index.match(record, options)
+    ops.metrics.meter_credits(charge.mode.value, charge.cost)
+    index = ops.engine.index_nowait(snapshot) or await ops.engine.index_for(snapshot)
+    matches = index.match_normalised(record_key, options)
     record_at = records_of(snapshot)
-    ops.metrics.matches.labels(options.profile.name).inc()
+    ops.metrics.count_match(options.profile.name)
     ops.state.decisions.record(
         Decision(
             at=ops.clock.now(),
@@ -118,7 +123,7 @@ async def match_batch(call: Call) -> Reply:
     ops.state.check_job_slot(call.key)
     key = call.key.key
     charge = ops.state.ledger.charge(key.key_id, key.org, "match_batch_record", len(checked))
-    ops.metrics.credits.labels(charge.mode.value).inc(charge.cost)
+    ops.metrics.meter_credits(charge.mode.value, charge.cost)
     job = Job(
         job_id=ops.ids.new("job"),
         kind="match_batch",
@@ -133,7 +138,7 @@ async def match_batch(call: Call) -> Reply:
     ops.engine.start_job_nowait(
         job, call.key.tier.max_concurrent_jobs, ops.engine.batch_work(snapshot, checked, options)
     )
-    ops.metrics.jobs.labels("match_batch").inc()
+    ops.metrics.count_job("match_batch")
     call.audit("job.submit", job.job_id)
     return _job_reply(ops, job)
 
@@ -159,7 +164,7 @@ async def match_files(call: Call) -> Reply:
 
     def charge_rows(rows: int) -> Any:
         taken = ops.state.ledger.charge(key.key_id, key.org, "match_file_row", rows)
-        ops.metrics.credits.labels(taken.mode.value).inc(taken.cost)
+        ops.metrics.meter_credits(taken.mode.value, taken.cost)
         return taken
 
     job = Job(
@@ -179,7 +184,7 @@ async def match_files(call: Call) -> Reply:
         call.key.tier.max_concurrent_jobs,
         ops.engine.file_work(snapshot, upload.path, options, output_format, charge_rows),
     )
-    ops.metrics.jobs.labels("match_file").inc()
+    ops.metrics.count_job("match_file")
     call.audit("job.submit", job.job_id)
     return _job_reply(ops, job)
 

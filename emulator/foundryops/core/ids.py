@@ -24,11 +24,9 @@ class IdFactory(Protocol):
 
 
 def _base32(number: int, length: int) -> str:
-    out = []
-    for _ in range(length):
-        out.append(_ALPHABET[number & 31])
-        number >>= 5
-    return "".join(reversed(out))
+    """The `length` lowest 5-bit groups of `number`, most significant first."""
+    alphabet = _ALPHABET
+    return "".join([alphabet[(number >> shift) & 31] for shift in range(5 * length - 5, -5, -5)])
 
 
 @attrs.define
@@ -39,7 +37,8 @@ class RandomIds:
 
     def new(self, prefix: str) -> str:
         millis = int(self.now() * 1000) & ((1 << 48) - 1)
-        return f"{prefix}_{_base32(millis, 10)}{_base32(secrets.randbits(80), 16)}"
+        # 10 characters of time then 16 of randomness: 130 bits, the top two always zero.
+        return f"{prefix}_{_base32((millis << 80) | secrets.randbits(80), 26)}"
 
 
 @attrs.define

@@ -9,19 +9,21 @@ record is compared with the rows that share a block, never with the whole snapsh
 options always give the same matches in the same order (score, then row number).
 
 The scores are the emulator's own, documented in docs/foundryops/matcher.md; FoundryOne's
-model is not public. Imports rapidfuzz; nothing from trio, quart or yaml.
+model is not public. Imports rapidfuzz and numpy (the sorted keys are searched for all of a
+record's blocks in one call); nothing from trio, quart or yaml.
 """
 
 from __future__ import annotations
 
 import sys
 from array import array
-from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from zlib import crc32
 
 import attrs
+import numpy as np
+import numpy.typing as npt
 from rapidfuzz import fuzz, process
 
 from .errors import InvalidRequest, PayloadTooLarge
@@ -46,6 +48,8 @@ _ROW_MASK = (1 << _ROW_BITS) - 1
 MAX_BLOCK = 512
 # At most this many rows are scored for one record (the cost of a match is about linear in it).
 CANDIDATE_BUDGET = 128
+# Blocks up to this size are unpacked with Python ints rather than numpy (call overhead).
+SMALL_BLOCK = 16
 MAX_TOP_N = 50
 DEFAULT_TOP_N = 5
 
@@ -174,6 +178,10 @@ _TAG_DOMAIN, _TAG_LABEL, _TAG_TOKEN, _TAG_PAIR = range(1, 5)
 MAX_TOKEN_BLOCKS = 4
 
 
+def _tokens(key: MatchKey) -> list[str]:
+    return key.name.text.split() if key.name is not None else []
+
+
 def _block_keys(tokens: list[str], domain: str | None) -> list[int]:
     """Blocks: the domain, its label, each of the first name words, and the first two words."""
     keys: list[int] = []
@@ -232,9 +240,12 @@ class MatchIndex:
     """Blocking keys and compare-ready fields of every row of one snapshot."""
 
     snapshot_id: str
-    names: list[str | None]
-    domains: list[str | None]
-    keys: array[int]  # sorted: (block key << 24) | row
+    # Tuples, not lists: a tuple holding only strings and None is untracked by the cycle
+    # collector after the first collection that sees it, so the full collections a long file
+    # job sets off never walk a million entries (tens of ms with the GIL held, every time).
+    names: tuple[str | None, ...]
+    domains: tuple[str | None, ...]
+    keys: npt.NDArray[np.int64]  # sorted: (block key << 24) | row
 
     @classmethod
     def build(
@@ -246,7 +257,8 @@ class MatchIndex:
         """Index rows given as (name, domain, e-mail) raw values (see `columns_for`)."""
         names: list[str | None] = []
         domains: list[str | None] = []
-        packed: list[int] = []
+        # Gathered in a typed array (8 bytes a key, not a 32-byte int object), sorted by numpy.
+        packed = array("q")
         extend = packed.extend
         for row, (raw_name, raw_domain, raw_email) in enumerate(rows):
             if row > MAX_INDEXED_ROWS:
@@ -261,8 +273,8 @@ class MatchIndex:
             extend([(block << _ROW_BITS) | row for block in _block_keys(tokens, domain)])
             if progress is not None and row & 0xFFFF == 0:
                 progress(row)
-        packed.sort()
-        return cls(snapshot_id, names, domains, array("q", packed))
+        keys = np.frombuffer(packed, dtype=np.int64) if packed else np.empty(0, np.int64)
+        return cls(snapshot_id, tuple(names), tuple(domains), np.sort(keys, kind="stable"))
 
     @property
     def size(self) -> int:
@@ -270,7 +282,7 @@ class MatchIndex:
 
     def index_bytes(self) -> int:
         """Bytes held by the index itself (keys, lists and normalised strings not shared)."""
-        total = self.keys.itemsize * len(self.keys) + self.keys.__sizeof__()
+        total = self.keys.nbytes + sys.getsizeof(self.keys)
         total += sys.getsizeof(self.names) + sys.getsizeof(self.domains)
         seen: set[int] = set()
         for value in (*self.names, *self.domains):
@@ -279,37 +291,76 @@ class MatchIndex:
                 total += sys.getsizeof(value)
         return total
 
-    def _block(self, block: int) -> tuple[int, int]:
-        low = bisect_left(self.keys, block << _ROW_BITS)
-        high = bisect_left(self.keys, (block + 1) << _ROW_BITS, low)
-        return low, high
-
     def candidates(self, key: MatchKey) -> list[int]:
         """Rows sharing a block with `key`, rarest blocks first, in row order.
 
         Blocks are taken from the smallest up (a rare word says more than a common one) while
         the rows gathered stay within CANDIDATE_BUDGET; a block over MAX_BLOCK rows is used
         only when nothing smaller matched, and then only its first CANDIDATE_BUDGET rows."""
-        tokens = key.name.text.split() if key.name is not None else []
+        wanted = list(dict.fromkeys(_block_keys(_tokens(key), key.domain)))
+        if not wanted:
+            return []
+        starts = np.array(wanted, dtype=np.int64) << _ROW_BITS
+        # Where each block starts and ends, in one search (block keys sort before the keys of
+        # any later block, since the row takes the low bits).
+        bounds = self.keys.searchsorted(np.concatenate((starts, starts + (1 << _ROW_BITS))))
+        found = bounds.tolist()
+        return self._gather(found[: len(wanted)], found[len(wanted) :])
+
+    def candidates_many(self, keys: Sequence[MatchKey]) -> list[list[int]]:
+        """`candidates` of many records, with one search of the sorted keys for all of them
+        (numpy's binary search narrows each search from the last when the needles are
+        sorted, so a batch costs far less than its records one by one)."""
+        wanted = [list(dict.fromkeys(_block_keys(_tokens(key), key.domain))) for key in keys]
+        flat = np.array([block for blocks in wanted for block in blocks], dtype=np.int64)
+        if not len(flat):
+            return [[] for _ in keys]
+        starts = flat << _ROW_BITS
+        order = np.argsort(starts, kind="stable")
+        ordered = starts[order]
+        index_keys = self.keys
+        lows = np.empty_like(starts)
+        highs = np.empty_like(starts)
+        # Block keys sort before the keys of any later block (the row takes the low bits).
+        lows[order] = index_keys.searchsorted(ordered)
+        highs[order] = index_keys.searchsorted(ordered + (1 << _ROW_BITS))
+        low_list, high_list = lows.tolist(), highs.tolist()
+        out: list[list[int]] = []
+        at = 0
+        for blocks in wanted:
+            count = len(blocks)
+            out.append(self._gather(low_list[at : at + count], high_list[at : at + count]))
+            at += count
+        return out
+
+    def _gather(self, lows: list[int], highs: list[int]) -> list[int]:
         blocks = sorted(
-            (high - low, low, high)
-            for low, high in map(self._block, dict.fromkeys(_block_keys(tokens, key.domain)))
-            if high > low
+            (high - low, low, high) for low, high in zip(lows, highs, strict=True) if high > low
         )
-        found: set[int] = set()
         keys = self.keys
+        found: set[int] = set()
         for size, low, high in blocks:
             if size > MAX_BLOCK:
                 if not found:
-                    found.update(keys[i] & _ROW_MASK for i in range(low, low + CANDIDATE_BUDGET))
+                    found.update((keys[low : low + CANDIDATE_BUDGET] & _ROW_MASK).tolist())
                 break
             if found and len(found) + size > CANDIDATE_BUDGET:
                 break
-            found.update(keys[i] & _ROW_MASK for i in range(low, high))
+            if size <= SMALL_BLOCK:
+                # A few rows: plain ints cost less than two more numpy calls.
+                found.update([value & _ROW_MASK for value in keys[low:high].tolist()])
+            else:
+                found.update((keys[low:high] & _ROW_MASK).tolist())
         return sorted(found)
 
     def match(self, record: dict[str, object], options: MatchOptions) -> list[Match]:
-        key = match_key(record)
+        return self.match_normalised(match_key(record), options)
+
+    def match_normalised(
+        self, key: MatchKey, options: MatchOptions, candidates: list[int] | None = None
+    ) -> list[Match]:
+        """`match` for a record already normalised (`normalize.match_key`), optionally with
+        its `candidates` already found (`candidates_many`)."""
         if key.name is None and key.domain is None:
             raise InvalidRequest(
                 "INVALID_REQUEST",
@@ -321,7 +372,7 @@ class MatchIndex:
         scorer = _SCORERS[profile.name_scorer]
         query_label = key.label
         names, domains = self.names, self.domains
-        rows = self.candidates(key)
+        rows = self.candidates(key) if candidates is None else candidates
         threshold = options.threshold
         # Name similarity of every candidate in one call into rapidfuzz's C code, skipping (in
         # C) names too far off for the candidate to reach the threshold; candidates with the
@@ -388,7 +439,7 @@ def _scores(
     name_scores: dict[int, float],
     query_domain: str | None,
     query_label: str | None,
-    domains: list[str | None],
+    domains: Sequence[str | None],
     profile: Profile,
 ) -> list[tuple[float, int]]:
     """`combine` for many candidates, inlined (the hot loop of every match); the results are

@@ -131,22 +131,27 @@ def _first_text(record: dict[str, object], fields: tuple[str, ...]) -> str | Non
 
 def match_key(record: dict[str, object]) -> MatchKey:
     """The name and domain of a record, from the documented field names."""
-    raw_name = _first_text(record, NAME_FIELDS)
+    return key_of(
+        _first_text(record, NAME_FIELDS),
+        _first_text(record, DOMAIN_FIELDS),
+        _first_text(record, EMAIL_FIELDS),
+    )
+
+
+def key_of(raw_name: str | None, raw_domain: str | None, raw_email: str | None) -> MatchKey:
+    """`match_key` of a record whose name, domain and e-mail values are already picked."""
     name = normalize_name(raw_name) if raw_name is not None else None
     if name is not None and not name.text:
         name = None
     domain: str | None = None
     source = ""
-    raw_domain = _first_text(record, DOMAIN_FIELDS)
     if raw_domain is not None:
         domain, source = normalize_domain(raw_domain)
     free_mail = None
-    if domain is None:
-        raw_email = _first_text(record, EMAIL_FIELDS)
-        if raw_email is not None:
-            found, found_source = normalize_domain(raw_email)
-            if found is not None and found in FREE_MAIL_DOMAINS:
-                free_mail = found
-            elif found is not None:
-                domain, source = found, found_source
+    if domain is None and raw_email is not None:
+        found, found_source = normalize_domain(raw_email)
+        if found is not None and found in FREE_MAIL_DOMAINS:
+            free_mail = found
+        elif found is not None:
+            domain, source = found, found_source
     return MatchKey(name, domain, source if domain else "", free_mail)

@@ -69,6 +69,11 @@ class Schema:
     """Field names in declaration order and their types."""
 
     fields: tuple[tuple[str, FieldType], ...]
+    # The field names, kept once (every stored row becomes a record by zipping them).
+    names: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(name for name, _ in self.fields))
 
     @classmethod
     def from_json(cls, data: object) -> Schema:
@@ -104,10 +109,6 @@ class Schema:
                 ) from None
             fields.append((name, field_type))
         return cls(tuple(fields))
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.fields)
 
     def to_json(self) -> dict[str, str]:
         return {name: kind.value for name, kind in self.fields}

@@ -266,3 +266,26 @@ def test_decision_logs_are_kept_30_days() -> None:
     assert log.sweep(NOW + 30 * 86400 - 1) == 0
     assert log.sweep(NOW + 30 * 86400) == 1
     assert [d.request_id for d in log.decisions] == ["req_2"]
+
+
+def test_active_jobs_are_counted_per_key_and_finished_ones_drop_out() -> None:
+    table = jobs.JobTable()
+
+    def job(job_id: str, key_id: str) -> jobs.Job:
+        made = jobs.Job(job_id, "match_batch", key_id, "dss_1", 0.0, 1, None)
+        table.add(made)
+        return made
+
+    first, second, other = job("j1", "k1"), job("j2", "k1"), job("j3", "k2")
+    assert table.active_for("k1") == (2, 0)
+    jobs.apply(first, jobs.JobEvent.START, 1.0)
+    assert table.active_for("k1") == (1, 1)
+    jobs.apply(first, jobs.JobEvent.COMPLETE, 2.0)
+    jobs.apply(second, jobs.JobEvent.START, 2.0)
+    assert table.active_for("k1") == (0, 1)
+    assert table.active_for("k2") == (1, 0)
+    jobs.apply(other, jobs.JobEvent.START, 3.0)
+    jobs.apply(other, jobs.JobEvent.FAIL, 3.0, error=jobs.JobError("E", "failed"))
+    assert table.active_for("k2") == (0, 0)
+    # A finished job stays readable after it stops counting.
+    assert table.get("j3").status is jobs.JobStatus.FAILED

@@ -142,11 +142,17 @@ def eta_seconds(job: Job, now: float) -> int | None:
 @attrs.define
 class JobTable:
     jobs: dict[str, Job] = attrs.field(factory=dict)
+    # The jobs not known to have finished, by id: what `active_for` counts, so every
+    # authorised request costs the jobs in flight, not every job retained (finished ones
+    # leave it at the next count).
+    _unfinished: dict[str, Job] = attrs.field(factory=dict, init=False)
 
     def add(self, job: Job) -> None:
         if job.job_id in self.jobs:
             raise Conflict("JOB_EXISTS", f"Job '{job.job_id}' already exists.")
         self.jobs[job.job_id] = job
+        if not job.status.finished:
+            self._unfinished[job.job_id] = job
 
     def get(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)
@@ -157,13 +163,19 @@ class JobTable:
     def active_for(self, key_id: str) -> tuple[int, int]:
         """(queued, running) jobs of one API key."""
         queued = running = 0
-        for job in self.jobs.values():
-            if job.key_id != key_id:
+        finished = []
+        for job in self._unfinished.values():
+            status = job.status
+            if status.finished:
+                finished.append(job.job_id)
+            elif job.key_id != key_id:
                 continue
-            if job.status is JobStatus.QUEUED:
+            elif status is JobStatus.QUEUED:
                 queued += 1
-            elif job.status is JobStatus.RUNNING:
+            else:
                 running += 1
+        for job_id in finished:
+            del self._unfinished[job_id]
         return queued, running
 
     def forget_finished_before(self, cutoff: float) -> list[Job]:

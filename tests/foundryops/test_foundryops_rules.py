@@ -289,3 +289,11 @@ def test_active_jobs_are_counted_per_key_and_finished_ones_drop_out() -> None:
     assert table.active_for("k2") == (0, 0)
     # A finished job stays readable after it stops counting.
     assert table.get("j3").status is jobs.JobStatus.FAILED
+
+
+def test_the_decision_log_keeps_its_newest_decisions_up_to_its_capacity() -> None:
+    log = DecisionLog(capacity=3)
+    for index in range(5):
+        log.record(Decision(float(index), f"req-{index}", "k", "dss_1", "balanced", 0.8, 0, None))
+    assert [d.request_id for d in log.decisions] == ["req-2", "req-3", "req-4"]
+    assert DecisionLog().capacity == 100_000

@@ -63,7 +63,10 @@ class Decision:
 
 @attrs.define
 class DecisionLog:
-    capacity: int = 1_000_000
+    # The newest decisions kept, whatever their age: a load test of `match/record` at a few
+    # thousand requests a second would otherwise hold 30 days of them (a million entries,
+    # some 200 MB, within minutes).
+    capacity: int = 100_000
     retention_seconds: float = DECISION_RETENTION_SECONDS
     decisions: deque[Decision] = attrs.field(factory=deque)
 

@@ -108,6 +108,11 @@ def _jwt(sub: str, exp: float | None, secret: str = SECRET) -> str:
         ("jwt-good", EVE, False, False, (ALICE, AuthMethod.JWT)),
         ("jwt-expired", None, False, False, Unauthorized),
         ("jwt-badsig", None, False, False, Unauthorized),
+        ("jwt-alg-none", None, False, False, Unauthorized),
+        ("jwt-hs512", None, False, False, Unauthorized),
+        ("jwt-no-sub", None, False, False, Unauthorized),
+        ("jwt-not-yet", None, False, False, Unauthorized),
+        ("jwt-was-valid", None, False, False, (ALICE, AuthMethod.JWT)),
         ("Bearer nonsense", None, False, False, Unauthorized),
         ("Basic abc", None, False, False, Unauthorized),
         (None, EVE, False, False, (EVE, AuthMethod.DEV_HEADER)),
@@ -133,6 +138,13 @@ def test_auth_chain(
         "jwt-good": "Bearer " + _jwt(ALICE, now + 60),
         "jwt-expired": "Bearer " + _jwt(ALICE, now - 1),
         "jwt-badsig": "Bearer " + _jwt(ALICE, now + 60, secret="x" * 32),
+        "jwt-alg-none": "Bearer " + jwt.encode({"sub": ALICE}, None, algorithm="none"),
+        "jwt-hs512": "Bearer " + jwt.encode({"sub": ALICE}, SECRET * 2, algorithm="HS512"),
+        "jwt-no-sub": "Bearer " + jwt.encode({"exp": int(now + 60)}, SECRET, algorithm="HS256"),
+        "jwt-not-yet": "Bearer "
+        + jwt.encode({"sub": ALICE, "nbf": int(now + 60)}, SECRET, algorithm="HS256"),
+        "jwt-was-valid": "Bearer "
+        + jwt.encode({"sub": ALICE, "nbf": int(now - 60)}, SECRET, algorithm="HS256"),
     }
     header = tokens.get(authorization or "", authorization)
     if isinstance(expected, type):

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 import attrs
 import trio
 
+from .core.config import EngineConfig
 from .core.errors import FabricError, ProviderFailed, RateLimited
 from .core.events import DomainEvent
 from .core.plane import ControlPlane
@@ -28,23 +29,6 @@ from .fanout import EventFilter, EventHub
 
 __all__ = ["Engine", "EngineConfig", "EventFilter", "EventHub", "Executor", "ProviderRunner"]
 log = logging.getLogger("emulator.fabric.engine")
-
-
-@attrs.frozen
-class EngineConfig:
-    # Runs waiting to be picked up; past this, submissions answer 429.
-    queue_limit: int = 10_000
-    # Runs executing at once, and nodes executing at once across all runs.
-    max_active_runs: int = 512
-    max_concurrent_nodes: int = 256
-    # Independent nodes of one run executing at once (1 gives the reference's strict order).
-    per_run_concurrency: int = 4
-    default_retries: int = 0
-    retry_backoff: float = 0.1  # seconds before the first retry; doubles each time
-    node_timeout: float = 300.0  # seconds per attempt
-    subscriber_buffer: int = 4096
-    # The least time between two wake-ups of the all-events streams (fanout.EventHub).
-    flush_interval: float = 0.02
 
 
 # Providers ---------------------------------------------------------------------------------

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 
 from ..platform.seedschema import Node, check_unique
 from .core.apikeys import KEY_PREFIX, PREFIX_LENGTH, SCOPE_NAMES
-from .core.plane import ControlPlane, PlaneConfig
+from .core.config import EngineConfig, PlaneConfig
 from .core.providers import ECHO, MODALITIES, TIERS, Catalog, Latency, Price, ProviderSpec
 from .core.tenancy import DEFAULT_ORG_ID, SLUG, Role
-from .engine import EngineConfig
+
+if TYPE_CHECKING:
+    from .core.plane import ControlPlane
 
 STARTER_BLOCK = """\
 fabric:

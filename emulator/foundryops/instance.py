@@ -174,6 +174,9 @@ class FoundryOpsInstance(ServiceInstance):
     def _generated_ids(self) -> set[str]:
         return {d.dataset_id for d in self.seed.datasets if d.generate}
 
+    def inspector_page(self) -> bytes | None:
+        return observability.inspector_page()
+
     def describe(self) -> dict[str, Any]:
         state = self.ops.state
         statuses: dict[str, int] = {}

@@ -9,7 +9,8 @@ from typing import Any
 import attrs
 
 from emulator.fabric.core.auth import AuthMethod, Caller
-from emulator.fabric.core.plane import ControlPlane, PlaneConfig
+from emulator.fabric.core.config import PlaneConfig
+from emulator.fabric.core.plane import ControlPlane
 from emulator.fabric.core.providers import ECHO, Catalog
 from emulator.fabric.core.tenancy import Role
 from emulator.platform.clock import ManualClock

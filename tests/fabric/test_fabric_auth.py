@@ -11,6 +11,7 @@ from fabric_support import ALICE, CAROL, DAVE, EVE, dev, make_world
 
 from emulator.fabric.core.apikeys import KEY_TRANSITIONS, KeyEvent, KeyStatus, apply_key, hash_key
 from emulator.fabric.core.auth import AuthMethod, Caller, require_scope
+from emulator.fabric.core.config import PlaneConfig
 from emulator.fabric.core.errors import (
     FabricError,
     Forbidden,
@@ -19,7 +20,6 @@ from emulator.fabric.core.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from emulator.fabric.core.plane import PlaneConfig
 from emulator.fabric.core.tenancy import DEFAULT_ORG_ID, Role
 
 SECRET = "s" * 32

@@ -12,12 +12,13 @@ import trio
 import trio.testing
 from fabric_support import CAROL, dev, make_world
 
+from emulator.fabric.core.config import EngineConfig
 from emulator.fabric.core.errors import RateLimited
 from emulator.fabric.core.events import DomainEvent, EventDraft
 from emulator.fabric.core.jobs import JobStatus
 from emulator.fabric.core.providers import ECHO, Catalog, Latency, ProviderSpec
 from emulator.fabric.core.workflows import NodeStatus, RunStatus, WorkflowRun
-from emulator.fabric.engine import Engine, EngineConfig
+from emulator.fabric.engine import Engine
 
 BASE = 1_800_000_000.0
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from fabric_support import BOB, CAROL, EVE, dev, make_world
 
+from emulator.fabric.core.config import PlaneConfig
 from emulator.fabric.core.errors import (
     Conflict,
     FabricError,
@@ -24,7 +25,6 @@ from emulator.fabric.core.jobs import (
     decode_cursor,
     parse_limit,
 )
-from emulator.fabric.core.plane import PlaneConfig
 from emulator.fabric.core.providers import (
     ECHO,
     Catalog,

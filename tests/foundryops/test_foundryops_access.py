@@ -52,6 +52,8 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("get", "/_emulate/foundryops/audit"): Row(False),
     ("get", "/_emulate/foundryops/decisions"): Row(False),
     ("get", "/_emulate/foundryops/deliveries"): Row(False),
+    ("get", "/_emulate/foundryops/jobs"): Row(False),
+    ("get", "/_emulate/foundryops/credits"): Row(False),
 }
 STATES: dict[str, dict[str, str]] = {
     "none": {},

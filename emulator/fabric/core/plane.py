@@ -24,6 +24,7 @@ import attrs
 from .apikeys import ApiKey, KeyRing, parse_scopes
 from .assets import Asset, AssetStore, AssetUpload
 from .auth import AuthMethod, Caller, authenticate
+from .config import PlaneConfig
 from .errors import Conflict, Forbidden, NotFound, ValidationFailed
 from .events import DomainEvent, EventDraft, EventLog
 from .jobs import Idempotency, Job, JobEvent, JobPage, JobStatus, apply_job, page_jobs
@@ -75,20 +76,6 @@ class Clock(Protocol):
 def month_start(now: float) -> float:
     moment = time.gmtime(now)
     return float(calendar.timegm((moment.tm_year, moment.tm_mon, 1, 0, 0, 0, 0, 0, 0)))
-
-
-@attrs.frozen
-class PlaneConfig:
-    production: bool = False
-    jwt_secret: str | None = attrs.field(default=None, repr=False)
-    event_retention: int = 10_000
-    audit_retention: int = 10_000
-    usage_retention: int = 100_000
-    max_asset_bytes: int = 64 * 1024 * 1024
-    max_total_asset_bytes: int = 512 * 1024 * 1024
-    # Runs kept (jobs count through their backing runs); past it the oldest finished runs and
-    # their jobs and idempotency keys are forgotten (GET then answers 404).
-    run_retention: int = 100_000
 
 
 def _opt_str(body: Mapping[str, Any], name: str) -> str | None:

@@ -1,17 +1,33 @@
-"""`GET /metrics` (Prometheus text format) and the service's control routes under
-`/_emulate/foundryops/` (the audit trail, the decision log, callback deliveries).
+"""`GET /metrics` (Prometheus text format), the service's control routes under
+`/_emulate/foundryops/` (the audit trail, the decision log, callback deliveries, the jobs, the
+credit accounts) and the inspector page they feed (`GET /_emulate/`, through
+`FoundryOpsInstance.inspector_page`).
 
-Owns these handlers. None needs an API key (local tooling reads them) and none shows a secret:
-audit events name keys by id only.
+Owns these handlers and the page. None needs an API key (local tooling reads them) and none
+shows a secret: audit events, jobs and accounts name keys by id only. The page is one
+self-contained HTML file (no external assets) that renders the JSON as text, never as HTML.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import resources
 
 from ...web.rawasgi import RawRequest, RawRoute
+from ..engine import job_json
 from .common import Call, Ops, Reply, route
 from .metrics import CONTENT_TYPE
+
+# The most recent jobs `/_emulate/foundryops/jobs` lists (every kept job stays readable at
+# `GET /api/v2/jobs/{job_id}`).
+RECENT_JOBS = 200
+
+
+def inspector_page() -> bytes:
+    """FoundryOps' inspector page (served at `GET /_emulate/` through the contract's hook)."""
+    return (
+        resources.files("emulator.foundryops").joinpath("templates", "inspector.html").read_bytes()
+    )
 
 
 async def metrics(call: Call) -> Reply:
@@ -53,6 +69,34 @@ async def deliveries(call: Call) -> Reply:
     )
 
 
+async def jobs(call: Call) -> Reply:
+    ops = call.ops
+    now = ops.clock.now()
+    kept = list(ops.state.jobs.jobs.values())[-RECENT_JOBS:]
+    return Reply(
+        200,
+        {
+            "jobs": [
+                {**job_json(job, now), "key_id": job.key_id, "credits_charged": job.credits_charged}
+                for job in reversed(kept)
+            ]
+        },
+    )
+
+
+async def credits(call: Call) -> Reply:
+    accounts = call.ops.state.ledger.accounts.values()
+    return Reply(
+        200,
+        {
+            "accounts": [
+                {"account_id": a.account_id, "mode": a.mode.value, "balance": a.balance}
+                for a in sorted(accounts, key=lambda account: account.account_id)
+            ]
+        },
+    )
+
+
 def routes(ops_of: Callable[[], Ops], body_limit: int) -> list[RawRoute]:
     del body_limit
     base = "/_emulate/foundryops"
@@ -65,4 +109,8 @@ def routes(ops_of: Callable[[], Ops], body_limit: int) -> list[RawRoute]:
               summary="The match decision log (kept 30 days)"),
         route(ops_of, "GET", base + "/deliveries", deliveries, scope=None, auth=False,
               summary="Callback deliveries and their attempts"),
+        route(ops_of, "GET", base + "/jobs", jobs, scope=None, auth=False,
+              summary="The most recent jobs, newest first, with progress"),
+        route(ops_of, "GET", base + "/credits", credits, scope=None, auth=False,
+              summary="Credit accounts: mode and balance"),
     ]  # fmt: skip

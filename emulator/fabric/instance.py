@@ -15,6 +15,7 @@ import trio
 from ..platform.service import ServiceContext, ServiceInstance
 from ..web.rawasgi import RawRoute, with_automatic_methods
 from . import persistence
+from .api import inspector
 from .api.errors import EnvelopeFamily
 from .api.routes import FabricApi, Route, to_raw_routes
 from .api.table import all_routes
@@ -90,6 +91,9 @@ class FabricInstance(ServiceInstance):
 
     def restore(self, data: dict[str, Any]) -> None:
         persistence.restore(self.plane, data)
+
+    def inspector_page(self) -> bytes | None:
+        return inspector.inspector_page()
 
     def describe(self) -> dict[str, Any]:
         plane = self.plane

@@ -48,6 +48,8 @@ async def test_secrets_stay_where_they_belong(
         await call("GET", "/_emulate/state")
         await call("GET", "/_emulate/requests")
         await call("GET", "/_emulate/openapi.json")
+        await call("GET", "/_emulate/fabric/overview")
+        await call("GET", "/_emulate/")
     assert created.status_code == 201
     for response in answers:
         if response is not created:

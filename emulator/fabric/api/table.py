@@ -5,7 +5,19 @@ Imports the area modules; nothing from quart or yaml.
 
 from __future__ import annotations
 
-from . import assets, events, health, identity, jobs, keys, ledger, providers, tenancy, workflows
+from . import (
+    assets,
+    events,
+    health,
+    identity,
+    inspector,
+    jobs,
+    keys,
+    ledger,
+    providers,
+    tenancy,
+    workflows,
+)
 from .routes import FabricApi, Route
 
 
@@ -20,5 +32,6 @@ def all_routes(api: FabricApi) -> list[Route]:
         *assets.routes(api),
         *ledger.routes(api),
         *events.routes(api),
+        *inspector.routes(api),
     ]
     return [*health.routes(api, areas), *areas]

@@ -9,7 +9,6 @@ here: services describe their state without them and the request log is redacted
 from __future__ import annotations
 
 from collections.abc import Iterable
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, request
@@ -17,6 +16,7 @@ from quart import Blueprint, Response, request
 from .. import __version__
 from ..platform.errors import EMULATOR
 from .http import json_response
+from .inspector import generic_page
 
 if TYPE_CHECKING:
     from .app import Emulator, Site
@@ -33,8 +33,7 @@ def control_blueprint(emulator: Emulator, site: Site) -> Blueprint:
         """The inspector page: the service's own, or the generic state and request log."""
         page = site.instance.inspector_page()
         if page is None:
-            source = resources.files("emulator.web").joinpath("templates", "inspector.html")
-            page = source.read_bytes()
+            page = generic_page()
         return Response(
             page, content_type="text/html; charset=utf-8", headers={"Cache-Control": "no-store"}
         )

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 import trio
+from chromiumrun import chromium
 from fabric_server import ACME, CAROL, FULL_KEY, start_fabric
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 CAROL_HEADERS = {"X-Principal-Id": CAROL}
 
 
@@ -48,23 +48,17 @@ async def test_the_overview_and_the_page(nursery: trio.Nursery, state_dir: Path)
     assert re.findall(r"""(?:src|href)\s*=""", page.text) == []
 
     def browse() -> str:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-            )
-            try:
-                view = browser.new_page()
-                view.set_default_timeout(30_000)
-                view.goto(server.http_url + "/_emulate/")
-                view.wait_for_selector(f'#jobs tr[data-job-id="{job_id}"][data-status="completed"]')
-                expect(view.locator("#events")).to_contain_text("job.completed")
-                expect(view.locator("#organizations")).to_contain_text(ACME)
-                expect(view.locator("#keys")).to_contain_text("jobs-read")
-                expect(view.locator("#providers tr").first).to_be_visible()
-                expect(view.locator("#status")).to_contain_text("refreshed every second")
-                return view.content()
-            finally:
-                browser.close()
+        with chromium() as browser:
+            view = browser.new_page()
+            view.set_default_timeout(30_000)
+            view.goto(server.http_url + "/_emulate/")
+            view.wait_for_selector(f'#jobs tr[data-job-id="{job_id}"][data-status="completed"]')
+            expect(view.locator("#events")).to_contain_text("job.completed")
+            expect(view.locator("#organizations")).to_contain_text(ACME)
+            expect(view.locator("#keys")).to_contain_text("jobs-read")
+            expect(view.locator("#providers tr").first).to_be_visible()
+            expect(view.locator("#status")).to_contain_text("refreshed every second")
+            return view.content()
 
     with trio.fail_after(90):
         html = await trio.to_thread.run_sync(browse)

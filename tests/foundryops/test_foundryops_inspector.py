@@ -9,10 +9,10 @@ import re
 from typing import Any
 
 import trio
+from chromiumrun import chromium
 from foundryops_support import API_KEY, client
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 RECORDS = [
     {"company_name": "Acme Inc", "domain": "acme.com"},
     {"company_name": "Nobody At All"},
@@ -64,23 +64,16 @@ async def test_the_page_shows_jobs_credits_and_decisions(fo: Any) -> None:
     url = fo.url("foundryops") + "/_emulate/"
 
     def browse() -> str:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-            )
-            try:
-                page = browser.new_page()
-                page.set_default_timeout(30_000)
-                page.goto(url)
-                expect(page.locator("#jobs")).to_contain_text(job_id)
-                expect(page.locator("#jobs")).to_contain_text("completed")
-                expect(page.locator("#decisions")).to_contain_text("dss_snapshot1")
-                expect(page.locator("#credits tr").first).to_be_visible()
-                expect(page.locator("#requests")).to_contain_text("/api/v2/match/batch")
-                expect(page.locator("#status")).to_contain_text("refreshed every second")
-                return page.content()
-            finally:
-                browser.close()
+        with chromium() as browser:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(url)
+            page.wait_for_selector(f'#jobs tr[data-job-id="{job_id}"][data-status="completed"]')
+            expect(page.locator("#decisions")).to_contain_text("dss_snapshot1")
+            expect(page.locator("#credits tr").first).to_be_visible()
+            expect(page.locator("#requests")).to_contain_text("/api/v2/match/batch")
+            expect(page.locator("#status")).to_contain_text("refreshed every second")
+            return page.content()
 
     with trio.fail_after(90):
         html = await trio.to_thread.run_sync(browse)

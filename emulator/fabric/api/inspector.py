@@ -11,9 +11,9 @@ HTML.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from importlib import resources
 from typing import TypeVar
 
+from ...web.inspector import compose_page
 from . import serialize
 from .envelope import Answer, Call
 from .routes import FabricApi, Route, drain
@@ -24,8 +24,9 @@ T = TypeVar("T")
 
 
 def inspector_page() -> bytes:
-    """Fabric's inspector page."""
-    return resources.files("emulator.fabric").joinpath("templates", "inspector.html").read_bytes()
+    """Fabric's inspector page: the platform's frame with templates/inspector-body.html and
+    templates/inspector.js."""
+    return compose_page("Fabric inspector", "emulator.fabric")
 
 
 def _newest(items: Iterable[T], count: int = RECENT) -> list[T]:

@@ -11,8 +11,8 @@ self-contained HTML file (no external assets) that renders the JSON as text, nev
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib import resources
 
+from ...web.inspector import compose_page
 from ...web.rawasgi import RawRequest, RawRoute
 from ..engine import job_json
 from .common import Call, Ops, Reply, route
@@ -24,10 +24,9 @@ RECENT_JOBS = 200
 
 
 def inspector_page() -> bytes:
-    """FoundryOps' inspector page (served at `GET /_emulate/` through the contract's hook)."""
-    return (
-        resources.files("emulator.foundryops").joinpath("templates", "inspector.html").read_bytes()
-    )
+    """FoundryOps' inspector page (served at `GET /_emulate/` through the contract's hook): the
+    platform's frame with templates/inspector-body.html and templates/inspector.js."""
+    return compose_page("FoundryOps inspector", "emulator.foundryops")
 
 
 async def metrics(call: Call) -> Reply:

@@ -19,19 +19,10 @@ from typing import Any
 
 import httpx
 import trio
+from chromiumrun import chromium
 from emulatorrun import Running, StartEmulator
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 RUNTIMES = "/_emulate/foundry/compute-modules/runtimes"
 CONTOUR = "/contour-backend-multiplexer/api/module-group-multiplexer"
 APP = "ri.foundry.main.deployed-app.agent-loop"
@@ -90,37 +81,31 @@ async def test_the_page_shows_a_job_change_state_and_its_detail(
             trio.from_thread.run(step)
 
         def browse() -> dict[str, str]:
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-                )
-                try:
-                    page = browser.new_page(viewport={"width": 1280, "height": 900})
-                    page.set_default_timeout(30_000)
-                    page.goto(running.http_url + "/_emulate/")
-                    expect(page.locator("#runtimes")).to_contain_text("agent-loop")
-                    expect(page.locator("#apps")).to_contain_text(APP)
-                    in_trio(submit)
-                    row = f'tr[data-job-id="{job["id"]}"]'
-                    page.wait_for_selector(row + '[data-state="queued"]')
-                    in_trio(take)
-                    page.wait_for_selector(row + '[data-state="running"]')
-                    in_trio(post_result)
-                    page.wait_for_selector(row + '[data-state="succeeded"]')
-                    expect(page.locator(row)).to_contain_text(f"{len(RESULT)} B")
-                    page.locator(row + " button").click()
-                    expect(page.locator("#detail-query")).to_contain_text('"note": "héllo"')
-                    expect(page.locator("#detail-result")).to_contain_text('{"sum": 3, "padding"')
-                    expect(page.locator("#detail-facts")).to_contain_text("state succeeded")
-                    # The request log shows the module's poll, with the runtime as principal.
-                    expect(page.locator("#requests")).to_contain_text("runtime:agent-loop")
-                    page.screenshot(path="/tmp/inspector.png", full_page=True)
-                    return {
-                        "html": page.content(),
-                        "result": page.locator("#detail-result").inner_text(),
-                    }
-                finally:
-                    browser.close()
+            with chromium() as browser:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.set_default_timeout(30_000)
+                page.goto(running.http_url + "/_emulate/")
+                expect(page.locator("#runtimes")).to_contain_text("agent-loop")
+                expect(page.locator("#apps")).to_contain_text(APP)
+                in_trio(submit)
+                row = f'tr[data-job-id="{job["id"]}"]'
+                page.wait_for_selector(row + '[data-state="queued"]')
+                in_trio(take)
+                page.wait_for_selector(row + '[data-state="running"]')
+                in_trio(post_result)
+                page.wait_for_selector(row + '[data-state="succeeded"]')
+                expect(page.locator(row)).to_contain_text(f"{len(RESULT)} B")
+                page.locator(row + " button").click()
+                expect(page.locator("#detail-query")).to_contain_text('"note": "héllo"')
+                expect(page.locator("#detail-result")).to_contain_text('{"sum": 3, "padding"')
+                expect(page.locator("#detail-facts")).to_contain_text("state succeeded")
+                # The request log shows the module's poll, with the runtime as principal.
+                expect(page.locator("#requests")).to_contain_text("runtime:agent-loop")
+                page.screenshot(path="/tmp/inspector.png", full_page=True)
+                return {
+                    "html": page.content(),
+                    "result": page.locator("#detail-result").inner_text(),
+                }
 
         with trio.fail_after(90):
             seen = await trio.to_thread.run_sync(browse)
@@ -199,26 +184,20 @@ async def test_the_page_follows_a_real_python_module(
                 )
 
             def browse() -> str:
-                with sync_playwright() as playwright:
-                    browser = playwright.chromium.launch(
-                        executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-                    )
-                    try:
-                        page = browser.new_page()
-                        page.set_default_timeout(60_000)
-                        page.goto(running.http_url + "/_emulate/")
-                        # The module posted its schema and polls: the runtime shows both.
-                        runtime = page.locator("#runtimes tr", has_text="agent-loop")
-                        expect(runtime).to_contain_text("add")
-                        expect(runtime.locator("td").nth(1)).to_have_text("yes")
-                        trio.from_thread.run(execute)
-                        done = page.locator('#jobs tr[data-state="succeeded"]')
-                        expect(done).to_contain_text("1 B")
-                        done.locator("button").click()
-                        expect(page.locator("#detail-result")).to_have_text("3")
-                        return page.locator("#detail-query").inner_text()
-                    finally:
-                        browser.close()
+                with chromium() as browser:
+                    page = browser.new_page()
+                    page.set_default_timeout(60_000)
+                    page.goto(running.http_url + "/_emulate/")
+                    # The module posted its schema and polls: the runtime shows both.
+                    runtime = page.locator("#runtimes tr", has_text="agent-loop")
+                    expect(runtime).to_contain_text("add")
+                    expect(runtime.locator("td").nth(1)).to_have_text("yes")
+                    trio.from_thread.run(execute)
+                    done = page.locator('#jobs tr[data-state="succeeded"]')
+                    expect(done).to_contain_text("1 B")
+                    done.locator("button").click()
+                    expect(page.locator("#detail-result")).to_have_text("3")
+                    return page.locator("#detail-query").inner_text()
 
             with trio.fail_after(120):
                 query = await trio.to_thread.run_sync(browse)

@@ -14,22 +14,11 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import trio
 import yaml
+from chromiumrun import chromium
 from foundry_sdk import Config, FoundryClient, PublicClientAuth
-from playwright.sync_api import sync_playwright
 
 from emulator.platform.seeds import default_seed_path
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PAGE = b"<!doctype html><html lang=en><title>Signed in</title><p>You can close this window.</p>"
 
 
@@ -65,35 +54,27 @@ async def open_listener(
 def drive_browser(url: str, redirect: str) -> dict[str, Any]:
     """Deny once, then sign in as Jane using only the keyboard; what the page showed."""
     seen: dict[str, Any] = {}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(20_000)
-            page.goto(url)
-            seen["title"] = page.title()
-            users = page.get_by_role("group", name="Continue as").get_by_role("button")
-            seen["users"] = users.all_inner_texts()
-            seen["scopes"] = page.get_by_role("listitem").all_inner_texts()
-            page.get_by_role("button", name="Deny access").click()
-            page.wait_for_url(lambda target: target.startswith(redirect))
-            seen["denied_url"] = page.url
+    with chromium() as browser:
+        page = browser.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(url)
+        seen["title"] = page.title()
+        users = page.get_by_role("group", name="Continue as").get_by_role("button")
+        seen["users"] = users.all_inner_texts()
+        seen["scopes"] = page.get_by_role("listitem").all_inner_texts()
+        page.get_by_role("button", name="Deny access").click()
+        page.wait_for_url(lambda target: target.startswith(redirect))
+        seen["denied_url"] = page.url
 
-            page.goto(url)
-            for _ in range(20):
-                page.keyboard.press("Tab")
-                if page.evaluate("document.activeElement && document.activeElement.value") == (
-                    "jane"
-                ):
-                    break
-            seen["focused"] = page.evaluate("document.activeElement.textContent")
-            page.keyboard.press("Enter")
-            page.wait_for_url(lambda target: target.startswith(redirect))
-            seen["signed_in_url"] = page.url
-        finally:
-            browser.close()
+        page.goto(url)
+        for _ in range(20):
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement && document.activeElement.value") == ("jane"):
+                break
+        seen["focused"] = page.evaluate("document.activeElement.textContent")
+        page.keyboard.press("Enter")
+        page.wait_for_url(lambda target: target.startswith(redirect))
+        seen["signed_in_url"] = page.url
     return seen
 
 

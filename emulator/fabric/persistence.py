@@ -1,12 +1,14 @@
-"""Fabric's durable state for `--state-file`: who exists, how they authenticate, and the
-workflow definitions they wrote.
+"""Fabric's durable state for `--state-file`: who exists, how they authenticate, the workflow
+definitions they wrote, and the jobs and runs whose ids they hold.
 
 Owns `snapshot` (organizations, teams, memberships, invitations, API keys as hashes, workflow
-definitions, as JSON-ready data) and `restore` (reads all of it first, raising ValueError and
-changing nothing on bad data, then lays it over the seeded state by id). Jobs, runs, events,
-usage, audit entries and assets are not kept: a restart begins with none (docs/fabric/
-limitations.md). The file may hold key hashes; the platform writes it with mode 0600.
-Imports nothing from trio, quart or yaml.
+definitions, jobs, workflow runs with their nodes, and the idempotency keys of both, as
+JSON-ready data) and `restore` (reads all of it first, raising ValueError and changing nothing
+on bad data, then lays it over the seeded state by id). A job or run that had not finished
+when the state was saved comes back failed ("the emulator restarted before it finished"): no
+executor picks it up again. Events, usage records, audit entries and assets are not kept: a
+restart begins with none (docs/fabric/limitations.md). The file may hold key hashes; the
+platform writes it with mode 0600. Imports nothing from trio, quart or yaml.
 """
 
 from __future__ import annotations
@@ -18,11 +20,22 @@ import attrs
 from ..platform.seedschema import Node, plain_failure
 from .core.apikeys import ApiKey, KeyStatus
 from .core.errors import FabricError
+from .core.jobs import Job, JobStatus
 from .core.plane import ControlPlane
 from .core.tenancy import Invitation, InvitationStatus, Membership, Organization, Role, Team
-from .core.workflows import WorkflowDefinition, parse_nodes
+from .core.workflows import (
+    NodeDefinition,
+    NodeRun,
+    NodeStatus,
+    RunStatus,
+    WorkflowDefinition,
+    WorkflowRun,
+    parse_nodes,
+)
 
 VERSION = 1
+# What a job, run or node that was still going when the state was saved says after a restart.
+RESTARTED = "the emulator restarted before it finished"
 
 
 def _membership(m: Membership) -> dict[str, Any]:
@@ -66,6 +79,62 @@ def snapshot(plane: ControlPlane) -> dict[str, Any]:
                 "version": d.version,
             }
             for d in plane.definitions.values()
+        ],
+        "jobs": [{**attrs.asdict(job), "status": job.status.value} for job in plane.jobs.values()],
+        "runs": [_run_json(run) for run in plane.runs.values()],
+        "idempotency": [
+            {
+                "organization_id": org,
+                "route": route,
+                "key": key,
+                "fingerprint": fingerprint,
+                "resource_id": resource_id,
+            }
+            for (org, route, key), (fingerprint, resource_id) in plane.idempotency.entries.items()
+        ],
+    }
+
+
+def _run_json(run: WorkflowRun) -> dict[str, Any]:
+    return {
+        **{
+            name: getattr(run, name)
+            for name in (
+                "id",
+                "organization_id",
+                "workflow_definition_id",
+                "workflow_name",
+                "context",
+                "created_by",
+                "created_at",
+                "metadata",
+                "environment",
+                "priority",
+                "job_id",
+                "api_key_id",
+                "output",
+                "error",
+                "started_at",
+                "completed_at",
+            )
+        },
+        "status": run.status.value,
+        "nodes": [
+            {
+                "key": node.definition.key,
+                "operation": node.definition.operation,
+                "runtime": node.definition.runtime,
+                "config": dict(node.definition.config),
+                "depends_on": list(node.definition.depends_on),
+                "raw": dict(node.definition.raw),
+                "status": node.status.value,
+                "output": node.output,
+                "error": node.error,
+                "attempts": node.attempts,
+                "started_at": node.started_at,
+                "completed_at": node.completed_at,
+            }
+            for node in run.nodes.values()
         ],
     }
 
@@ -219,6 +288,177 @@ def _definition(node: Node) -> WorkflowDefinition:
     )
 
 
+JOB_FIELDS = (
+    "id",
+    "organization_id",
+    "workflow_run_id",
+    "modality",
+    "input",
+    "params",
+    "tier",
+    "model",
+    "idempotency_key",
+    "estimated_cost_usd",
+    "created_by",
+    "created_at",
+    "updated_at",
+    "status",
+    "output",
+    "error",
+    "provider_id",
+    "usage",
+    "started_at",
+    "completed_at",
+)
+
+
+def _json_object(node: Node | None) -> dict[str, Any] | None:
+    if node is None or node.value is None:
+        return None
+    value = node.as_json()
+    if not isinstance(value, dict):
+        raise node.error("must be an object")
+    return value
+
+
+def _job(node: Node, now: float) -> Job:
+    f = node.fields(optional=JOB_FIELDS)
+    job = Job(
+        id=f.str("id"),
+        organization_id=f.str("organization_id"),
+        workflow_run_id=f.str("workflow_run_id"),
+        modality=f.str("modality"),
+        input=f["input"].as_json(),
+        params=_json_object(f.get("params")) or {},
+        tier=f.opt_str("tier"),
+        model=f.opt_str("model"),
+        idempotency_key=f.opt_str("idempotency_key"),
+        estimated_cost_usd=f.float("estimated_cost_usd"),
+        created_by=f.str("created_by"),
+        created_at=f.float("created_at"),
+        updated_at=f.float("updated_at"),
+        status=f.choice("status", JobStatus),
+        output=f["output"].as_json() if f.has("output") else None,
+        error=f.opt_str("error", allow_empty=True),
+        provider_id=f.opt_str("provider_id"),
+        usage=_json_object(f.get("usage")),
+        started_at=f.opt_float("started_at"),
+        completed_at=f.opt_float("completed_at"),
+    )
+    if not job.status.terminal:
+        job.status, job.error, job.completed_at, job.updated_at = (
+            JobStatus.FAILED,
+            RESTARTED,
+            now,
+            now,
+        )
+    return job
+
+
+def _node_run(node: Node, run_ended: bool) -> NodeRun:
+    f = node.fields(
+        optional=(
+            "key",
+            "operation",
+            "runtime",
+            "config",
+            "depends_on",
+            "raw",
+            "status",
+            "output",
+            "error",
+            "attempts",
+            "started_at",
+            "completed_at",
+        )
+    )
+    definition = NodeDefinition(
+        key=f.str("key"),
+        operation=f.str("operation"),
+        runtime=f.str("runtime"),
+        config=_json_object(f.get("config")) or {},
+        # A restored run never executes again: its bindings are not needed.
+        inputs=(),
+        outputs=(),
+        depends_on=f.str_list("depends_on"),
+        raw=_json_object(f.get("raw")) or {},
+    )
+    status = f.choice("status", NodeStatus)
+    error = f.opt_str("error", allow_empty=True)
+    if run_ended and status is NodeStatus.RUNNING:
+        status, error = NodeStatus.FAILED, RESTARTED
+    elif run_ended and status in (NodeStatus.PENDING, NodeStatus.READY):
+        status = NodeStatus.SKIPPED
+    return NodeRun(
+        definition=definition,
+        status=status,
+        output=f["output"].as_json() if f.has("output") else None,
+        error=error,
+        attempts=f.int("attempts", minimum=0),
+        started_at=f.opt_float("started_at"),
+        completed_at=f.opt_float("completed_at"),
+    )
+
+
+def _run(node: Node, now: float) -> WorkflowRun:
+    f = node.fields(
+        optional=(
+            "id",
+            "organization_id",
+            "workflow_definition_id",
+            "workflow_name",
+            "context",
+            "created_by",
+            "created_at",
+            "metadata",
+            "environment",
+            "priority",
+            "job_id",
+            "api_key_id",
+            "output",
+            "error",
+            "started_at",
+            "completed_at",
+            "status",
+            "nodes",
+        )
+    )
+    status = f.choice("status", RunStatus)
+    unfinished = not status.terminal
+    nodes = [_node_run(n, unfinished) for n in f.list("nodes")]
+    run = WorkflowRun(
+        id=f.str("id"),
+        organization_id=f.str("organization_id"),
+        workflow_definition_id=f.opt_str("workflow_definition_id"),
+        workflow_name=f.opt_str("workflow_name", allow_empty=True),
+        nodes={n.definition.key: n for n in nodes},
+        context=_json_object(f.get("context")) or {},
+        created_by=f.str("created_by"),
+        created_at=f.float("created_at"),
+        metadata=_json_object(f.get("metadata")),
+        environment=f.opt_str("environment", allow_empty=True),
+        priority=f.opt_int("priority"),
+        job_id=f.opt_str("job_id"),
+        api_key_id=f.opt_str("api_key_id"),
+        status=status,
+        output=f["output"].as_json() if f.has("output") else None,
+        error=f.opt_str("error", allow_empty=True),
+        started_at=f.opt_float("started_at"),
+        completed_at=f.opt_float("completed_at"),
+    )
+    if unfinished:
+        run.status, run.error, run.completed_at = RunStatus.FAILED, RESTARTED, now
+    return run
+
+
+def _idempotency(node: Node) -> tuple[tuple[str, str, str], tuple[str, str]]:
+    f = node.fields(optional=("organization_id", "route", "key", "fingerprint", "resource_id"))
+    return (f.str("organization_id"), f.str("route"), f.str("key")), (
+        f.str("fingerprint", allow_empty=True),
+        f.str("resource_id"),
+    )
+
+
 def restore(plane: ControlPlane, data: dict[str, Any]) -> None:
     """Lay saved state over the plane's (seeded) state; ValueError and no change on bad data."""
     root = Node(data, "fabric", "", plain_failure)
@@ -234,6 +474,9 @@ def restore(plane: ControlPlane, data: dict[str, Any]) -> None:
             "invitations",
             "api_keys",
             "workflow_definitions",
+            "jobs",
+            "runs",
+            "idempotency",
         )
     )
     orgs = [_org(n) for n in f.list("organizations")]
@@ -243,6 +486,15 @@ def restore(plane: ControlPlane, data: dict[str, Any]) -> None:
     invitations = [_invitation(n) for n in f.list("invitations")]
     keys = [_key(n) for n in f.list("api_keys")]
     definitions = [_definition(n) for n in f.list("workflow_definitions")]
+    now = plane.now()
+    # Files written before jobs and runs were kept have neither.
+    jobs = [_job(n, now) for n in f.list("jobs")] if f.has("jobs") else []
+    runs = [_run(n, now) for n in f.list("runs")] if f.has("runs") else []
+    keyed = [_idempotency(n) for n in f.list("idempotency")] if f.has("idempotency") else []
+    run_ids = {run.id for run in runs} | set(plane.runs)
+    for job in jobs:
+        if job.workflow_run_id not in run_ids:
+            raise root.error(f"job {job.id} names an unknown workflow run")
     if any(member.team_id is None for member in team_members):
         raise f["team_memberships"].error("every team membership needs a team_id")
     known_orgs = set(plane.tenancy.organizations) | {org.id for org in orgs}
@@ -277,3 +529,12 @@ def restore(plane: ControlPlane, data: dict[str, Any]) -> None:
             plane.keys.by_prefix[key.prefix] = key
     for definition in definitions:
         plane.definitions[definition.id] = definition
+    for run in runs:
+        plane.runs[run.id] = run
+    for job in jobs:
+        plane.jobs[job.id] = job
+    kept = set(plane.jobs) | set(plane.runs)
+    for named, (fingerprint, resource_id) in keyed:
+        if resource_id in kept:
+            plane.idempotency.entries[named] = (fingerprint, resource_id)
+            plane.idempotency.by_resource[resource_id] = named

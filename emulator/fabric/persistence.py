@@ -95,29 +95,30 @@ def snapshot(plane: ControlPlane) -> dict[str, Any]:
     }
 
 
+# A run's plain fields as saved (its status and nodes are saved apart).
+RUN_FIELDS = (
+    "id",
+    "organization_id",
+    "workflow_definition_id",
+    "workflow_name",
+    "context",
+    "created_by",
+    "created_at",
+    "metadata",
+    "environment",
+    "priority",
+    "job_id",
+    "api_key_id",
+    "output",
+    "error",
+    "started_at",
+    "completed_at",
+)
+
+
 def _run_json(run: WorkflowRun) -> dict[str, Any]:
     return {
-        **{
-            name: getattr(run, name)
-            for name in (
-                "id",
-                "organization_id",
-                "workflow_definition_id",
-                "workflow_name",
-                "context",
-                "created_by",
-                "created_at",
-                "metadata",
-                "environment",
-                "priority",
-                "job_id",
-                "api_key_id",
-                "output",
-                "error",
-                "started_at",
-                "completed_at",
-            )
-        },
+        **{name: getattr(run, name) for name in RUN_FIELDS},
         "status": run.status.value,
         "nodes": [
             {
@@ -401,28 +402,7 @@ def _node_run(node: Node, run_ended: bool) -> NodeRun:
 
 
 def _run(node: Node, now: float) -> WorkflowRun:
-    f = node.fields(
-        optional=(
-            "id",
-            "organization_id",
-            "workflow_definition_id",
-            "workflow_name",
-            "context",
-            "created_by",
-            "created_at",
-            "metadata",
-            "environment",
-            "priority",
-            "job_id",
-            "api_key_id",
-            "output",
-            "error",
-            "started_at",
-            "completed_at",
-            "status",
-            "nodes",
-        )
-    )
+    f = node.fields(optional=(*RUN_FIELDS, "status", "nodes"))
     status = f.choice("status", RunStatus)
     unfinished = not status.terminal
     nodes = [_node_run(n, unfinished) for n in f.list("nodes")]

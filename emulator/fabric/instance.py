@@ -12,6 +12,7 @@ from typing import Any
 
 import trio
 
+from ..platform.errors import ErrorFamily
 from ..platform.service import ServiceContext, ServiceInstance
 from ..web.rawasgi import RawRoute, with_automatic_methods
 from . import persistence
@@ -57,6 +58,11 @@ class FabricInstance(ServiceInstance):
         self.routes: list[Route] = all_routes(self.api)
 
     # ServiceInstance --------------------------------------------------------------------------
+
+    def error_families(self) -> Sequence[tuple[str, ErrorFamily]]:
+        # The inspector's overview answers in the envelope like every Fabric route, not in the
+        # platform's family of the other /_emulate routes.
+        return (("/_emulate/fabric", self.default_family),)
 
     def raw_routes(self) -> Sequence[RawRoute]:
         # HEAD answered by the GET handlers and OPTIONS with Allow, as Quart routes do.

@@ -7,9 +7,11 @@ Bodies and headers are never recorded. Secrets are redacted by name and by patte
 or path parameter (`;name=value`) whose name is in `SECRET_KEYS` or matches `SECRET_NAME`
 (auth, token, key, jwt, bearer, secret, password, ...), and any value or path segment that
 looks like a credential (`TOKEN_LIKE`: a JWT, a `Bearer` value, a prefixed random token such as
-`foundry_...`). A recorded path and query are each cut to `MAX_TARGET` characters, so the
-ring holds at most about `capacity` x 2 x `MAX_TARGET` characters of targets (a request
-target may be 64 KiB).
+`foundry_...`). A recorded path and query are each cut to `MAX_TARGET` characters (a
+request target may be 64 KiB). Redaction happens when the log is read (or at once for the
+access log), not per request: the ring keeps each target's first `KEPT_TARGET` characters,
+so it holds at most about `capacity` x 2 x `KEPT_TARGET` characters of targets, and no
+secret ever leaves it unredacted.
 """
 
 from __future__ import annotations
@@ -151,9 +153,12 @@ class RequestRecord:
 
 
 # What the middleware stores per request; a RequestRecord is made only when someone reads the
-# log (naming the family then), so serving a request costs one tuple: (sequence, time, method,
-# path, redacted query, status, duration ms, HTTP version, principal).
-_Entry = tuple[int, float, str, str, str, int, float, str, "str | None"]
+# log (redacting and naming the family then), so serving a request costs one tuple:
+# (sequence, time, method, path, query, status, duration ms, HTTP version, principal), the
+# path and query cut to KEPT_TARGET characters (bytes) and not yet redacted.
+_Entry = tuple[int, float, str, str, bytes, int, float, str, "str | None"]
+# Enough of a target to redact it as the whole would be, and to know it was longer.
+KEPT_TARGET = 4 * MAX_TARGET + 1
 
 
 def _lower_names(names: frozenset[str]) -> frozenset[str]:
@@ -191,8 +196,8 @@ class RequestLog:
             sequence=sequence,
             time=at,
             method=method,
-            path=path,
-            query=query,
+            path=redact_path(path),
+            query=redact_query(query, self.secret_names),
             status=status,
             duration_ms=duration_ms,
             http_version=http_version,
@@ -206,10 +211,10 @@ class RequestLog:
             self.sequence,
             time.time(),
             scope.get("method", ""),
-            redact_path(path),
-            redact_query(query, self.secret_names)
-            if (query := scope.get("query_string", b""))
-            else "",
+            path if len(path) <= KEPT_TARGET else path[:KEPT_TARGET],
+            query[:KEPT_TARGET]
+            if len(query := scope.get("query_string", b"")) > KEPT_TARGET
+            else bytes(query),
             status,
             (time.perf_counter() - started) * 1000,
             scope.get("http_version", ""),
@@ -218,16 +223,17 @@ class RequestLog:
         if self.capacity:
             self.records.append(entry)
         if self.access_log:
-            # Built from the redacted entry, never from headers (they carry credentials).
+            # Built from the redacted record, never from headers (they carry credentials).
+            record = self._record(entry)
             access_log.info(
                 "%s %s%s HTTP/%s %d %.1fms %s",
-                entry[2],
-                entry[3],
-                f"?{entry[4]}" if entry[4] else "",
-                entry[7],
+                record.method,
+                record.path,
+                f"?{record.query}" if record.query else "",
+                record.http_version,
                 status,
-                entry[6],
-                entry[8] or "-",
+                record.duration_ms,
+                record.principal or "-",
             )
 
     def middleware(self, app: ASGIApp, families: FamilyMap) -> ASGIApp:

@@ -61,10 +61,13 @@ def event_frame(api: FabricApi, event: DomainEvent) -> bytes:
     return frame
 
 
-async def start_sse(call: Call) -> None:
+async def start_sse(call: Call, *, flush: bool = True) -> None:
+    """The stream's head. With `flush` it goes out now, before any event, so the client knows
+    it is subscribed; without, it leaves with the first body bytes, which must follow at once
+    (one write fewer for a stream that has a backlog to send)."""
     await call.raw.start(200, [*SSE_HEADERS, (b"x-request-id", call.request_id.encode())])
-    # The head goes out now, before any event, so the client knows it is subscribed.
-    await call.raw.send_body(b"", more=True)
+    if flush:
+        await call.raw.send_body(b"", more=True)
 
 
 async def stream_events(
@@ -94,8 +97,9 @@ async def stream_events(
         if replay or last_id:
             pool = None if candidates is None else candidates()
             backlog = api.engine.replay(accepts, resume, sub.start_sequence, pool)
-        await start_sse(call)
-        if call.raw.method == "HEAD":  # the head says it would stream; no body follows
+        head_only = call.raw.method == "HEAD"
+        await start_sse(call, flush=head_only or not backlog)
+        if head_only:  # the head says it would stream; no body follows
             await call.raw.send_body(b"", more=False)
             return
         gone = False
@@ -137,7 +141,8 @@ async def _deliver(
     closes: Callable[[DomainEvent], bool] | None,
     last_id: str | None,
 ) -> None:
-    """The backlog (cut after a closing event), then live events unless the stream is over."""
+    """The backlog (cut after a closing event; its first write also carries the head), then
+    live events unless the stream is over."""
     closing = next(
         (i for i, event in enumerate(backlog) if closes is not None and closes(event)), None
     )

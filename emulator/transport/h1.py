@@ -58,6 +58,9 @@ from .websocket import WebSocketLimits, WebSocketSession, is_upgrade
 
 log = logging.getLogger("emulator.h1")
 
+# A request's headers as h11 gives them: lower-cased names, values as received.
+RequestHeaders = list[tuple[bytes, bytes]]
+
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # How much of an unwanted request body is read and dropped to keep the connection.
 DISCARD_BYTES = 4 * 1024 * 1024
@@ -329,13 +332,14 @@ class _Connection:
                     handed_over = True
                     return preface
             while True:
-                request = await self._next_request()
-                if request is None:
+                head = await self._next_request()
+                if head is None:
                     return None
-                if is_upgrade(request.method, list(request.headers)):
-                    await self._upgrade(request)
+                request, headers = head
+                if is_upgrade(request.method, headers):
+                    await self._upgrade(request, headers)
                     return None
-                await self._exchange(request)
+                await self._exchange(request, headers)
                 if self.h11.their_state is h11.SEND_BODY and not self.broken:
                     await self._discard_body()
                 if (
@@ -387,8 +391,10 @@ class _Connection:
             self.h11.receive_data(b"")
         return None
 
-    async def _next_request(self) -> h11.Request | None:
-        """The next request, or None when the connection should close."""
+    async def _next_request(self) -> tuple[h11.Request, RequestHeaders] | None:
+        """The next request and its headers as a list (h11's `Headers` is a Sequence that is
+        slow to walk, and every request is looked at several times), or None when the
+        connection should close."""
         try:
             event = self.h11.next_event()
             if event is h11.NEED_DATA:
@@ -423,24 +429,25 @@ class _Connection:
         self._enter(BUSY)
         self.pipelined = 0
         if isinstance(event, h11.Request):
-            if self._bad_head or not self._acceptable(event):
+            headers = list(event.headers)
+            if self._bad_head or not self._acceptable(event, headers):
                 self._bad_head = False
                 await self._refuse(400)
                 return None
             self._head_start = b""
-            return event
+            return event, headers
         self._head_start = b""
         # ConnectionClosed (the client left between requests) or PAUSED after a close.
         return None
 
     @staticmethod
-    def _acceptable(request: h11.Request) -> bool:
+    def _acceptable(request: h11.Request, headers: RequestHeaders) -> bool:
         """What h11 accepts and RFC 9112 does not: both Content-Length and Transfer-Encoding
         (section 6.1), a lower-case method, a version other than 1.0 and 1.1."""
         method = request.method
         if request.http_version not in HTTP_VERSIONS or not method.isupper():
             return False
-        names = [name for name, _ in request.headers]
+        names = [name for name, _ in headers]
         return not (b"transfer-encoding" in names and b"content-length" in names)
 
     async def _refuse(self, status: int) -> None:
@@ -486,21 +493,21 @@ class _Connection:
 
     # One exchange --------------------------------------------------------------------------------
 
-    def _scope(self, request: h11.Request) -> dict[str, Any]:
+    def _scope(self, request: h11.Request, headers: RequestHeaders) -> dict[str, Any]:
         return http_scope(
             self.server,
             http_version=request.http_version.decode("ascii"),
             method=request.method.decode("ascii"),
             scheme=self.scheme,
             target=bytes(request.target),
-            headers=list(request.headers),
+            headers=headers,
             addresses=(self.client, self.local),
         )
 
-    async def _exchange(self, request: h11.Request) -> None:
-        scope = self._scope(request)
+    async def _exchange(self, request: h11.Request, headers: RequestHeaders) -> None:
+        scope = self._scope(request, headers)
         exchange = _Exchange(self, head_only=request.method == b"HEAD")
-        if is_grpc(request.headers):
+        if is_grpc(headers):
             await self._refuse_grpc(exchange, scope)
             return
         body = exchange.prefetch_body()
@@ -550,7 +557,7 @@ class _Connection:
         await exchange.send({"type": "http.response.start", "status": 415, "headers": headers})
         await exchange.send({"type": "http.response.body", "body": body})
 
-    async def _upgrade(self, request: h11.Request) -> None:
+    async def _upgrade(self, request: h11.Request, headers: RequestHeaders) -> None:
         """Serve a WebSocket (`Upgrade: websocket`) on this connection until it closes."""
         # The rest of the request (a body is not allowed), then what came after it: the
         # client's first frames, possibly.
@@ -561,7 +568,7 @@ class _Connection:
         with contextlib.suppress(h11.RemoteProtocolError):
             self.h11.next_event()
         trailing, _ = self.h11.trailing_data
-        scope = self._scope(request)
+        scope = self._scope(request, headers)
         scope["type"] = "websocket"
         scope["scheme"] = "wss" if self.scheme == "https" else "ws"
         del scope["method"]
@@ -570,7 +577,7 @@ class _Connection:
         self.websocket = session
         if self.server.draining:
             session.going_away()
-        await session.run(self.server.app, bytes(request.target), list(request.headers), trailing)
+        await session.run(self.server.app, bytes(request.target), headers, trailing)
 
     async def _discard_body(self) -> None:
         """Read and drop the rest of a body the app did not want (e.g. after a 413), so the

@@ -13,14 +13,17 @@ platform writes it with mode 0600. Imports nothing from trio, quart or yaml.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
-from ..platform.seedschema import Node, plain_failure
+from ..platform.seedschema import Node, check_unique, plain_failure
 from .core.apikeys import ApiKey, KeyStatus
 from .core.errors import FabricError
+from .core.events import DomainEvent, EventLog
 from .core.jobs import Job, JobStatus
+from .core.ledger import AuditEntry, AuditLog, UsageLedger, UsageRecord
 from .core.plane import ControlPlane
 from .core.tenancy import Invitation, InvitationStatus, Membership, Organization, Role, Team
 from .core.workflows import (
@@ -92,6 +95,11 @@ def snapshot(plane: ControlPlane) -> dict[str, Any]:
             }
             for (org, route, key), (fingerprint, resource_id) in plane.idempotency.entries.items()
         ],
+        # What the bounded logs retain, oldest first (each record is ids, names, numbers and
+        # JSON its caller gave: never a raw key or the JWT secret).
+        "events": [attrs.asdict(event) for event in plane.events],
+        "usage": [attrs.asdict(record) for record in plane.usage.records],
+        "audit": [attrs.asdict(entry) for entry in plane.audit.entries],
     }
 
 
@@ -322,7 +330,8 @@ def _json_object(node: Node | None) -> dict[str, Any] | None:
     return value
 
 
-def _job(node: Node, now: float) -> Job:
+def _job(node: Node, now: float) -> tuple[Job, bool]:
+    """The job, and whether the restore ended it (it had not finished)."""
     f = node.fields(optional=JOB_FIELDS)
     job = Job(
         id=f.str("id"),
@@ -346,14 +355,15 @@ def _job(node: Node, now: float) -> Job:
         started_at=f.opt_float("started_at"),
         completed_at=f.opt_float("completed_at"),
     )
-    if not job.status.terminal:
+    interrupted = not job.status.terminal
+    if interrupted:
         job.status, job.error, job.completed_at, job.updated_at = (
             JobStatus.FAILED,
             RESTARTED,
             now,
             now,
         )
-    return job
+    return job, interrupted
 
 
 def _node_run(node: Node, run_ended: bool) -> NodeRun:
@@ -401,10 +411,20 @@ def _node_run(node: Node, run_ended: bool) -> NodeRun:
     )
 
 
-def _run(node: Node, now: float) -> WorkflowRun:
+@attrs.frozen
+class Interruption:
+    """A run the restore ended as failed: the keys of the nodes it failed and skipped."""
+
+    run: WorkflowRun
+    failed: tuple[str, ...]
+    skipped: tuple[str, ...]
+
+
+def _run(node: Node, now: float) -> tuple[WorkflowRun, Interruption | None]:
     f = node.fields(optional=(*RUN_FIELDS, "status", "nodes"))
     status = f.choice("status", RunStatus)
     unfinished = not status.terminal
+    saved = [n.value.get("status") if isinstance(n.value, dict) else None for n in f.list("nodes")]
     nodes = [_node_run(n, unfinished) for n in f.list("nodes")]
     run = WorkflowRun(
         id=f.str("id"),
@@ -426,9 +446,19 @@ def _run(node: Node, now: float) -> WorkflowRun:
         started_at=f.opt_float("started_at"),
         completed_at=f.opt_float("completed_at"),
     )
-    if unfinished:
-        run.status, run.error, run.completed_at = RunStatus.FAILED, RESTARTED, now
-    return run
+    if not unfinished:
+        return run, None
+    run.status, run.error, run.completed_at = RunStatus.FAILED, RESTARTED, now
+    changed = [
+        (n.definition.key, n.status)
+        for n, was in zip(nodes, saved, strict=True)
+        if n.status.value != was
+    ]
+    return run, Interruption(
+        run,
+        failed=tuple(key for key, status in changed if status is NodeStatus.FAILED),
+        skipped=tuple(key for key, status in changed if status is NodeStatus.SKIPPED),
+    )
 
 
 def _idempotency(node: Node) -> tuple[tuple[str, str, str], tuple[str, str]]:
@@ -436,6 +466,82 @@ def _idempotency(node: Node) -> tuple[tuple[str, str, str], tuple[str, str]]:
     return (f.str("organization_id"), f.str("route"), f.str("key")), (
         f.str("fingerprint", allow_empty=True),
         f.str("resource_id"),
+    )
+
+
+EVENT_FIELDS = tuple(field.name for field in attrs.fields(DomainEvent))
+
+
+def _event(node: Node) -> DomainEvent:
+    f = node.fields(optional=EVENT_FIELDS)
+    return DomainEvent(
+        id=f.str("id"),
+        sequence=f.int("sequence", minimum=1),
+        name=f.str("name"),
+        timestamp=f.float("timestamp"),
+        organization_id=f.opt_str("organization_id"),
+        job_id=f.opt_str("job_id"),
+        workflow_id=f.opt_str("workflow_id"),
+        run_id=f.opt_str("run_id"),
+        node_key=f.opt_str("node_key"),
+        payload=_json_object(f.get("payload")) or {},
+    )
+
+
+def _events(nodes: list[Node], retention: int, new_id: Callable[[], str]) -> EventLog:
+    """The saved log: unique ids, sequences rising by one from entry to entry."""
+    events = [_event(n) for n in nodes]
+    check_unique(((n, e.id) for n, e in zip(nodes, events, strict=True)), "event id")
+    for index in range(1, len(events)):
+        expected = events[index - 1].sequence + 1
+        if events[index].sequence != expected:
+            raise (
+                nodes[index]
+                .fields(optional=EVENT_FIELDS)["sequence"]
+                .error(f"must be {expected} (the saved sequences rise by one)")
+            )
+    return EventLog.restored(new_id, retention, events)
+
+
+USAGE_FIELDS = tuple(field.name for field in attrs.fields(UsageRecord))
+
+
+def _usage(node: Node) -> UsageRecord:
+    f = node.fields(optional=USAGE_FIELDS)
+    return UsageRecord(
+        id=f.str("id"),
+        organization_id=f.str("organization_id"),
+        principal_id=f.str("principal_id"),
+        api_key_id=f.opt_str("api_key_id"),
+        job_id=f.opt_str("job_id"),
+        workflow_run_id=f.opt_str("workflow_run_id"),
+        node_key=f.opt_str("node_key"),
+        provider_id=f.str("provider_id"),
+        model=f.str("model", allow_empty=True),
+        modality=f.str("modality"),
+        input_tokens=f.int("input_tokens", minimum=0),
+        output_tokens=f.int("output_tokens", minimum=0),
+        estimated_cost_usd=f.float("estimated_cost_usd", minimum=0),
+        created_at=f.float("created_at"),
+    )
+
+
+AUDIT_FIELDS = tuple(field.name for field in attrs.fields(AuditEntry))
+
+
+def _audit(node: Node) -> AuditEntry:
+    f = node.fields(optional=AUDIT_FIELDS)
+    return AuditEntry(
+        id=f.str("id"),
+        organization_id=f.opt_str("organization_id"),
+        principal_id=f.str("principal_id"),
+        api_key_id=f.opt_str("api_key_id"),
+        action=f.str("action"),
+        resource_type=f.str("resource_type"),
+        resource_id=f.str("resource_id"),
+        metadata=_json_object(f.get("metadata")) or {},
+        request_id=f.opt_str("request_id"),
+        created_at=f.float("created_at"),
     )
 
 
@@ -457,6 +563,9 @@ def restore(plane: ControlPlane, data: dict[str, Any]) -> None:
             "jobs",
             "runs",
             "idempotency",
+            "events",
+            "usage",
+            "audit",
         )
     )
     orgs = [_org(n) for n in f.list("organizations")]
@@ -468,9 +577,18 @@ def restore(plane: ControlPlane, data: dict[str, Any]) -> None:
     definitions = [_definition(n) for n in f.list("workflow_definitions")]
     now = plane.now()
     # Files written before jobs and runs were kept have neither.
-    jobs = [_job(n, now) for n in f.list("jobs")] if f.has("jobs") else []
-    runs = [_run(n, now) for n in f.list("runs")] if f.has("runs") else []
+    read_jobs = [_job(n, now) for n in f.list("jobs")] if f.has("jobs") else []
+    read_runs = [_run(n, now) for n in f.list("runs")] if f.has("runs") else []
+    jobs = [job for job, _ in read_jobs]
+    runs = [run for run, _ in read_runs]
     keyed = [_idempotency(n) for n in f.list("idempotency")] if f.has("idempotency") else []
+    # Files written before the logs were kept have none of them: the plane keeps its own.
+    config = plane.config
+    events = (
+        _events(f.list("events"), config.event_retention, plane.new_id) if f.has("events") else None
+    )
+    usage = [_usage(n) for n in f.list("usage")] if f.has("usage") else None
+    audit = [_audit(n) for n in f.list("audit")] if f.has("audit") else None
     run_ids = {run.id for run in runs} | set(plane.runs)
     for job in jobs:
         if job.workflow_run_id not in run_ids:
@@ -486,6 +604,7 @@ def restore(plane: ControlPlane, data: dict[str, Any]) -> None:
     for key in keys:
         if prefixes.get(key.prefix, key.id) != key.id:
             raise root.error(f"api key prefix {key.prefix} is taken by another key")
+    ended_jobs = {job.id for job, interrupted in read_jobs if interrupted}
     # Everything is read and checked: now change state.
     tenancy = plane.tenancy
     for org in orgs:
@@ -518,3 +637,29 @@ def restore(plane: ControlPlane, data: dict[str, Any]) -> None:
         if resource_id in kept:
             plane.idempotency.entries[named] = (fingerprint, resource_id)
             plane.idempotency.by_resource[resource_id] = named
+    # The saved logs replace the plane's (a freshly seeded plane has none yet).
+    if events is not None:
+        plane.events = events
+    if usage is not None:
+        plane.usage = UsageLedger(config.usage_retention)
+        for used in usage:
+            plane.usage.add(used)
+    if audit is not None:
+        plane.audit = AuditLog(config.audit_retention)
+        for entry in audit:
+            plane.audit.add(entry)
+    # What the restore ended is announced as the engine would have: each stream of such a run
+    # or job closes with its failed event, continuing the restored sequence.
+    announced: set[str] = set()
+    for _, interruption in read_runs:
+        if interruption is None:
+            continue
+        run = interruption.run
+        plane.announce_interrupted_run(run, interruption.failed, interruption.skipped)
+        backing = plane.jobs.get(run.job_id) if run.job_id is not None else None
+        if backing is not None and backing.id in ended_jobs:
+            plane.announce_interrupted_job(backing)
+            announced.add(backing.id)
+    for job in jobs:
+        if job.id in ended_jobs and job.id not in announced:
+            plane.announce_interrupted_job(job)

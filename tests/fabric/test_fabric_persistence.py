@@ -64,7 +64,7 @@ def _populated() -> tuple[dict[str, Any], str, str, str]:
 
 def test_round_trip() -> None:
     data, raw, org_id, definition_id = _populated()
-    fresh = make_world().plane
+    fresh = make_world(first_id=10_000).plane
     restore(fresh, data)
     caller = fresh.authenticate(f"Bearer {raw}", None, public=False)
     assert caller is not None
@@ -78,7 +78,7 @@ def test_round_trip() -> None:
 
 def test_jobs_and_runs_come_back_and_unfinished_ones_have_failed() -> None:
     data, _raw, _org_id, definition_id = _populated()
-    fresh = make_world().plane
+    fresh = make_world(first_id=10_000).plane
     restore(fresh, data)
     jobs = {job.input["prompt"]: job for job in fresh.jobs.values()}
     assert jobs["p"].status is JobStatus.COMPLETED
@@ -99,7 +99,7 @@ def test_jobs_and_runs_come_back_and_unfinished_ones_have_failed() -> None:
     with pytest.raises(Conflict, match="idempotency key"):
         fresh.submit_job(dev(CAROL), {**body, "input": {"prompt": "other"}}, header_key="done-key")
     # Saved and restored again, the restored jobs are as they were (nothing re-runs).
-    again = make_world().plane
+    again = make_world(first_id=20_000).plane
     restore(again, json.loads(json.dumps(snapshot(fresh))))
     assert {job.id: job.status for job in again.jobs.values()} == {
         job.id: job.status for job in fresh.jobs.values()
@@ -138,7 +138,7 @@ def test_bad_state_is_refused_and_changes_nothing(
     path: tuple[Any, ...], value: Any, named: str
 ) -> None:
     data, _raw, org_id, _ = _populated()
-    fresh = make_world().plane
+    fresh = make_world(first_id=10_000).plane
     before = json.dumps(snapshot(fresh), sort_keys=True)
     with pytest.raises(ValueError, match=re.escape(named)):
         restore(fresh, _break(data, path, value))

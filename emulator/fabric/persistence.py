@@ -13,13 +13,16 @@ platform writes it with mode 0600. Imports nothing from trio, quart or yaml.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Container
 from typing import Any
 
 import attrs
 
 from ..platform.seedschema import Node, check_unique, plain_failure
+from .assetfiles import FILE_NAME, AssetFiles
 from .core.apikeys import ApiKey, KeyStatus
+from .core.assets import Asset
 from .core.errors import FabricError
 from .core.events import DomainEvent, EventLog
 from .core.jobs import Job, JobStatus
@@ -53,7 +56,9 @@ def _membership(m: Membership) -> dict[str, Any]:
     }
 
 
-def snapshot(plane: ControlPlane) -> dict[str, Any]:
+def snapshot(plane: ControlPlane, stored: Container[str] = frozenset()) -> dict[str, Any]:
+    """The state as JSON-ready data; assets are listed only if their bytes are `stored` (in
+    the asset directory, assetfiles.py), never with their bytes."""
     tenancy = plane.tenancy
     return {
         "version": VERSION,
@@ -100,7 +105,25 @@ def snapshot(plane: ControlPlane) -> dict[str, Any]:
         "events": [attrs.asdict(event) for event in plane.events],
         "usage": [attrs.asdict(record) for record in plane.usage.records],
         "audit": [attrs.asdict(entry) for entry in plane.audit.entries],
+        "assets": [
+            {name: getattr(asset, name) for name in ASSET_FIELDS}
+            for asset in plane.assets.assets.values()
+            if asset.id in stored
+        ],
     }
+
+
+# An asset's saved fields: its metadata (the bytes live in the asset directory).
+ASSET_FIELDS = (
+    "id",
+    "organization_id",
+    "filename",
+    "content_type",
+    "size_bytes",
+    "sha256",
+    "created_by",
+    "created_at",
+)
 
 
 # A run's plain fields as saved (its status and nodes are saved apart).
@@ -545,8 +568,39 @@ def _audit(node: Node) -> AuditEntry:
     )
 
 
-def restore(plane: ControlPlane, data: dict[str, Any]) -> None:
-    """Lay saved state over the plane's (seeded) state; ValueError and no change on bad data."""
+def _asset(node: Node, files: AssetFiles | None) -> Asset:
+    """The asset, with its bytes read from `files` and checked against its size and sha256."""
+    f = node.fields(optional=ASSET_FIELDS)
+    asset_id = f.str("id")
+    if not FILE_NAME.fullmatch(asset_id):
+        raise f["id"].error("must be letters, digits, '-' and '_' (it names a file)")
+    size = f.int("size_bytes", minimum=1)
+    sha256 = f.str("sha256")
+    if files is None:
+        raise node.error("saved assets need their directory beside the state file")
+    try:
+        data = files.read(asset_id)
+    except OSError as error:
+        path = files.path_of(asset_id)
+        raise node.error(f"cannot read its bytes from {path} ({error.strerror})") from None
+    if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+        raise node.error(f"the bytes in {files.path_of(asset_id)} are not the ones saved")
+    return Asset(
+        id=asset_id,
+        organization_id=f.str("organization_id"),
+        filename=f.str("filename"),
+        content_type=f.str("content_type"),
+        size_bytes=size,
+        sha256=sha256,
+        created_by=f.str("created_by"),
+        created_at=f.float("created_at"),
+        chunks=(data,),
+    )
+
+
+def restore(plane: ControlPlane, data: dict[str, Any], files: AssetFiles | None = None) -> None:
+    """Lay saved state over the plane's (seeded) state; ValueError and no change on bad data.
+    `files` holds the bytes of the saved assets (None: the data must name no asset)."""
     root = Node(data, "fabric", "", plain_failure)
     if not isinstance(data, dict) or data.get("version") != VERSION:
         raise root.error(f"the saved Fabric state must be an object with version {VERSION}")
@@ -566,6 +620,7 @@ def restore(plane: ControlPlane, data: dict[str, Any]) -> None:
             "events",
             "usage",
             "audit",
+            "assets",
         )
     )
     orgs = [_org(n) for n in f.list("organizations")]
@@ -589,6 +644,10 @@ def restore(plane: ControlPlane, data: dict[str, Any]) -> None:
     )
     usage = [_usage(n) for n in f.list("usage")] if f.has("usage") else None
     audit = [_audit(n) for n in f.list("audit")] if f.has("audit") else None
+    asset_nodes = f.list("assets") if f.has("assets") else None
+    assets = None if asset_nodes is None else [_asset(n, files) for n in asset_nodes]
+    if asset_nodes is not None and assets is not None:
+        check_unique(((n, a.id) for n, a in zip(asset_nodes, assets, strict=True)), "asset id")
     run_ids = {run.id for run in runs} | set(plane.runs)
     for job in jobs:
         if job.workflow_run_id not in run_ids:
@@ -600,6 +659,9 @@ def restore(plane: ControlPlane, data: dict[str, Any]) -> None:
         for record in records:
             if record.organization_id not in known_orgs:
                 raise root.error(f"{name} names an unknown organization")
+    for node, asset in zip(asset_nodes or [], assets or [], strict=True):
+        if asset.organization_id not in known_orgs:
+            raise node.error(f"asset {asset.id} names an unknown organization")
     prefixes = {key.prefix: key.id for key in plane.keys.by_id.values()}
     for key in keys:
         if prefixes.get(key.prefix, key.id) != key.id:
@@ -648,6 +710,18 @@ def restore(plane: ControlPlane, data: dict[str, Any]) -> None:
         plane.audit = AuditLog(config.audit_retention)
         for entry in audit:
             plane.audit.add(entry)
+    if assets is not None:
+        store = plane.assets
+        for asset in assets:
+            replaced = store.assets.get(asset.id)
+            if replaced is not None:
+                store.total_bytes -= replaced.size_bytes
+            # Kept even past the store's bounds (a seed may have lowered them): they are
+            # stored data; new uploads are refused until there is room.
+            store.assets[asset.id] = asset
+            store.total_bytes += asset.size_bytes
+        if files is not None:
+            files.prune({asset.id for asset in assets})
     # What the restore ended is announced as the engine would have: each stream of such a run
     # or job closes with its failed event, continuing the restored sequence.
     announced: set[str] = set()

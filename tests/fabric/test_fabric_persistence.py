@@ -15,6 +15,7 @@ from fabric_server import ACME, SEED
 from fabric_support import ALICE, CAROL, DAVE, EVE, dev, make_world
 
 from emulator.embedded import run_in_thread
+from emulator.fabric.assetfiles import AssetFiles
 from emulator.fabric.core.config import PlaneConfig
 from emulator.fabric.core.errors import Conflict
 from emulator.fabric.core.jobs import JobStatus
@@ -239,6 +240,63 @@ def test_a_repeated_event_id_is_refused_and_changes_nothing() -> None:
     with pytest.raises(ValueError, match=re.escape("fabric.events[2]: duplicate event id")):
         restore(fresh, data)
     assert json.dumps(snapshot(fresh), sort_keys=True) == before
+
+
+def _with_asset(tmp_path: Path) -> tuple[dict[str, Any], AssetFiles, str]:
+    """A saved state naming one uploaded asset whose bytes are in `files`."""
+    world = make_world()
+    upload = world.plane.begin_upload(dev(CAROL), world.acme, "a.bin", "application/octet-stream")
+    upload.add(b"first chunk;")
+    upload.add(b"second chunk")
+    asset = world.plane.finish_upload(dev(CAROL), upload)
+    files = AssetFiles.beside(tmp_path / "state.json")
+    files.write(asset)
+    return json.loads(json.dumps(snapshot(world.plane, files.kept))), files, asset.id
+
+
+def test_assets_come_back_from_the_directory_beside_the_file(tmp_path: Path) -> None:
+    data, files, asset_id = _with_asset(tmp_path)
+    assert "chunk" not in json.dumps(data)  # the bytes are never in the JSON
+    assert (files.directory / asset_id).stat().st_mode & 0o777 == 0o600
+    orphan = files.directory / "uploaded-after-the-last-save"
+    orphan.write_bytes(b"x")
+    fresh = make_world(first_id=10_000).plane
+    restore(fresh, data, AssetFiles.beside(tmp_path / "state.json"))
+    asset = fresh.get_asset(dev(CAROL), asset_id)
+    assert b"".join(asset.iter_bytes()) == b"first chunk;second chunk"
+    assert fresh.assets.total_bytes == asset.size_bytes == 24
+    # Files no saved asset names are pruned.
+    assert sorted(p.name for p in files.directory.iterdir()) == [asset_id]
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        ("edit", "fabric.assets[0]: the bytes in "),
+        ("delete", "fabric.assets[0]: cannot read its bytes from "),
+        ("bad-id", "fabric.assets[0].id: "),
+        ("no-directory", "fabric.assets[0]: saved assets need their directory"),
+    ],
+)
+def test_a_damaged_asset_is_refused_and_changes_nothing(
+    tmp_path: Path, damage: str, named: str
+) -> None:
+    data, files, asset_id = _with_asset(tmp_path)
+    given: AssetFiles | None = files
+    if damage == "edit":
+        (files.directory / asset_id).write_bytes(b"first chunk;SECOND chunk")
+    elif damage == "delete":
+        (files.directory / asset_id).unlink()
+    elif damage == "bad-id":
+        data["assets"][0]["id"] = "../state.json"
+    else:
+        given = None
+    fresh = make_world(first_id=10_000).plane
+    before = json.dumps(snapshot(fresh), sort_keys=True)
+    with pytest.raises(ValueError, match=re.escape(named)):
+        restore(fresh, data, given)
+    assert json.dumps(snapshot(fresh), sort_keys=True) == before
+    assert fresh.assets.assets == {}
 
 
 def test_state_file_carries_keys_across_a_restart(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
-"""A real Fabric emulator stopped and started again on one `--state-file`: usage and audit
-answer as before, `Last-Event-ID` resumes carry on across the restart with no duplicate and no
-gap, a job the restart interrupted ends its stream with `job.failed`, and the file holds no
-raw key, JWT or JWT secret."""
+"""A real Fabric emulator stopped and started again on one `--state-file`: usage, audit and
+uploaded assets answer as before, `Last-Event-ID` resumes carry on across the restart with no
+duplicate and no gap, a job the restart interrupted ends its stream with `job.failed`, and the
+file holds no raw key, JWT or JWT secret."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from emulator.fabric.persistence import RESTARTED
 
 HEADERS = {"X-Principal-Id": ALICE}
 # The whole period: a summary's default end is "now", which moves between two runs.
+ASSET_BYTES = b"bytes of an asset uploaded before the restart"
 PERIOD = {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}
 
 
@@ -125,6 +126,14 @@ def test_usage_audit_and_event_resumes_carry_on_across_a_restart(tmp_path: Path)
             headers={"Authorization": f"Bearer {token}"},
         )
         assert team.status_code == 201, team.text
+        uploaded = httpx.post(
+            f"{base}/v1/assets",
+            params={"filename": "kept.bin", "organization_id": ACME},
+            content=ASSET_BYTES,
+            headers={**HEADERS, "Content-Type": "application/octet-stream"},
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        asset_id = uploaded.json()["data"]["id"]
         job = _submit(base, "before")
         before = _read(base, f"/v1/jobs/{job['id']}/events")
         assert before.ended
@@ -138,10 +147,15 @@ def test_usage_audit_and_event_resumes_carry_on_across_a_restart(tmp_path: Path)
     text = settings["state_file"].read_text()
     for secret in (raw, FULL_KEY, READ_KEY, token, JWT_SECRET):
         assert secret not in text
+    # The asset's bytes are beside the file, not in it.
+    assert ASSET_BYTES.decode() not in text
+    assert (tmp_path / "fabric-state.json.assets" / asset_id).read_bytes() == ASSET_BYTES
 
     with run_in_thread(SEED, **settings) as second:
         base = second.url("fabric")
         assert _ledgers(base) == ledgers
+        download = httpx.get(f"{base}/v1/assets/{asset_id}", headers=HEADERS)
+        assert (download.status_code, download.content) == (200, ASSET_BYTES)
         # The job's and run's streams resume right after the event named.
         resumed = _read(base, f"/v1/jobs/{job['id']}/events", before.frames[0].id)
         assert resumed.ended

@@ -1,14 +1,27 @@
 """Fabric's durable state for `--state-file`: who exists, how they authenticate, the workflow
-definitions they wrote, and the jobs and runs whose ids they hold.
+definitions they wrote, the jobs and runs whose ids they hold, what happened to them, what it
+cost, who did what, and the assets they uploaded.
 
 Owns `snapshot` (organizations, teams, memberships, invitations, API keys as hashes, workflow
-definitions, jobs, workflow runs with their nodes, and the idempotency keys of both, as
-JSON-ready data) and `restore` (reads all of it first, raising ValueError and changing nothing
-on bad data, then lays it over the seeded state by id). A job or run that had not finished
-when the state was saved comes back failed ("the emulator restarted before it finished"): no
-executor picks it up again. Events, usage records, audit entries and assets are not kept: a
-restart begins with none (docs/fabric/limitations.md). The file may hold key hashes; the
-platform writes it with mode 0600. Imports nothing from trio, quart or yaml.
+definitions, jobs, workflow runs with their nodes, the idempotency keys of both, the retained
+events with their sequences, usage records, audit entries, and the metadata of assets whose
+bytes are in the asset directory, as JSON-ready data) and `restore` (reads all of it first,
+asset bytes included, raising ValueError naming the first bad entry and changing nothing, then
+lays it over the seeded state by id; the saved event, usage and audit logs replace the seeded
+plane's, bounded by the current retention).
+
+A job or run that had not finished when the state was saved comes back failed ("the emulator
+restarted before it finished"): no executor picks it up again. The restore announces that
+with the events the engine would have emitted (`workflow.node.failed`/`skipped`,
+`workflow.run.failed`, `job.failed`), numbered after the saved ones, so its streams close and a
+`Last-Event-ID` from before the restart resumes right after that event.
+
+Format: one `version` (1); every section after the first ones is optional, so a file written
+before jobs, runs, events, usage, audit or assets were kept still loads (the plane then keeps
+what it has). Secrets: API keys only as hashes; events, usage and audit entries hold ids, names,
+numbers and the JSON callers sent, never a raw key, a JWT or the JWT secret. The platform writes
+the file with mode 0600. Asset bytes are never in the JSON: `assetfiles.py` keeps them beside
+the file. Imports nothing from trio, quart or yaml.
 """
 
 from __future__ import annotations

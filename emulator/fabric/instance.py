@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import secrets
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -21,6 +22,7 @@ from .api.errors import EnvelopeFamily
 from .api.routes import FabricApi, Route, to_raw_routes
 from .api.table import all_routes
 from .api.websocket import websocket_routes
+from .assetfiles import AssetFiles
 from .core.plane import ControlPlane
 from .core.tenancy import DEFAULT_ORG_ID
 from .engine import Engine
@@ -48,12 +50,16 @@ class FabricInstance(ServiceInstance):
         )
         populate(self.plane, seed)
         self.engine = Engine(self.plane, seed.engine)
+        # With --state-file, uploaded bytes go to a directory beside it (assetfiles.py).
+        state_file = context.settings.state_file
+        self.asset_files = None if state_file is None else AssetFiles.beside(Path(state_file))
         self.api = FabricApi(
             self.plane,
             self.engine,
             context.clock,
             randomness.uuid,
             keepalive_seconds=seed.keepalive_seconds,
+            asset_files=self.asset_files,
         )
         self.routes: list[Route] = all_routes(self.api)
 
@@ -92,11 +98,13 @@ class FabricInstance(ServiceInstance):
         populate(self.plane, self.seed)
 
     def snapshot(self) -> dict[str, Any] | None:
-        """Tenants, API keys (hashes only) and workflow definitions; see persistence.py."""
-        return persistence.snapshot(self.plane)
+        """Tenants, API keys (hashes only), definitions, jobs, runs, the event, usage and
+        audit logs, and asset metadata (bytes beside the file); see persistence.py."""
+        stored = frozenset() if self.asset_files is None else frozenset(self.asset_files.kept)
+        return persistence.snapshot(self.plane, stored)
 
     def restore(self, data: dict[str, Any]) -> None:
-        persistence.restore(self.plane, data)
+        persistence.restore(self.plane, data, self.asset_files)
 
     def inspector_page(self) -> bytes | None:
         return inspector.inspector_page()

@@ -1,26 +1,45 @@
 """Fabric's durable state for `--state-file`: who exists, how they authenticate, the workflow
-definitions they wrote, and the jobs and runs whose ids they hold.
+definitions they wrote, the jobs and runs whose ids they hold, what happened to them, what it
+cost, who did what, and the assets they uploaded.
 
 Owns `snapshot` (organizations, teams, memberships, invitations, API keys as hashes, workflow
-definitions, jobs, workflow runs with their nodes, and the idempotency keys of both, as
-JSON-ready data) and `restore` (reads all of it first, raising ValueError and changing nothing
-on bad data, then lays it over the seeded state by id). A job or run that had not finished
-when the state was saved comes back failed ("the emulator restarted before it finished"): no
-executor picks it up again. Events, usage records, audit entries and assets are not kept: a
-restart begins with none (docs/fabric/limitations.md). The file may hold key hashes; the
-platform writes it with mode 0600. Imports nothing from trio, quart or yaml.
+definitions, jobs, workflow runs with their nodes, the idempotency keys of both, the retained
+events with their sequences, usage records, audit entries, and the metadata of assets whose
+bytes are in the asset directory, as JSON-ready data) and `restore` (reads all of it first,
+asset bytes included, raising ValueError naming the first bad entry and changing nothing, then
+lays it over the seeded state by id; the saved event, usage and audit logs replace the seeded
+plane's, bounded by the current retention).
+
+A job or run that had not finished when the state was saved comes back failed ("the emulator
+restarted before it finished"): no executor picks it up again. The restore announces that
+with the events the engine would have emitted (`workflow.node.failed`/`skipped`,
+`workflow.run.failed`, `job.failed`), numbered after the saved ones, so its streams close and a
+`Last-Event-ID` from before the restart resumes right after that event.
+
+Format: one `version` (1); every section after the first ones is optional, so a file written
+before jobs, runs, events, usage, audit or assets were kept still loads (the plane then keeps
+what it has). Secrets: API keys only as hashes; events, usage and audit entries hold ids, names,
+numbers and the JSON callers sent, never a raw key, a JWT or the JWT secret. The platform writes
+the file with mode 0600. Asset bytes are never in the JSON: `assetfiles.py` keeps them beside
+the file. Imports nothing from trio, quart or yaml.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Container
 from typing import Any
 
 import attrs
 
-from ..platform.seedschema import Node, plain_failure
+from ..platform.seedschema import Node, check_unique, plain_failure
+from .assetfiles import FILE_NAME, AssetFiles
 from .core.apikeys import ApiKey, KeyStatus
+from .core.assets import Asset
 from .core.errors import FabricError
+from .core.events import DomainEvent, EventLog
 from .core.jobs import Job, JobStatus
+from .core.ledger import AuditEntry, AuditLog, UsageLedger, UsageRecord
 from .core.plane import ControlPlane
 from .core.tenancy import Invitation, InvitationStatus, Membership, Organization, Role, Team
 from .core.workflows import (
@@ -50,7 +69,9 @@ def _membership(m: Membership) -> dict[str, Any]:
     }
 
 
-def snapshot(plane: ControlPlane) -> dict[str, Any]:
+def snapshot(plane: ControlPlane, stored: Container[str] = frozenset()) -> dict[str, Any]:
+    """The state as JSON-ready data; assets are listed only if their bytes are `stored` (in
+    the asset directory, assetfiles.py), never with their bytes."""
     tenancy = plane.tenancy
     return {
         "version": VERSION,
@@ -92,7 +113,30 @@ def snapshot(plane: ControlPlane) -> dict[str, Any]:
             }
             for (org, route, key), (fingerprint, resource_id) in plane.idempotency.entries.items()
         ],
+        # What the bounded logs retain, oldest first (each record is ids, names, numbers and
+        # JSON its caller gave: never a raw key or the JWT secret).
+        "events": [attrs.asdict(event) for event in plane.events],
+        "usage": [attrs.asdict(record) for record in plane.usage.records],
+        "audit": [attrs.asdict(entry) for entry in plane.audit.entries],
+        "assets": [
+            {name: getattr(asset, name) for name in ASSET_FIELDS}
+            for asset in plane.assets.assets.values()
+            if asset.id in stored
+        ],
     }
+
+
+# An asset's saved fields: its metadata (the bytes live in the asset directory).
+ASSET_FIELDS = (
+    "id",
+    "organization_id",
+    "filename",
+    "content_type",
+    "size_bytes",
+    "sha256",
+    "created_by",
+    "created_at",
+)
 
 
 # A run's plain fields as saved (its status and nodes are saved apart).
@@ -322,7 +366,8 @@ def _json_object(node: Node | None) -> dict[str, Any] | None:
     return value
 
 
-def _job(node: Node, now: float) -> Job:
+def _job(node: Node, now: float) -> tuple[Job, bool]:
+    """The job, and whether the restore ended it (it had not finished)."""
     f = node.fields(optional=JOB_FIELDS)
     job = Job(
         id=f.str("id"),
@@ -346,14 +391,15 @@ def _job(node: Node, now: float) -> Job:
         started_at=f.opt_float("started_at"),
         completed_at=f.opt_float("completed_at"),
     )
-    if not job.status.terminal:
+    interrupted = not job.status.terminal
+    if interrupted:
         job.status, job.error, job.completed_at, job.updated_at = (
             JobStatus.FAILED,
             RESTARTED,
             now,
             now,
         )
-    return job
+    return job, interrupted
 
 
 def _node_run(node: Node, run_ended: bool) -> NodeRun:
@@ -401,10 +447,20 @@ def _node_run(node: Node, run_ended: bool) -> NodeRun:
     )
 
 
-def _run(node: Node, now: float) -> WorkflowRun:
+@attrs.frozen
+class Interruption:
+    """A run the restore ended as failed: the keys of the nodes it failed and skipped."""
+
+    run: WorkflowRun
+    failed: tuple[str, ...]
+    skipped: tuple[str, ...]
+
+
+def _run(node: Node, now: float) -> tuple[WorkflowRun, Interruption | None]:
     f = node.fields(optional=(*RUN_FIELDS, "status", "nodes"))
     status = f.choice("status", RunStatus)
     unfinished = not status.terminal
+    saved = [n.value.get("status") if isinstance(n.value, dict) else None for n in f.list("nodes")]
     nodes = [_node_run(n, unfinished) for n in f.list("nodes")]
     run = WorkflowRun(
         id=f.str("id"),
@@ -426,9 +482,19 @@ def _run(node: Node, now: float) -> WorkflowRun:
         started_at=f.opt_float("started_at"),
         completed_at=f.opt_float("completed_at"),
     )
-    if unfinished:
-        run.status, run.error, run.completed_at = RunStatus.FAILED, RESTARTED, now
-    return run
+    if not unfinished:
+        return run, None
+    run.status, run.error, run.completed_at = RunStatus.FAILED, RESTARTED, now
+    changed = [
+        (n.definition.key, n.status)
+        for n, was in zip(nodes, saved, strict=True)
+        if n.status.value != was
+    ]
+    return run, Interruption(
+        run,
+        failed=tuple(key for key, status in changed if status is NodeStatus.FAILED),
+        skipped=tuple(key for key, status in changed if status is NodeStatus.SKIPPED),
+    )
 
 
 def _idempotency(node: Node) -> tuple[tuple[str, str, str], tuple[str, str]]:
@@ -439,8 +505,115 @@ def _idempotency(node: Node) -> tuple[tuple[str, str, str], tuple[str, str]]:
     )
 
 
-def restore(plane: ControlPlane, data: dict[str, Any]) -> None:
-    """Lay saved state over the plane's (seeded) state; ValueError and no change on bad data."""
+EVENT_FIELDS = tuple(field.name for field in attrs.fields(DomainEvent))
+
+
+def _event(node: Node) -> DomainEvent:
+    f = node.fields(optional=EVENT_FIELDS)
+    return DomainEvent(
+        id=f.str("id"),
+        sequence=f.int("sequence", minimum=1),
+        name=f.str("name"),
+        timestamp=f.float("timestamp"),
+        organization_id=f.opt_str("organization_id"),
+        job_id=f.opt_str("job_id"),
+        workflow_id=f.opt_str("workflow_id"),
+        run_id=f.opt_str("run_id"),
+        node_key=f.opt_str("node_key"),
+        payload=_json_object(f.get("payload")) or {},
+    )
+
+
+def _events(nodes: list[Node], retention: int, new_id: Callable[[], str]) -> EventLog:
+    """The saved log: unique ids, sequences rising by one from entry to entry."""
+    events = [_event(n) for n in nodes]
+    check_unique(((n, e.id) for n, e in zip(nodes, events, strict=True)), "event id")
+    for index in range(1, len(events)):
+        expected = events[index - 1].sequence + 1
+        if events[index].sequence != expected:
+            raise (
+                nodes[index]
+                .fields(optional=EVENT_FIELDS)["sequence"]
+                .error(f"must be {expected} (the saved sequences rise by one)")
+            )
+    return EventLog.restored(new_id, retention, events)
+
+
+USAGE_FIELDS = tuple(field.name for field in attrs.fields(UsageRecord))
+
+
+def _usage(node: Node) -> UsageRecord:
+    f = node.fields(optional=USAGE_FIELDS)
+    return UsageRecord(
+        id=f.str("id"),
+        organization_id=f.str("organization_id"),
+        principal_id=f.str("principal_id"),
+        api_key_id=f.opt_str("api_key_id"),
+        job_id=f.opt_str("job_id"),
+        workflow_run_id=f.opt_str("workflow_run_id"),
+        node_key=f.opt_str("node_key"),
+        provider_id=f.str("provider_id"),
+        model=f.str("model", allow_empty=True),
+        modality=f.str("modality"),
+        input_tokens=f.int("input_tokens", minimum=0),
+        output_tokens=f.int("output_tokens", minimum=0),
+        estimated_cost_usd=f.float("estimated_cost_usd", minimum=0),
+        created_at=f.float("created_at"),
+    )
+
+
+AUDIT_FIELDS = tuple(field.name for field in attrs.fields(AuditEntry))
+
+
+def _audit(node: Node) -> AuditEntry:
+    f = node.fields(optional=AUDIT_FIELDS)
+    return AuditEntry(
+        id=f.str("id"),
+        organization_id=f.opt_str("organization_id"),
+        principal_id=f.str("principal_id"),
+        api_key_id=f.opt_str("api_key_id"),
+        action=f.str("action"),
+        resource_type=f.str("resource_type"),
+        resource_id=f.str("resource_id"),
+        metadata=_json_object(f.get("metadata")) or {},
+        request_id=f.opt_str("request_id"),
+        created_at=f.float("created_at"),
+    )
+
+
+def _asset(node: Node, files: AssetFiles | None) -> Asset:
+    """The asset, with its bytes read from `files` and checked against its size and sha256."""
+    f = node.fields(optional=ASSET_FIELDS)
+    asset_id = f.str("id")
+    if not FILE_NAME.fullmatch(asset_id):
+        raise f["id"].error("must be letters, digits, '-' and '_' (it names a file)")
+    size = f.int("size_bytes", minimum=1)
+    sha256 = f.str("sha256")
+    if files is None:
+        raise node.error("saved assets need their directory beside the state file")
+    try:
+        data = files.read(asset_id)
+    except OSError as error:
+        path = files.path_of(asset_id)
+        raise node.error(f"cannot read its bytes from {path} ({error.strerror})") from None
+    if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+        raise node.error(f"the bytes in {files.path_of(asset_id)} are not the ones saved")
+    return Asset(
+        id=asset_id,
+        organization_id=f.str("organization_id"),
+        filename=f.str("filename"),
+        content_type=f.str("content_type"),
+        size_bytes=size,
+        sha256=sha256,
+        created_by=f.str("created_by"),
+        created_at=f.float("created_at"),
+        chunks=(data,),
+    )
+
+
+def restore(plane: ControlPlane, data: dict[str, Any], files: AssetFiles | None = None) -> None:
+    """Lay saved state over the plane's (seeded) state; ValueError and no change on bad data.
+    `files` holds the bytes of the saved assets (None: the data must name no asset)."""
     root = Node(data, "fabric", "", plain_failure)
     if not isinstance(data, dict) or data.get("version") != VERSION:
         raise root.error(f"the saved Fabric state must be an object with version {VERSION}")
@@ -457,6 +630,10 @@ def restore(plane: ControlPlane, data: dict[str, Any]) -> None:
             "jobs",
             "runs",
             "idempotency",
+            "events",
+            "usage",
+            "audit",
+            "assets",
         )
     )
     orgs = [_org(n) for n in f.list("organizations")]
@@ -468,9 +645,22 @@ def restore(plane: ControlPlane, data: dict[str, Any]) -> None:
     definitions = [_definition(n) for n in f.list("workflow_definitions")]
     now = plane.now()
     # Files written before jobs and runs were kept have neither.
-    jobs = [_job(n, now) for n in f.list("jobs")] if f.has("jobs") else []
-    runs = [_run(n, now) for n in f.list("runs")] if f.has("runs") else []
+    read_jobs = [_job(n, now) for n in f.list("jobs")] if f.has("jobs") else []
+    read_runs = [_run(n, now) for n in f.list("runs")] if f.has("runs") else []
+    jobs = [job for job, _ in read_jobs]
+    runs = [run for run, _ in read_runs]
     keyed = [_idempotency(n) for n in f.list("idempotency")] if f.has("idempotency") else []
+    # Files written before the logs were kept have none of them: the plane keeps its own.
+    config = plane.config
+    events = (
+        _events(f.list("events"), config.event_retention, plane.new_id) if f.has("events") else None
+    )
+    usage = [_usage(n) for n in f.list("usage")] if f.has("usage") else None
+    audit = [_audit(n) for n in f.list("audit")] if f.has("audit") else None
+    asset_nodes = f.list("assets") if f.has("assets") else None
+    assets = None if asset_nodes is None else [_asset(n, files) for n in asset_nodes]
+    if asset_nodes is not None and assets is not None:
+        check_unique(((n, a.id) for n, a in zip(asset_nodes, assets, strict=True)), "asset id")
     run_ids = {run.id for run in runs} | set(plane.runs)
     for job in jobs:
         if job.workflow_run_id not in run_ids:
@@ -482,10 +672,14 @@ def restore(plane: ControlPlane, data: dict[str, Any]) -> None:
         for record in records:
             if record.organization_id not in known_orgs:
                 raise root.error(f"{name} names an unknown organization")
+    for node, asset in zip(asset_nodes or [], assets or [], strict=True):
+        if asset.organization_id not in known_orgs:
+            raise node.error(f"asset {asset.id} names an unknown organization")
     prefixes = {key.prefix: key.id for key in plane.keys.by_id.values()}
     for key in keys:
         if prefixes.get(key.prefix, key.id) != key.id:
             raise root.error(f"api key prefix {key.prefix} is taken by another key")
+    ended_jobs = {job.id for job, interrupted in read_jobs if interrupted}
     # Everything is read and checked: now change state.
     tenancy = plane.tenancy
     for org in orgs:
@@ -518,3 +712,41 @@ def restore(plane: ControlPlane, data: dict[str, Any]) -> None:
         if resource_id in kept:
             plane.idempotency.entries[named] = (fingerprint, resource_id)
             plane.idempotency.by_resource[resource_id] = named
+    # The saved logs replace the plane's (a freshly seeded plane has none yet).
+    if events is not None:
+        plane.events = events
+    if usage is not None:
+        plane.usage = UsageLedger(config.usage_retention)
+        for used in usage:
+            plane.usage.add(used)
+    if audit is not None:
+        plane.audit = AuditLog(config.audit_retention)
+        for entry in audit:
+            plane.audit.add(entry)
+    if assets is not None:
+        store = plane.assets
+        for asset in assets:
+            replaced = store.assets.get(asset.id)
+            if replaced is not None:
+                store.total_bytes -= replaced.size_bytes
+            # Kept even past the store's bounds (a seed may have lowered them): they are
+            # stored data; new uploads are refused until there is room.
+            store.assets[asset.id] = asset
+            store.total_bytes += asset.size_bytes
+        if files is not None:
+            files.prune({asset.id for asset in assets})
+    # What the restore ended is announced as the engine would have: each stream of such a run
+    # or job closes with its failed event, continuing the restored sequence.
+    announced: set[str] = set()
+    for _, interruption in read_runs:
+        if interruption is None:
+            continue
+        run = interruption.run
+        plane.announce_interrupted_run(run, interruption.failed, interruption.skipped)
+        backing = plane.jobs.get(run.job_id) if run.job_id is not None else None
+        if backing is not None and backing.id in ended_jobs:
+            plane.announce_interrupted_job(backing)
+            announced.add(backing.id)
+    for job in jobs:
+        if job.id in ended_jobs and job.id not in announced:
+            plane.announce_interrupted_job(job)

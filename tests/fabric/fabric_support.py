@@ -25,8 +25,8 @@ EVE = "55555555-5555-4555-8555-555555555555"  # in no org but default
 class Ids:
     """UUID-shaped ids from a counter, so tests can predict them."""
 
-    def __init__(self) -> None:
-        self._counter = itertools.count(1)
+    def __init__(self, first: int = 1) -> None:
+        self._counter = itertools.count(first)
 
     def __call__(self) -> str:
         return str(uuid.UUID(int=next(self._counter)))
@@ -35,8 +35,8 @@ class Ids:
 class Texts:
     """Stand-in for random text: distinct per call, predictable."""
 
-    def __init__(self) -> None:
-        self._counter = itertools.count(1)
+    def __init__(self, first: int = 1) -> None:
+        self._counter = itertools.count(first)
 
     def __call__(self, length: int, alphabet: str) -> str:
         return (f"{next(self._counter):08d}" + alphabet * length)[:length]
@@ -54,12 +54,17 @@ class World:
 
 
 def make_world(
-    catalog: Catalog | None = None, config: PlaneConfig | None = None, clock: Any = None
+    catalog: Catalog | None = None,
+    config: PlaneConfig | None = None,
+    clock: Any = None,
+    first_id: int = 1,
 ) -> World:
+    """A plane with the Acme org; `first_id` starts its id counter (a world standing for a
+    restarted emulator draws ids unlike the first one's, as uuid4 does)."""
     clock = clock or ManualClock()
     plane = ControlPlane(
         clock=clock,
-        new_id=Ids(),
+        new_id=Ids(first_id),
         random_text=Texts(),
         random=lambda: 0.5,
         catalog=catalog or Catalog((ECHO,)),

@@ -15,13 +15,27 @@ from fabric_server import ACME, SEED
 from fabric_support import ALICE, CAROL, DAVE, EVE, dev, make_world
 
 from emulator.embedded import run_in_thread
+from emulator.fabric.assetfiles import AssetFiles
+from emulator.fabric.core.config import PlaneConfig
 from emulator.fabric.core.errors import Conflict
 from emulator.fabric.core.jobs import JobStatus
+from emulator.fabric.core.plane import ControlPlane
 from emulator.fabric.core.tenancy import Role
-from emulator.fabric.core.workflows import NodeStatus, RunStatus
+from emulator.fabric.core.workflows import NodeStatus, RunStatus, WorkflowRun
 from emulator.fabric.persistence import RESTARTED, restore, snapshot
 from emulator.platform.statefile import load_state
 from emulator.platform.statefile import restore as restore_services
+
+
+def _finish(plane: ControlPlane, run: WorkflowRun) -> None:
+    """What the engine does to a run whose every node succeeds."""
+    plane.run_start(run)
+    for key in run.nodes:
+        plane.node_ready(run, key)
+        plane.node_start(run, key)
+        plan = plane.catalog.plan(plane.node_request(run, key), plane.random)
+        plane.node_complete(run, key, plan)
+    plane.run_finish(run)
 
 
 def _populated() -> tuple[dict[str, Any], str, str, str]:
@@ -39,18 +53,15 @@ def _populated() -> tuple[dict[str, Any], str, str, str]:
         dev(CAROL),
         {"name": "w", "organization_id": world.acme, "nodes": [{"key": "a"}]},
     )
-    # One job that finished (its run marked done by hand: no executor here), one still pending,
-    # and a workflow run that never started.
+    # One job that finished (driven through the plane's hooks as the engine does: no executor
+    # here), one still pending, and a workflow run that never started.
     done, _ = plane.submit_job(
         dev(CAROL),
         {"modality": "text", "input": {"prompt": "p"}, "organization_id": world.acme},
         header_key="done-key",
     )
-    done.status, done.output = JobStatus.COMPLETED, {"text": "p"}
-    done_run = plane.runs[done.workflow_run_id]
-    done_run.status = RunStatus.COMPLETED
-    for node in done_run.nodes.values():
-        node.status = NodeStatus.COMPLETED
+    _finish(plane, plane.runs[done.workflow_run_id])
+    assert done.status is JobStatus.COMPLETED
     plane.submit_job(
         dev(CAROL), {"modality": "text", "input": {"prompt": "q"}, "organization_id": world.acme}
     )
@@ -64,7 +75,7 @@ def _populated() -> tuple[dict[str, Any], str, str, str]:
 
 def test_round_trip() -> None:
     data, raw, org_id, definition_id = _populated()
-    fresh = make_world().plane
+    fresh = make_world(first_id=10_000).plane
     restore(fresh, data)
     caller = fresh.authenticate(f"Bearer {raw}", None, public=False)
     assert caller is not None
@@ -78,11 +89,11 @@ def test_round_trip() -> None:
 
 def test_jobs_and_runs_come_back_and_unfinished_ones_have_failed() -> None:
     data, _raw, _org_id, definition_id = _populated()
-    fresh = make_world().plane
+    fresh = make_world(first_id=10_000).plane
     restore(fresh, data)
     jobs = {job.input["prompt"]: job for job in fresh.jobs.values()}
     assert jobs["p"].status is JobStatus.COMPLETED
-    assert jobs["p"].output == {"text": "p"}
+    assert jobs["p"].output == data["jobs"][0]["output"] is not None
     assert fresh.runs[jobs["p"].workflow_run_id].status is RunStatus.COMPLETED
     assert (jobs["q"].status, jobs["q"].error) == (JobStatus.FAILED, RESTARTED)
     (run,) = [r for r in fresh.runs.values() if r.workflow_definition_id == definition_id]
@@ -99,11 +110,76 @@ def test_jobs_and_runs_come_back_and_unfinished_ones_have_failed() -> None:
     with pytest.raises(Conflict, match="idempotency key"):
         fresh.submit_job(dev(CAROL), {**body, "input": {"prompt": "other"}}, header_key="done-key")
     # Saved and restored again, the restored jobs are as they were (nothing re-runs).
-    again = make_world().plane
+    again = make_world(first_id=20_000).plane
     restore(again, json.loads(json.dumps(snapshot(fresh))))
     assert {job.id: job.status for job in again.jobs.values()} == {
         job.id: job.status for job in fresh.jobs.values()
     }
+
+
+def test_logs_come_back_and_the_event_sequence_continues() -> None:
+    data, _raw, _org_id, definition_id = _populated()
+    assert data["usage"]
+    assert data["audit"]
+    assert data["events"]
+    fresh = make_world(first_id=10_000).plane
+    restore(fresh, data)
+    again = json.loads(json.dumps(snapshot(fresh)))
+    # Usage and audit exactly as saved, in order.
+    assert again["usage"] == data["usage"]
+    assert again["audit"] == data["audit"]
+    # The saved events, then what the restore ended, continuing the sequence.
+    saved = data["events"]
+    assert again["events"][: len(saved)] == saved
+    added = again["events"][len(saved) :]
+    assert [e["sequence"] for e in added] == list(
+        range(saved[-1]["sequence"] + 1, saved[-1]["sequence"] + 1 + len(added))
+    )
+    jobs = {job.input["prompt"]: job for job in fresh.jobs.values()}
+    (run,) = [r for r in fresh.runs.values() if r.workflow_definition_id == definition_id]
+    pending_run = jobs["q"].workflow_run_id
+    assert [(e["name"], e["run_id"]) for e in added] == [
+        ("workflow.node.skipped", pending_run),
+        ("workflow.run.failed", pending_run),
+        ("job.failed", pending_run),
+        ("workflow.node.skipped", run.id),
+        ("workflow.run.failed", run.id),
+    ]
+    assert added[2]["job_id"] == jobs["q"].id
+    assert added[2]["payload"] == {"error": RESTARTED}
+    # A resume from a saved event starts right after it; the next event follows the last.
+    middle = saved[len(saved) // 2]
+    assert fresh.events.resume_point(middle["id"]) == middle["sequence"]
+    first_after = next(fresh.events.after(middle["sequence"]))
+    assert first_after.sequence == middle["sequence"] + 1
+    org_id = jobs["p"].organization_id
+    fresh.create_team(dev(DAVE), {"organization_id": org_id, "slug": "later", "name": "L"})
+    assert fresh.events.last_sequence == added[-1]["sequence"] + 1
+    # A job stream's candidates end with the failure, so the stream closes.
+    assert [e.name for e in fresh.events.of_job(jobs["q"].id)][-1] == "job.failed"
+
+
+def test_a_smaller_retention_keeps_the_newest_events() -> None:
+    data, *_ = _populated()
+    fresh = make_world(config=PlaneConfig(event_retention=3), first_id=10_000).plane
+    restore(fresh, data)
+    kept = [event.sequence for event in fresh.events]
+    assert len(kept) == 3
+    assert kept == list(range(kept[0], kept[0] + 3))
+    assert fresh.events.sequence_of(data["events"][0]["id"]) is None
+
+
+def test_a_file_without_the_logs_still_loads() -> None:
+    data, *_ = _populated()
+    for section in ("events", "usage", "audit"):
+        del data[section]
+    fresh = make_world(first_id=10_000).plane
+    restore(fresh, data)
+    assert list(fresh.usage.records) == []
+    (pending,) = [job for job in fresh.jobs.values() if job.status is JobStatus.FAILED]
+    # Its stream (the job's `job.` events) still ends with the failure.
+    names = [e.name for e in fresh.events.of_job(pending.id)]
+    assert [name for name in names if name.startswith("job.")] == ["job.failed"]
 
 
 def _break(data: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
@@ -132,18 +208,95 @@ def _break(data: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str,
         (("jobs", 0, "workflow_run_id"), "missing-run", "unknown workflow run"),
         (("runs", 0, "nodes", 0, "attempts"), -1, "fabric.runs[0].nodes[0].attempts: "),
         (("idempotency", 0, "route"), 3, "fabric.idempotency[0].route: "),
+        (("events",), {}, "fabric.events: "),
+        (("events", 1, "sequence"), "2", "fabric.events[1].sequence: "),
+        (("events", 2, "sequence"), 99, "fabric.events[2].sequence: must be 3"),
+        (("events", 1, "payload"), [1], "fabric.events[1].payload: must be an object"),
+        (("events", 1, "name"), "", "fabric.events[1].name: "),
+        (("events", 1, "secret"), "x", "fabric.events[1].secret: unknown key"),
+        (("usage", 0, "input_tokens"), -1, "fabric.usage[0].input_tokens: "),
+        (("usage", 0, "estimated_cost_usd"), "free", "fabric.usage[0].estimated_cost_usd: "),
+        (("audit", 0, "action"), 5, "fabric.audit[0].action: "),
+        (("audit", 0, "metadata"), "x", "fabric.audit[0].metadata: must be an object"),
     ],
 )
 def test_bad_state_is_refused_and_changes_nothing(
     path: tuple[Any, ...], value: Any, named: str
 ) -> None:
     data, _raw, org_id, _ = _populated()
-    fresh = make_world().plane
+    fresh = make_world(first_id=10_000).plane
     before = json.dumps(snapshot(fresh), sort_keys=True)
     with pytest.raises(ValueError, match=re.escape(named)):
         restore(fresh, _break(data, path, value))
     assert json.dumps(snapshot(fresh), sort_keys=True) == before
     assert org_id not in fresh.tenancy.organizations
+
+
+def test_a_repeated_event_id_is_refused_and_changes_nothing() -> None:
+    data, *_ = _populated()
+    data["events"][2]["id"] = data["events"][0]["id"]
+    fresh = make_world(first_id=10_000).plane
+    before = json.dumps(snapshot(fresh), sort_keys=True)
+    with pytest.raises(ValueError, match=re.escape("fabric.events[2]: duplicate event id")):
+        restore(fresh, data)
+    assert json.dumps(snapshot(fresh), sort_keys=True) == before
+
+
+def _with_asset(tmp_path: Path) -> tuple[dict[str, Any], AssetFiles, str]:
+    """A saved state naming one uploaded asset whose bytes are in `files`."""
+    world = make_world()
+    upload = world.plane.begin_upload(dev(CAROL), world.acme, "a.bin", "application/octet-stream")
+    upload.add(b"first chunk;")
+    upload.add(b"second chunk")
+    asset = world.plane.finish_upload(dev(CAROL), upload)
+    files = AssetFiles.beside(tmp_path / "state.json")
+    files.write(asset)
+    return json.loads(json.dumps(snapshot(world.plane, files.kept))), files, asset.id
+
+
+def test_assets_come_back_from_the_directory_beside_the_file(tmp_path: Path) -> None:
+    data, files, asset_id = _with_asset(tmp_path)
+    assert "chunk" not in json.dumps(data)  # the bytes are never in the JSON
+    assert (files.directory / asset_id).stat().st_mode & 0o777 == 0o600
+    orphan = files.directory / "uploaded-after-the-last-save"
+    orphan.write_bytes(b"x")
+    fresh = make_world(first_id=10_000).plane
+    restore(fresh, data, AssetFiles.beside(tmp_path / "state.json"))
+    asset = fresh.get_asset(dev(CAROL), asset_id)
+    assert b"".join(asset.iter_bytes()) == b"first chunk;second chunk"
+    assert fresh.assets.total_bytes == asset.size_bytes == 24
+    # Files no saved asset names are pruned.
+    assert sorted(p.name for p in files.directory.iterdir()) == [asset_id]
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        ("edit", "fabric.assets[0]: the bytes in "),
+        ("delete", "fabric.assets[0]: cannot read its bytes from "),
+        ("bad-id", "fabric.assets[0].id: "),
+        ("no-directory", "fabric.assets[0]: saved assets need their directory"),
+    ],
+)
+def test_a_damaged_asset_is_refused_and_changes_nothing(
+    tmp_path: Path, damage: str, named: str
+) -> None:
+    data, files, asset_id = _with_asset(tmp_path)
+    given: AssetFiles | None = files
+    if damage == "edit":
+        (files.directory / asset_id).write_bytes(b"first chunk;SECOND chunk")
+    elif damage == "delete":
+        (files.directory / asset_id).unlink()
+    elif damage == "bad-id":
+        data["assets"][0]["id"] = "../state.json"
+    else:
+        given = None
+    fresh = make_world(first_id=10_000).plane
+    before = json.dumps(snapshot(fresh), sort_keys=True)
+    with pytest.raises(ValueError, match=re.escape(named)):
+        restore(fresh, data, given)
+    assert json.dumps(snapshot(fresh), sort_keys=True) == before
+    assert fresh.assets.assets == {}
 
 
 def test_state_file_carries_keys_across_a_restart(tmp_path: Path) -> None:
@@ -171,14 +324,15 @@ def test_state_file_carries_keys_across_a_restart(tmp_path: Path) -> None:
     document = load_state(state)
     assert document is not None
     with run_in_thread(SEED, **settings) as second:
-        # What `emulator serve --state-file` does before serving (the embedded API does not).
+        # The embedded emulator has restored the file on start, as `emulator serve` does;
+        # restoring the same document again lays the same state over it.
         second.call(restore_services, state, second.emulator.services, document)
         me = httpx.get(f"{second.url('fabric')}/v1/me", headers={"Authorization": f"Bearer {raw}"})
         assert me.json()["data"]["principal_id"] == ALICE
         base = second.url("fabric")
         kept = httpx.get(f"{base}/v1/jobs/{job_id}", headers=headers).json()["data"]
         assert (kept["status"], kept["output"]) == ("completed", finished["output"])
-        # Its stream answers at once: the job is over (its events were not kept).
+        # Its stream replays the kept events and closes after the terminal one.
         with httpx.stream("GET", f"{base}/v1/jobs/{job_id}/events", headers=headers) as events:
             assert events.status_code == 200
-            events.read()
+            assert b"job.completed" in events.read()

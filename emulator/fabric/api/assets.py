@@ -1,16 +1,20 @@
 """Assets: upload raw bytes (read chunk by chunk into the bounded store) and download them.
+With `--state-file`, each upload's bytes are also written beside it (assetfiles.py) so they
+survive a restart.
 
-Imports the Fabric core and the API plumbing; nothing from quart or yaml.
+Imports trio, the Fabric core and the API plumbing; nothing from quart or yaml.
 """
 
 from __future__ import annotations
+
+import trio
 
 from ...asgi import Headers
 from ..core.errors import PayloadTooLarge
 from ..core.tenancy import DEFAULT_ORG_ID
 from . import serialize
 from .envelope import Answer, Call
-from .routes import FabricApi, Route, drain
+from .routes import FabricApi, Route, drain, log
 
 IDLE_SECONDS = 30.0
 
@@ -35,6 +39,15 @@ def routes(api: FabricApi) -> list[Route]:
             chunk, more = await call.raw.receive_chunk(IDLE_SECONDS)
             pending.add(chunk)
         asset = plane.finish_upload(caller, pending)
+        files = api.asset_files
+        if files is not None:
+            # Written once, off the event loop, before the answer: a state file saved after
+            # this upload names bytes that are on disk. A failure costs only the asset's
+            # survival across a restart (it is saved only once written), not the upload.
+            try:
+                await trio.to_thread.run_sync(files.write, asset)
+            except OSError as error:
+                log.error("cannot keep asset %s in %s: %s", asset.id, files.directory, error)
         return Answer(201, serialize.asset(asset), {"self": f"/v1/assets/{asset.id}"})
 
     async def download(call: Call) -> None:

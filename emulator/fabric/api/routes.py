@@ -1,11 +1,12 @@
 """The Fabric route table and the one wrapper every route runs in.
 
 Owns `FabricApi` (what handlers share: the control plane, the engine, the clock, the id factory,
-stream settings, readiness), `Route` (method, path pattern, handler, the API-key scope it needs,
-whether it is public) and `to_raw_routes`, which wraps each handler once: a request id, the auth
-chain, the scope check, then the handler, and every error it raises translated once into the
-envelope (`envelope.error_answer`); an unexpected exception is logged and answered as a
-500 envelope, never a bare 500. Also the JSON body reader (an empty body means no body).
+stream settings, readiness, the asset directory of `--state-file`), `Route` (method, path
+pattern, handler, the API-key scope it needs, whether it is public) and `to_raw_routes`, which
+wraps each handler once: a request id, the auth chain, the scope check, then the handler, and
+every error it raises translated once into the envelope (`envelope.error_answer`); an
+unexpected exception is logged and answered as a 500 envelope, never a bare 500. Also the JSON
+body reader (an empty body means no body).
 Imports the generic raw-ASGI types; nothing from quart or yaml.
 """
 
@@ -21,6 +22,7 @@ import attrs
 
 from ...platform.clock import Clock
 from ...web.rawasgi import ClientGone, RawRequest, RawRoute
+from ..assetfiles import AssetFiles
 from ..core.auth import require_scope
 from ..core.errors import BadRequest, ValidationFailed
 from ..core.plane import ControlPlane
@@ -49,6 +51,8 @@ class FabricApi:
     ready: bool = False
     # Encoded SSE frames by event id, shared by every stream (streams.event_frame); bounded.
     frames: OrderedDict[str, bytes] = attrs.field(factory=OrderedDict)
+    # Where uploaded bytes are kept across restarts (with --state-file), else None.
+    asset_files: AssetFiles | None = None
 
 
 @attrs.frozen

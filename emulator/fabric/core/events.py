@@ -4,14 +4,16 @@ Owns `DomainEvent` (one frozen record per fact: dotted `name` such as `workflow.
 its snake `kind`, the ids it concerns, a JSON `payload`, a global `sequence`) and `EventLog`.
 Sequences are contiguous, so the event with sequence s sits at s - first_retained; the oldest
 events are dropped past `retention` and a resume from a dropped id replays what is retained.
-Delivery to subscribers is the engine's business. Imports nothing from trio, quart or yaml.
+`EventLog.restored` rebuilds a log from saved events (the state file) so that sequences and
+`Last-Event-ID` resumes carry on across a restart. Delivery to subscribers is the engine's
+business. Imports nothing from trio, quart or yaml.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -84,6 +86,22 @@ class EventLog:
         if self.retention < 1:
             raise ValueError("retention must be at least 1")
 
+    @classmethod
+    def restored(
+        cls, new_id: Callable[[], str], retention: int, events: Iterable[DomainEvent]
+    ) -> EventLog:
+        """A log holding saved `events` (oldest first, contiguous sequences, unique ids: the
+        reader checks that) whose next event continues their sequence. With a smaller
+        `retention` than when they were saved, only the newest are kept."""
+        log = cls(new_id, retention)
+        for event in events:
+            if log._events and event.sequence != log._next_sequence:
+                raise ValueError(f"event {event.id} breaks the sequence at {event.sequence}")
+            if event.sequence < 1 or event.id in log._sequence_of:
+                raise ValueError(f"event {event.id} is repeated or has no valid sequence")
+            log._add(event)
+        return log
+
     def append(self, draft: EventDraft, now: float) -> DomainEvent:
         event = DomainEvent(
             id=self.new_id(),
@@ -97,7 +115,11 @@ class EventLog:
             node_key=draft.node_key,
             payload=draft.payload,
         )
-        self._next_sequence += 1
+        self._add(event)
+        return event
+
+    def _add(self, event: DomainEvent) -> None:
+        self._next_sequence = event.sequence + 1
         self._events.append(event)
         self._sequence_of[event.id] = event.sequence
         if event.job_id is not None:
@@ -109,7 +131,6 @@ class EventLog:
             del self._sequence_of[dropped.id]
             _trim(self._by_job, dropped.job_id)
             _trim(self._by_run, dropped.run_id)
-        return event
 
     def of_job(self, job_id: str) -> Iterator[DomainEvent]:
         return iter(self._by_job.get(job_id, ()))

@@ -16,7 +16,7 @@ import calendar
 import datetime
 import itertools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -836,6 +836,21 @@ class ControlPlane:
             apply_job(job, JobEvent.FAIL, self.now())
             job.error = "cancelled"
             self.emit(self._job_draft(job, "job.failed", error=job.error))
+
+    def announce_interrupted_run(
+        self, run: WorkflowRun, failed: Iterable[str], skipped: Iterable[str]
+    ) -> None:
+        """The events of a run a restore has ended as failed (persistence.py set the statuses:
+        nothing executes it again): the same names as a failure here, so its stream closes."""
+        for key in failed:
+            self.emit(self._run_draft(run, "workflow.node.failed", key, error=run.nodes[key].error))
+        for key in skipped:
+            self.emit(self._run_draft(run, "workflow.node.skipped", key))
+        self.emit(self._run_draft(run, "workflow.run.failed", error=run.error))
+
+    def announce_interrupted_job(self, job: Job) -> None:
+        """`job.failed` for a job a restore has ended as failed, so its stream closes."""
+        self.emit(self._job_draft(job, "job.failed", error=job.error))
 
     # Providers -----------------------------------------------------------------------------
 

@@ -38,17 +38,21 @@ from .core.apikeys import ApiKey, KeyStatus
 from .core.assets import Asset
 from .core.errors import FabricError
 from .core.events import DomainEvent, EventLog
-from .core.jobs import Job, JobStatus
+from .core.jobs import Job, JobEvent, JobStatus, apply_job
 from .core.ledger import AuditEntry, AuditLog, UsageLedger, UsageRecord
 from .core.plane import ControlPlane
 from .core.tenancy import Invitation, InvitationStatus, Membership, Organization, Role, Team
 from .core.workflows import (
     NodeDefinition,
+    NodeEvent,
     NodeRun,
     NodeStatus,
+    RunEvent,
     RunStatus,
     WorkflowDefinition,
     WorkflowRun,
+    apply_node,
+    apply_run,
     parse_nodes,
 )
 
@@ -393,16 +397,12 @@ def _job(node: Node, now: float) -> tuple[Job, bool]:
     )
     interrupted = not job.status.terminal
     if interrupted:
-        job.status, job.error, job.completed_at, job.updated_at = (
-            JobStatus.FAILED,
-            RESTARTED,
-            now,
-            now,
-        )
+        apply_job(job, JobEvent.FAIL, now)
+        job.error = RESTARTED
     return job, interrupted
 
 
-def _node_run(node: Node, run_ended: bool) -> NodeRun:
+def _node_run(node: Node, run_ended: bool, now: float) -> NodeRun:
     f = node.fields(
         optional=(
             "key",
@@ -430,21 +430,21 @@ def _node_run(node: Node, run_ended: bool) -> NodeRun:
         depends_on=f.str_list("depends_on"),
         raw=_json_object(f.get("raw")) or {},
     )
-    status = f.choice("status", NodeStatus)
-    error = f.opt_str("error", allow_empty=True)
-    if run_ended and status is NodeStatus.RUNNING:
-        status, error = NodeStatus.FAILED, RESTARTED
-    elif run_ended and status in (NodeStatus.PENDING, NodeStatus.READY):
-        status = NodeStatus.SKIPPED
-    return NodeRun(
+    run = NodeRun(
         definition=definition,
-        status=status,
+        status=f.choice("status", NodeStatus),
         output=f["output"].as_json() if f.has("output") else None,
-        error=error,
+        error=f.opt_str("error", allow_empty=True),
         attempts=f.int("attempts", minimum=0),
         started_at=f.opt_float("started_at"),
         completed_at=f.opt_float("completed_at"),
     )
+    if run_ended and run.status is NodeStatus.RUNNING:
+        apply_node(run, NodeEvent.FAIL, now)
+        run.error = RESTARTED
+    elif run_ended and run.status in (NodeStatus.PENDING, NodeStatus.READY):
+        apply_node(run, NodeEvent.SKIP, now)
+    return run
 
 
 @attrs.frozen
@@ -461,7 +461,7 @@ def _run(node: Node, now: float) -> tuple[WorkflowRun, Interruption | None]:
     status = f.choice("status", RunStatus)
     unfinished = not status.terminal
     saved = [n.value.get("status") if isinstance(n.value, dict) else None for n in f.list("nodes")]
-    nodes = [_node_run(n, unfinished) for n in f.list("nodes")]
+    nodes = [_node_run(n, unfinished, now) for n in f.list("nodes")]
     run = WorkflowRun(
         id=f.str("id"),
         organization_id=f.str("organization_id"),
@@ -484,7 +484,8 @@ def _run(node: Node, now: float) -> tuple[WorkflowRun, Interruption | None]:
     )
     if not unfinished:
         return run, None
-    run.status, run.error, run.completed_at = RunStatus.FAILED, RESTARTED, now
+    apply_run(run, RunEvent.FAIL, now)
+    run.error = RESTARTED
     changed = [
         (n.definition.key, n.status)
         for n, was in zip(nodes, saved, strict=True)

@@ -224,6 +224,8 @@ RUN_TRANSITIONS: Transitions[RunStatus, RunEvent] = Transitions(
     {
         (RunStatus.PENDING, RunEvent.START): RunStatus.RUNNING,
         (RunStatus.PENDING, RunEvent.CANCEL): RunStatus.CANCELLED,
+        # A run that ends before it starts: queued when the emulator stopped (persistence).
+        (RunStatus.PENDING, RunEvent.FAIL): RunStatus.FAILED,
         (RunStatus.RUNNING, RunEvent.COMPLETE): RunStatus.COMPLETED,
         (RunStatus.RUNNING, RunEvent.FAIL): RunStatus.FAILED,
         (RunStatus.RUNNING, RunEvent.CANCEL): RunStatus.CANCELLED,

@@ -58,6 +58,7 @@ class FoundryOpsInstance(ServiceInstance):
             workdir=self.workdir,
             callback_secret=seed.callback_secret,
             allowed_hosts=seed.allowed_hosts,
+            durable_results=self.artifact_dir is not None,
         )
         self.ops = Ops(
             state=state,

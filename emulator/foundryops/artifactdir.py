@@ -10,10 +10,13 @@ synced. An artifact never changes, so a file is written once per process and lat
 refer to it.
 
 The bound: at most `max_bytes` (2 GiB by default) of artifacts, newest first; an older one past
-the bound is not kept (after a restart it answers 410, as an expired one does). Files that
-neither this save nor the one before refers to are deleted, so the directory holds at most the
-bound plus what the previous save kept: the state file on disk refers to the previous save's
-files until the new state file replaces it, and a crash in between must find them.
+the bound is not kept (after a restart it answers 410, as an expired one does). A file is
+deleted only once no state file that may be on disk can name it: the one this save is about
+to write, and the previous save's, since the platform replaces the file after `snapshot`
+returns and a crash in between leaves the old one. If a save did not land (the state file's
+identity did not change since the last save: the write failed), the files of every save since
+the last one that landed stay too. So the directory holds at most the bound plus what the
+saves not yet superseded on disk named.
 
 `problem(artifact_id, size)` checks a saved file before a restore changes anything; `take`
 links or copies a saved file into the engine's work directory. Sync file I/O only (the
@@ -66,19 +69,36 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+def _identity(path: Path | None) -> tuple[int, ...] | None:
+    """Which state file is on disk: a save replaces it with a new file (a new inode)."""
+    if path is None:
+        return None
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino, found.st_mtime_ns, found.st_size)
+
+
 @attrs.define
 class ArtifactDir:
     path: Path
     max_bytes: int = MAX_KEPT_BYTES
+    # The state file the directory belongs to (to tell whether the last save landed).
+    state_file: Path | None = None
     # The files in the directory this process wrote or restored from: id -> size in bytes.
     _files: dict[str, int] = attrs.field(factory=dict, init=False)
-    # What the previous save referred to (the state file on disk may still be that one).
+    # What the previous save named, and everything named by saves since the last one known
+    # to be on disk (the state file on disk names a subset of it).
     _previous: set[str] = attrs.field(factory=set, init=False)
+    _unconfirmed: set[str] = attrs.field(factory=set, init=False)
+    # The state file's identity when the previous save was taken.
+    _seen: tuple[int, ...] | None = attrs.field(default=None, init=False)
 
     @classmethod
     def beside(cls, state_file: Path) -> ArtifactDir:
         state_file = Path(state_file)
-        return cls(state_file.with_name(f"{state_file.name}.artifacts"))
+        return cls(state_file.with_name(f"{state_file.name}.artifacts"), state_file=state_file)
 
     # Saving ------------------------------------------------------------------------------------
 
@@ -113,8 +133,14 @@ class ArtifactDir:
             total += size
             kept[artifact_id] = size
         _sync_directory(self.path)
-        self._prune(set(kept) | self._previous)
+        identity = _identity(self.state_file)
+        if identity != self._seen:
+            # The previous save landed: the file on disk names at most what it named.
+            self._unconfirmed = set(self._previous)
+        self._prune(set(kept) | self._unconfirmed)
+        self._unconfirmed |= set(kept)
         self._previous = set(kept)
+        self._seen = identity
         return kept
 
     def _write(self, artifact: Artifact) -> int:
@@ -189,3 +215,5 @@ class ArtifactDir:
         """The restored files are this directory's: not written again, kept by the next save."""
         self._files.update(sizes)
         self._previous = set(sizes)
+        self._unconfirmed = set(sizes)
+        self._seen = _identity(self.state_file)

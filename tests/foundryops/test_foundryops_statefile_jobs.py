@@ -360,3 +360,26 @@ def test_restored_ids_are_never_handed_out_again(monkeypatch: pytest.MonkeyPatch
     first = frozen.new("job")
     frozen.reserve([first])
     assert frozen.new("job") not in (first,)
+
+
+def test_a_file_stays_while_a_state_file_on_disk_may_name_it(tmp_path: Path) -> None:
+    state = tmp_path / "s.json"
+    directory = ArtifactDir.beside(state)
+    kept = tmp_path / "s.json.artifacts" / "art_1"
+
+    def save_lands(text: str) -> None:
+        # As the platform saves: a new file renamed over the old one.
+        (tmp_path / "new").write_text(text)
+        (tmp_path / "new").replace(state)
+
+    assert directory.keep([_artifact("art_1", 1.0, b"rejects")]) == {"art_1": 7}
+    save_lands("names art_1")
+    assert directory.keep([]) == {}  # art_1 is gone (a reset), but the file on disk names it
+    assert kept.exists()
+    # That save failed: the file on disk still names art_1, however often the saves fail.
+    assert directory.keep([]) == {}
+    assert directory.keep([]) == {}
+    assert kept.exists()
+    save_lands("names nothing")
+    directory.keep([])
+    assert not kept.exists()

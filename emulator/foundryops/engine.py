@@ -4,9 +4,10 @@ Owns `Engine`: it builds each snapshot's `MatchIndex` once in a worker thread (c
 same snapshot wait on one build; the most recent `INDEX_CACHE` indexes are kept), runs batch
 and file jobs with matching and file parsing in worker threads (never on the event loop), at
 most the tier's concurrent jobs per key, with progress recorded after every batch of rows
-(several times a second), charges credits, stores results, and delivers the signed callback
-with retries and exponential backoff. Retention sweeps run every minute on the injected clock.
-Every task has the engine's nursery as its owner. Imports trio; nothing from quart or yaml.
+(several times a second), charges credits, stores results (flushed to disk in the worker
+when a state file keeps them), and delivers the signed callback with retries and exponential
+backoff. Retention sweeps run every minute on the injected clock. Every task has the engine's
+nursery as its owner. Imports trio; nothing from quart or yaml.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from ..platform.errors import ErrorFamily
@@ -22,8 +23,9 @@ from .api import datasets, jobs, match, observability, uploads
 from .api.common import Ops
 from .api.errors import FOUNDRYOPS, PREFIXES
 from .api.metrics import Metrics
+from .artifactdir import ArtifactDir
 from .core.access import ApiKey, KeyRing
-from .core.artifacts import ArtifactStore
+from .core.artifacts import Artifact, ArtifactStore
 from .core.credits import Account, Ledger
 from .core.datasets import CheckedRows, DatasetStore
 from .core.ids import RandomIds
@@ -44,6 +46,9 @@ class FoundryOpsInstance(ServiceInstance):
         self.ids = RandomIds(context.clock.now)
         context.settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.workdir = Path(tempfile.mkdtemp(prefix="foundryops-", dir=context.settings.state_dir))
+        # Where `--state-file` keeps artifact files (None: no state file, artifacts not kept).
+        state_file = context.settings.state_file
+        self.artifact_dir = ArtifactDir.beside(state_file) if state_file is not None else None
         self.metrics = Metrics()
         state = self._build_state()
         self.engine = Engine(
@@ -53,6 +58,7 @@ class FoundryOpsInstance(ServiceInstance):
             workdir=self.workdir,
             callback_secret=seed.callback_secret,
             allowed_hosts=seed.allowed_hosts,
+            durable_results=self.artifact_dir is not None,
         )
         self.ops = Ops(
             state=state,
@@ -160,16 +166,54 @@ class FoundryOpsInstance(ServiceInstance):
             self.engine.generate_nowait(*generated)
 
     def snapshot(self) -> dict[str, Any]:
-        """Datasets (not generated ones) and credit balances, for `--state-file`."""
+        """Datasets (not generated ones), credit balances, jobs and live artifacts (their files
+        go beside the state file), for `--state-file`."""
         state = self.ops.state
-        return persistence.snapshot(state.datasets, state.ledger.accounts, self._generated_ids())
+        kept: list[tuple[Artifact, int]] = []
+        if self.artifact_dir is not None:
+            live = state.artifacts.live(self.context.clock.now())
+            sizes = self.artifact_dir.keep(live)
+            kept = [(artifact, sizes[artifact.artifact_id]) for artifact in live
+                    if artifact.artifact_id in sizes]  # fmt: skip
+        return persistence.snapshot(
+            state.datasets, state.ledger.accounts, self._generated_ids(), state.jobs, kept
+        )
 
     def restore(self, data: dict[str, Any]) -> None:
-        """Lay saved datasets and balances over the seed's; ValueError and no change if bad."""
-        restored = persistence.read_snapshot(data, self._generated_ids())
+        """Lay saved datasets, balances, jobs and artifacts over the seed's; ValueError and no
+        change if anything is bad."""
         state = self.ops.state
-        persistence.apply(state.datasets, state.ledger.accounts, restored)
+        restored = persistence.read_snapshot(
+            data,
+            self._generated_ids(),
+            now=self.context.clock.now(),
+            files=self.artifact_dir,
+            live_job_ids=set(state.jobs.jobs),
+        )
+        restored = self._take_artifacts(restored)
+        persistence.apply(state, restored)
+        if self.artifact_dir is not None:
+            self.artifact_dir.adopt({a.artifact_id: size for a, size in restored.artifacts})
         self.engine.forget_indexes_nowait()
+
+    def _take_artifacts(self, restored: persistence.Restored) -> persistence.Restored:
+        """The restored artifacts with their saved files linked (or copied) into the work
+        directory, which the engine owns; nothing is left behind if one cannot be."""
+        if not restored.artifacts:
+            return restored
+        assert self.artifact_dir is not None  # read_snapshot refuses artifacts without one
+        taken: list[tuple[Artifact, int]] = []
+        try:
+            for artifact, size in restored.artifacts:
+                path = self.artifact_dir.take(artifact.artifact_id, self.workdir)
+                taken.append((attrs.evolve(artifact, path=path), size))
+        except OSError as error:
+            for artifact, _ in taken:
+                if artifact.path is not None:
+                    artifact.path.unlink(missing_ok=True)
+            reason = error.strerror or type(error).__name__
+            raise ValueError(f"artifacts: cannot take {artifact.artifact_id}: {reason}") from None
+        return attrs.evolve(restored, artifacts=taken)
 
     def _generated_ids(self) -> set[str]:
         return {d.dataset_id for d in self.seed.datasets if d.generate}

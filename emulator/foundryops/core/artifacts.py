@@ -2,7 +2,8 @@
 
 Owns `Artifact` (bytes or a file path, a content type, an expiry) and `ArtifactStore`, which
 hands artifacts out until they expire (24 hours by default, the source's "Artifacts 24h") and
-then answers 410 ARTIFACT_EXPIRED, and forgets them on `sweep(now)`. Also owns
+then answers 410 ARTIFACT_EXPIRED, and forgets them on `sweep(now)`; `live(now)` lists the
+ones still served (what a state file keeps). Also owns
 `rejects_ndjson_gz`, which writes rejected rows with their reasons as gzipped NDJSON.
 Imports nothing from trio, quart or yaml.
 """
@@ -71,6 +72,17 @@ class ArtifactStore:
                 {"artifact_id": artifact_id},
             )
         return artifact
+
+    def live(self, now: float) -> list[Artifact]:
+        """The artifacts not yet expired, newest first."""
+        alive = [a for a in self.artifacts.values() if now < a.expires_at]
+        alive.sort(key=lambda a: a.created_at, reverse=True)
+        return alive
+
+    def mark_expired(self, artifact_id: str) -> None:
+        """Answer 410 for an id whose artifact is gone (expired, or not kept by a restart)."""
+        if artifact_id not in self.artifacts:
+            self.expired.add(artifact_id)
 
     def sweep(self, now: float) -> list[Artifact]:
         """Forget every expired artifact; returns them so the caller can delete their files."""

@@ -139,6 +139,15 @@ class MatchOptions:
             raise _bad("options.return_explanations", "return_explanations must be a boolean.")
         return cls(profile, float(threshold), top_n, explain)
 
+    def to_json(self) -> dict[str, Any]:
+        """The options as `from_json` reads them (a saved job keeps its options)."""
+        return {
+            "profile": self.profile.name,
+            "threshold": self.threshold,
+            "top_n": self.top_n,
+            "return_explanations": self.return_explanations,
+        }
+
 
 def _bad(field: str, message: str, **extra: Any) -> InvalidRequest:
     return InvalidRequest("INVALID_REQUEST", message, {"field": field, **extra})

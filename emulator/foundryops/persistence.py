@@ -11,8 +11,9 @@ seeded state.
 
 A job that was queued or running when the state was saved comes back failed (EMULATOR_RESTARTED,
 "the emulator restarted before the job finished"), through the job state machine: it is not
-run again and its callback is not sent. A job whose results artifact was not kept (expired,
-or past the directory's bound) answers 410 ARTIFACT_EXPIRED for its results. Uploads,
+run again, its callback is not sent, and the credits it was charged go back to its account.
+A job whose results artifact was not kept (expired, or past the directory's bound) answers
+410 ARTIFACT_EXPIRED for its results. Uploads,
 idempotency keys, callback deliveries, rate-limit buckets, the audit trail and the decision
 log are not kept (docs/foundryops/limitations.md). Imports nothing from trio, quart or yaml.
 """
@@ -47,6 +48,7 @@ RESTARTED = JobError(
     "The emulator restarted before the job finished; it was not run again. Submit it again.",
 )
 JOB_KINDS = ("match_batch", "match_file")
+UNFINISHED = frozenset(status.value for status in JobStatus if not status.finished)
 ARTIFACT_KINDS = ("rejects", "results")
 
 
@@ -153,6 +155,8 @@ class Restored:
     artifacts: list[tuple[Artifact, int]] = attrs.field(factory=list)
     # Artifact ids that answer 410 after the restore: saved expired, or not kept at all.
     expired: list[str] = attrs.field(factory=list)
+    # Jobs this restore ended (saved queued or running): their credits go back.
+    interrupted: list[str] = attrs.field(factory=list)
 
 
 def _key(node: Node, key: str) -> Node:
@@ -402,8 +406,12 @@ def read_snapshot(
     live = {artifact.artifact_id for artifact, _ in artifacts}
     jobs: list[Job] = []
     job_ids: set[str] = set()
+    interrupted: list[str] = []
     for item in f.list("jobs"):
+        unfinished = isinstance(item.value, dict) and item.value.get("status") in UNFINISHED
         job = _read_job(item, now)
+        if unfinished:
+            interrupted.append(job.job_id)
         if job.job_id in job_ids or job.job_id in (live_job_ids or set()):
             what = "duplicate job id" if job.job_id in job_ids else "a job with this id exists"
             raise _key(item, "job_id").error(what)
@@ -411,7 +419,7 @@ def read_snapshot(
         if job.results_artifact_id is not None and job.results_artifact_id not in live:
             expired.append(job.results_artifact_id)
         jobs.append(job)
-    return Restored(datasets, accounts, jobs, artifacts, expired)
+    return Restored(datasets, accounts, jobs, artifacts, expired, interrupted)
 
 
 def apply(state: OpsState, restored: Restored) -> None:
@@ -432,8 +440,16 @@ def apply(state: OpsState, restored: Restored) -> None:
         state.artifacts.add(artifact)
     for artifact_id in restored.expired:
         state.artifacts.mark_expired(artifact_id)
+    orgs = {key.key_id: key.org for key in state.keys.keys.values()}
+    interrupted = set(restored.interrupted)
     for job in restored.jobs:
         state.jobs.add(job)  # every restored job is finished: no slot is taken
+        if job.job_id in interrupted and job.credits_charged:
+            # The emulator, not the caller, failed it: what it was charged goes back, to the
+            # account it was charged from (the key's organisation's, if it has one).
+            account = state.ledger.account_for(job.key_id, orgs.get(job.key_id))
+            account.balance = round(account.balance + job.credits_charged, 6)
+            job.credits_charged = 0.0
     # A new id must never repeat a restored one (a sequential factory starts again at 1).
     taken = [job.job_id for job in restored.jobs]
     taken += [artifact.artifact_id for artifact, _ in restored.artifacts] + restored.expired

@@ -147,9 +147,13 @@ async def test_an_unfinished_job_comes_back_failed_and_is_not_run_again(
     state.jobs.add(queued)
     state.jobs.add(running)
     assert state.jobs.active_for("dev") == (1, 1)
+    org = next(key.org for key in state.keys.keys.values() if key.key_id == "dev")
+    balance = state.ledger.balance("dev", org).balance
 
     second = await restart(start_emulator, first, path)
     restored = second.emulator.services["foundryops"]
+    # The emulator failed them, not the caller: the 3 + 3 credits they were charged go back.
+    assert restored.ops.state.ledger.balance("dev", org).balance == balance + 6.0
     async with client(second) as http:
         statuses = [
             (await http.get(f"/api/v2/jobs/{job_id}")).json()
@@ -167,12 +171,18 @@ async def test_an_unfinished_job_comes_back_failed_and_is_not_run_again(
     assert results.json()["error"]["details"]["error_code"] == "EMULATOR_RESTARTED"
     jobs = restored.ops.state.jobs
     assert jobs.get("job_running").started_at == 2.0
-    assert jobs.get("job_queued").credits_charged == 3.0
+    assert jobs.get("job_queued").credits_charged == 0.0
     # Neither takes a slot, neither ran again, and no callback was sent for either.
     assert jobs.active_for("dev") == (0, 0)
     assert fresh.status_code == 202
     assert [d.job_id for d in restored.ops.state.deliveries.values()] == []
     assert jobs.get("job_queued").status.value == "failed"
+    # A later restart finds them failed already: nothing is given back twice.
+    settled = restored.ops.state.ledger.balance("dev", org).balance
+    third = await restart(start_emulator, second, path)
+    assert third.emulator.services["foundryops"].ops.state.ledger.balance("dev", org).balance == (
+        settled
+    )
 
 
 async def test_expired_artifacts_are_not_written_and_answer_410_after_a_restart(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,11 @@ class FabricInstance(ServiceInstance):
         audit logs, and asset metadata (bytes beside the file); see persistence.py."""
         stored = frozenset() if self.asset_files is None else frozenset(self.asset_files.kept)
         return persistence.snapshot(self.plane, stored)
+
+    def capture(self) -> Callable[[], dict[str, Any]]:
+        """What may still change, now; finished jobs and runs and the logs, off the loop."""
+        stored = frozenset() if self.asset_files is None else frozenset(self.asset_files.kept)
+        return persistence.capture(self.plane, stored, lazy=True)
 
     def restore(self, data: dict[str, Any]) -> None:
         persistence.restore(self.plane, data, self.asset_files)

@@ -27,7 +27,7 @@ the file. Imports nothing from trio, quart or yaml.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterator
 from typing import Any
 
 import attrs
@@ -76,6 +76,48 @@ def _membership(m: Membership) -> dict[str, Any]:
 def snapshot(plane: ControlPlane, stored: Container[str] = frozenset()) -> dict[str, Any]:
     """The state as JSON-ready data; assets are listed only if their bytes are `stored` (in
     the asset directory, assetfiles.py), never with their bytes."""
+    return capture(plane, stored)()
+
+
+def capture(
+    plane: ControlPlane, stored: Container[str] = frozenset(), *, lazy: bool = False
+) -> Callable[[], dict[str, Any]]:
+    """`snapshot` in two halves. Now (on the event loop): the small sections, the jobs and
+    runs that have not finished, and the contents of the logs. The returned function (called
+    in a worker thread while the service goes on serving) renders the rest: finished jobs and
+    runs no longer change, and log entries never do. With a hundred thousand retained jobs
+    the loop's part is a walk over references, not the seconds the whole rendering takes.
+    `lazy`: the long sections are generators, each record rendered as the state file's writer
+    takes it (statefile.canonical_pieces), so no rendered copy of the state piles up."""
+    jobs = [job if job.status.terminal else _job_json(job) for job in plane.jobs.values()]
+    runs = [run if run.status.terminal else _run_json(run) for run in plane.runs.values()]
+    events, usage, audit = list(plane.events), list(plane.usage.records), list(plane.audit.entries)
+    head = _small_sections(plane, stored)
+
+    def finish() -> dict[str, Any]:
+        sections: dict[str, Iterator[dict[str, Any]]] = {
+            "jobs": (job if isinstance(job, dict) else _job_json(job) for job in jobs),
+            "runs": (run if isinstance(run, dict) else _run_json(run) for run in runs),
+            # What the bounded logs retained, oldest first (each record is ids, names,
+            # numbers and JSON its caller gave: never a raw key or the JWT secret).
+            "events": (attrs.asdict(event) for event in events),
+            "usage": (attrs.asdict(record) for record in usage),
+            "audit": (attrs.asdict(entry) for entry in audit),
+        }
+        if lazy:
+            return {**head, **sections}
+        return {**head, **{name: list(records) for name, records in sections.items()}}
+
+    return finish
+
+
+def _job_json(job: Job) -> dict[str, Any]:
+    return {**attrs.asdict(job), "status": job.status.value}
+
+
+def _small_sections(plane: ControlPlane, stored: Container[str]) -> dict[str, Any]:
+    """Everything but jobs, runs and the logs: tenancy, keys, definitions, idempotency keys,
+    asset metadata (rendered on the loop: they are few, and some may still change)."""
     tenancy = plane.tenancy
     return {
         "version": VERSION,
@@ -105,8 +147,6 @@ def snapshot(plane: ControlPlane, stored: Container[str] = frozenset()) -> dict[
             }
             for d in plane.definitions.values()
         ],
-        "jobs": [{**attrs.asdict(job), "status": job.status.value} for job in plane.jobs.values()],
-        "runs": [_run_json(run) for run in plane.runs.values()],
         "idempotency": [
             {
                 "organization_id": org,
@@ -117,11 +157,6 @@ def snapshot(plane: ControlPlane, stored: Container[str] = frozenset()) -> dict[
             }
             for (org, route, key), (fingerprint, resource_id) in plane.idempotency.entries.items()
         ],
-        # What the bounded logs retain, oldest first (each record is ids, names, numbers and
-        # JSON its caller gave: never a raw key or the JWT secret).
-        "events": [attrs.asdict(event) for event in plane.events],
-        "usage": [attrs.asdict(record) for record in plane.usage.records],
-        "audit": [attrs.asdict(entry) for entry in plane.audit.entries],
         "assets": [
             {name: getattr(asset, name) for name in ASSET_FIELDS}
             for asset in plane.assets.assets.values()

@@ -132,6 +132,17 @@ class ServiceInstance(ABC):
         nothing across restarts. May hold secrets: the file is written with mode 0600."""
         return None
 
+    def capture(self) -> Callable[[], dict[str, Any]] | None:
+        """The half of `snapshot` that must run on the event loop (a consistent view), as a
+        function that makes the rest in a worker thread while the service goes on serving.
+        The default does all of `snapshot` at once; a service with a large state overrides
+        it (and then `snapshot` is `capture()()`) to take on the loop only what may still
+        change, leaving records that no longer change to the function."""
+        data = self.snapshot()
+        if data is None:
+            return None
+        return lambda: data
+
     def restore(self, data: dict[str, Any]) -> None:
         """Take back what `snapshot` returned (called before serving). Validate all of it first,
         then replace state: on bad data raise ValueError and change nothing."""

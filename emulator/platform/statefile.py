@@ -2,9 +2,14 @@
 
 Owns the file format, writing it atomically (a 0600 temporary file in the same directory, fsync,
 rename) and reading it back, refusing anything unreadable, partial or edited with a one-line
-`StateFileError`. Also collects and restores the data of services through their `snapshot` /
-`restore` hooks (emulator/platform/service.py). Knows nothing about any service's contents;
-imports nothing from trio, quart, hypercorn or yaml, nor from any service package.
+`StateFileError`. Also collects and restores the data of services through their `capture` /
+`snapshot` / `restore` hooks (emulator/platform/service.py). Knows nothing about any service's
+contents; imports nothing from trio, quart, hypercorn or yaml, nor from any service package.
+
+Saving a large state must not stall a server that goes on serving: `capture` runs on the event
+loop and only takes what may still change, and `save_state` (in a worker thread) finishes each
+service's data and writes the file as canonical JSON in pieces (`canonical_pieces`), each a
+small `json.dumps` call, so the thread never holds the interpreter for long at a stretch.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +35,17 @@ class StateFileError(ValueError):
     """The state file cannot be used; the message is one line naming the file and the problem."""
 
 
+# A service's data, or a function (from `capture`) that finishes it off the event loop.
+Captured = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
+# Containers this deep (services, a service's data, its sections) are always walked piece by
+# piece; deeper ones only when longer than WALK_LENGTH (a long list of rows), so one
+# `json.dumps` call never encodes more than one record or a short container.
+WALK_DEPTH = 3
+WALK_LENGTH = 64
+# Bytes gathered before they are hashed and written.
+WRITE_BATCH = 256 * 1024
+
+
 def _canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
@@ -38,28 +54,80 @@ def checksum(services: Mapping[str, Any]) -> str:
     return hashlib.sha256(_canonical(services)).hexdigest()
 
 
-def save_state(path: Path, document: Mapping[str, Any]) -> None:
-    """Write `document` (service key -> data) to `path` atomically, readable by the owner only.
+def canonical_pieces(value: Any, depth: int = 0) -> Iterator[str]:
+    """`_canonical(value)` (sorted keys, no spaces, ASCII) as consecutive text pieces: the
+    same bytes once joined, made by many small encoder calls instead of one long one.
+
+    An iterator (a generator) is written as a list, item by item as it makes them: a service
+    can hand over a long section whose records are rendered one at a time and dropped once
+    written, instead of a whole rendered copy of its state held until the end."""
+    if isinstance(value, Iterator):
+        yield "["
+        for index, item in enumerate(value):
+            if index:
+                yield ","
+            yield from canonical_pieces(item, depth + 1)
+        yield "]"
+        return
+    walk = depth < WALK_DEPTH
+    if isinstance(value, dict) and (walk or len(value) > WALK_LENGTH):
+        yield "{"
+        for index, key in enumerate(sorted(value)):
+            if not isinstance(key, str):
+                raise TypeError(f"state keys must be strings, not {type(key).__name__}")
+            yield ("," if index else "") + json.dumps(key, ensure_ascii=True) + ":"
+            yield from canonical_pieces(value[key], depth + 1)
+        yield "}"
+    elif isinstance(value, list | tuple) and (walk or len(value) > WALK_LENGTH):
+        yield "["
+        for index, item in enumerate(value):
+            if index:
+                yield ","
+            yield from canonical_pieces(item, depth + 1)
+        yield "]"
+    else:
+        yield json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def save_state(path: Path, document: Mapping[str, Captured]) -> None:
+    """Write `document` (service key -> data, or a function from a service's `capture` that
+    makes it) to `path` atomically, readable by the owner only. Call it from a worker thread.
 
     The file is never seen half-written: the data goes to a temporary file created with mode
-    0600 beside it, is flushed to disk, and then replaces the old file in one rename.
+    0600 beside it, is flushed to disk, and then replaces the old file in one rename. It is
+    the envelope as canonical JSON (sorted keys), written in pieces while the checksum of
+    `services` is computed over the same bytes.
     """
     path = Path(path)
-    services = dict(document)
-    envelope = {
-        "format": FORMAT,
-        "version": VERSION,
-        "savedAt": time.time(),
-        "sha256": checksum(services),
-        "services": services,
-    }
-    data = json.dumps(envelope, sort_keys=True, indent=1).encode()
+    services = {name: dict(data() if callable(data) else data) for name, data in document.items()}
     directory = path.parent if str(path.parent) else Path(".")
     # mkstemp creates the file with mode 0600, so the secrets are never readable by others.
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(handle, "wb") as stream:
+            # The envelope's keys in sorted order: format, savedAt, services, sha256, version.
+            stream.write(
+                b'{"format":' + _canonical(FORMAT) + b',"savedAt":' + _canonical(time.time())
+            )
+            stream.write(b',"services":')
+            digest = hashlib.sha256()
+            batch: list[str] = []
+            size = 0
+            for piece in canonical_pieces(services):
+                batch.append(piece)
+                size += len(piece)
+                if size >= WRITE_BATCH:
+                    data = "".join(batch).encode("ascii")
+                    digest.update(data)
+                    stream.write(data)
+                    batch, size = [], 0
+            data = "".join(batch).encode("ascii")
+            digest.update(data)
             stream.write(data)
+            stream.write(
+                b',"sha256":' + _canonical(digest.hexdigest()) + b',"version":'
+                + _canonical(VERSION) + b"}"
+            )  # fmt: skip
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
@@ -116,17 +184,28 @@ def load_state(path: Path) -> dict[str, Any] | None:
     return services
 
 
+def capture(
+    services: Mapping[str, ServiceInstance], carried: Mapping[str, Any] | None = None
+) -> dict[str, Captured]:
+    """On the event loop: what `save_state` needs, by service name (each running service's
+    `capture`, which finishes its data later, off the loop), plus the `carried` data of
+    services saved by an earlier run that do not run now (kept, not lost)."""
+    document: dict[str, Captured] = dict(carried or {})
+    for name, service in services.items():
+        finish = service.capture()
+        if finish is not None:
+            document[name] = finish
+    return document
+
+
 def collect(
     services: Mapping[str, ServiceInstance], carried: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The data of every running service that keeps durable state, by service name, plus the
-    `carried` data of services saved by an earlier run that do not run now (kept, not lost)."""
-    document: dict[str, Any] = dict(carried or {})
-    for name, service in services.items():
-        data = service.snapshot()
-        if data is not None:
-            document[name] = data
-    return document
+    """`capture`, finished at once: every service's data as plain JSON-ready values."""
+    return {
+        name: data() if callable(data) else data
+        for name, data in capture(services, carried).items()
+    }
 
 
 def restore(

@@ -38,7 +38,7 @@ from hypercorn.utils import wrap_app
 
 from ..platform.service import Endpoints
 from ..platform.settings import Settings
-from ..platform.statefile import collect, save_state
+from ..platform.statefile import capture, save_state
 from ..web.app import Emulator, Site, create_asgi
 from . import hypercorn_compat
 from .h1 import H1Server
@@ -395,9 +395,10 @@ async def save_state_file(emulator: Emulator, saving: trio.Lock) -> None:
     path = emulator.settings.state_file
     if path is None:
         return
-    # Snapshot on the trio thread (a consistent view), write in a worker thread (blocking I/O).
+    # Capture on the trio thread (a consistent view of what may still change); finish the
+    # services' data and write in a worker thread (CPU and blocking I/O).
     async with saving:
-        document = collect(emulator.services, emulator.carried_state)
+        document = capture(emulator.services, emulator.carried_state)
         try:
             await trio.to_thread.run_sync(save_state, path, document)
         except OSError as error:

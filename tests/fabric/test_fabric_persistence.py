@@ -15,6 +15,7 @@ from fabric_server import ACME, SEED
 from fabric_support import ALICE, CAROL, DAVE, EVE, dev, make_world
 
 from emulator.embedded import run_in_thread
+from emulator.fabric import persistence
 from emulator.fabric.assetfiles import AssetFiles
 from emulator.fabric.core.config import PlaneConfig
 from emulator.fabric.core.errors import Conflict
@@ -22,8 +23,8 @@ from emulator.fabric.core.jobs import JobStatus
 from emulator.fabric.core.plane import ControlPlane
 from emulator.fabric.core.tenancy import Role
 from emulator.fabric.core.workflows import NodeStatus, RunStatus, WorkflowRun
-from emulator.fabric.persistence import RESTARTED, restore, snapshot
-from emulator.platform.statefile import load_state
+from emulator.fabric.persistence import RESTARTED, capture, restore, snapshot
+from emulator.platform.statefile import load_state, save_state
 from emulator.platform.statefile import restore as restore_services
 
 
@@ -71,6 +72,39 @@ def _populated() -> tuple[dict[str, Any], str, str, str]:
     assert key.key_hash in json.dumps(data)
     assert team.id in json.dumps(data)
     return data, raw, org.id, definition.id
+
+
+def test_the_loop_renders_only_what_may_change_and_the_thread_the_rest(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    world = make_world()
+    plane = world.plane
+    body = {"modality": "text", "input": {"prompt": "p"}, "organization_id": world.acme}
+    finished = []
+    for _ in range(3):
+        job, _ = plane.submit_job(dev(CAROL), body)
+        _finish(plane, plane.runs[job.workflow_run_id])
+        finished.append(job.id)
+    pending, _ = plane.submit_job(dev(CAROL), body)
+    expected = json.loads(json.dumps(snapshot(plane)))
+    rendered: list[str] = []
+    real_job, real_run = persistence._job_json, persistence._run_json
+    monkeypatch.setattr(
+        persistence, "_job_json", lambda job: rendered.append(job.id) or real_job(job)
+    )
+    monkeypatch.setattr(
+        persistence, "_run_json", lambda run: rendered.append(run.id) or real_run(run)
+    )
+
+    finish = capture(plane, lazy=True)
+    # On the loop: only the job (and its run) that has not finished.
+    assert rendered == [pending.id, pending.workflow_run_id]
+    # A finished job's record is only read later, in the worker thread, and it no longer
+    # changes; what the file holds is what a snapshot taken at once would have held.
+    path = tmp_path / "state.json"
+    save_state(path, {"fabric": finish})
+    assert set(rendered) >= set(finished)
+    assert load_state(path) == {"fabric": expected}
 
 
 def test_round_trip() -> None:

@@ -19,7 +19,15 @@ from emulatorrun import StartEmulator, make_seed
 
 from emulator.foundry.core.tokens import digest
 from emulator.platform.settings import Settings
-from emulator.platform.statefile import StateFileError, collect, load_state, restore, save_state
+from emulator.platform.statefile import (
+    WRITE_BATCH,
+    StateFileError,
+    canonical_pieces,
+    collect,
+    load_state,
+    restore,
+    save_state,
+)
 from emulator.transport.server import save_state_periodically
 from emulator.web.app import build_emulator
 
@@ -49,6 +57,39 @@ def test_save_then_load_round_trip_with_mode_0600(tmp_path: Path) -> None:
     save_state(path, {"foundry": {}})
     assert load_state(path) == {"foundry": {}}
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def test_canonical_pieces_join_to_the_canonical_encoding_in_small_calls() -> None:
+    rows = [[index, f"name {index}", index / 7, index % 2 == 0, None] for index in range(500)]
+    document = {
+        "zeta": {"b": [1, 2.5, "x"], "a": {"deep": {"deeper": [{"k": "v"}] * 3}}},
+        "alpha": {"rows": rows, "text": 'quote " é \u2028 \n', "empty": [], "none": {}},
+        "big": {f"key{index:04d}": {"n": index} for index in range(100)},
+    }
+    pieces = list(canonical_pieces(document))
+    assert "".join(pieces) == _canonical(document)
+    # Long containers are walked at any depth: no piece is more than one row or record.
+    assert len(pieces) > 1000
+    assert max(len(piece) for piece in pieces) < 200
+    with pytest.raises(TypeError, match="strings"):
+        "".join(canonical_pieces({"a": {1: "x"}}))
+
+
+def test_a_saved_file_is_canonical_json_in_sorted_envelope_order(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    # Bigger than one write batch, and partly made by a deferred function (a service's
+    # capture), partly plain data carried from an earlier run.
+    rows = [{"id": f"row-{index}", "payload": "x" * 100} for index in range(WRITE_BATCH // 80)]
+    save_state(path, {"fabric": lambda: {"rows": rows}, "elsewhere": {"kept": 1}})
+    raw = path.read_bytes()
+    envelope = json.loads(raw)
+    assert list(envelope) == ["format", "savedAt", "services", "sha256", "version"]
+    assert raw == _canonical(envelope).encode()
+    assert load_state(path) == {"fabric": {"rows": rows}, "elsewhere": {"kept": 1}}
 
 
 def test_a_missing_file_is_no_state(tmp_path: Path) -> None:

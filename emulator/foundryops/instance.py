@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,13 @@ class FoundryOpsInstance(ServiceInstance):
     def snapshot(self) -> dict[str, Any]:
         """Datasets (not generated ones), credit balances, jobs and live artifacts (their files
         go beside the state file), for `--state-file`."""
+        return self._capture(lazy=False)()
+
+    def capture(self) -> Callable[[], dict[str, Any]]:
+        """What may still change, now; rows and finished jobs, off the loop."""
+        return self._capture(lazy=True)
+
+    def _capture(self, *, lazy: bool) -> Callable[[], dict[str, Any]]:
         state = self.ops.state
         kept: list[tuple[Artifact, int]] = []
         if self.artifact_dir is not None:
@@ -175,8 +182,13 @@ class FoundryOpsInstance(ServiceInstance):
             sizes = self.artifact_dir.keep(live)
             kept = [(artifact, sizes[artifact.artifact_id]) for artifact in live
                     if artifact.artifact_id in sizes]  # fmt: skip
-        return persistence.snapshot(
-            state.datasets, state.ledger.accounts, self._generated_ids(), state.jobs, kept
+        return persistence.capture(
+            state.datasets,
+            state.ledger.accounts,
+            self._generated_ids(),
+            state.jobs,
+            kept,
+            lazy=lazy,
         )
 
     def restore(self, data: dict[str, Any]) -> None:

@@ -20,12 +20,13 @@ log are not kept (docs/foundryops/limitations.md). Imports nothing from trio, qu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from ..platform.seedschema import Node, plain_failure
+from ..platform.statefile import Walk
 from .core.artifacts import Artifact
 from .core.credits import Account, CreditMode
 from .core.datasets import Dataset, DatasetStore, Snapshot
@@ -61,42 +62,74 @@ def snapshot(
 ) -> dict[str, Any]:
     """The state as JSON-ready data; `kept` are the artifacts whose files were written beside
     the state file, each with its size."""
+    return capture(store, accounts, generated, jobs, kept)()
+
+
+def capture(
+    store: DatasetStore,
+    accounts: dict[str, Account],
+    generated: set[str],
+    jobs: JobTable | None = None,
+    kept: Sequence[tuple[Artifact, int]] = (),
+    *,
+    lazy: bool = False,
+) -> Callable[[], dict[str, Any]]:
+    """`snapshot` in two halves. Now (on the event loop): balances, the datasets' own fields,
+    the jobs that have not finished, and which snapshots and jobs there are. The returned
+    function (called in a worker thread while the service goes on serving) renders the rest:
+    a snapshot's rows never change, nor does a finished job. `lazy`: rows and jobs are
+    generators, rendered as the state file's writer takes them (statefile.canonical_pieces)."""
+    datasets: list[tuple[dict[str, Any], list[tuple[str, float, Sequence[tuple[object, ...]]]]]]
     datasets = []
     for dataset in store.datasets.values():
         if dataset.dataset_id in generated:
             continue
-        snapshots = []
+        own = []
         for snapshot_id in dataset.snapshot_ids:
             snap = store.snapshots[snapshot_id]
-            own: Sequence[tuple[object, ...]] = snap.segments[-1] if snap.segments else ()
-            snapshots.append(
-                {
-                    "snapshot_id": snapshot_id,
-                    "created_at": snap.created_at,
-                    "rows": [list(row) for row in own],
-                }
-            )
-        datasets.append(
-            {
-                "dataset_id": dataset.dataset_id,
-                "name": dataset.name,
-                "schema": dataset.schema.to_json(),
-                "created_at": dataset.created_at,
-                "owner_key": dataset.owner_key,
-                "active_snapshot_id": dataset.active_snapshot_id,
-                "snapshots": snapshots,
-            }
-        )
-    return {
-        "version": VERSION,
-        "datasets": datasets,
-        "accounts": [
-            {"account_id": a.account_id, "mode": a.mode.value, "balance": a.balance}
-            for a in accounts.values()
-        ],
-        "jobs": [_job_json(job) for job in (jobs.jobs.values() if jobs is not None else ())],
-        "artifacts": [_artifact_json(artifact, size) for artifact, size in kept],
-    }
+            own.append((snapshot_id, snap.created_at, snap.segments[-1] if snap.segments else ()))
+        head = {
+            "dataset_id": dataset.dataset_id,
+            "name": dataset.name,
+            "schema": dataset.schema.to_json(),
+            "created_at": dataset.created_at,
+            "owner_key": dataset.owner_key,
+            "active_snapshot_id": dataset.active_snapshot_id,
+        }
+        datasets.append((head, own))
+    balances = [
+        {"account_id": a.account_id, "mode": a.mode.value, "balance": a.balance}
+        for a in accounts.values()
+    ]
+    table = jobs.jobs.values() if jobs is not None else ()
+    job_items = [job if job.status.finished else _job_json(job) for job in table]
+    artifacts = [_artifact_json(artifact, size) for artifact, size in kept]
+
+    def finish() -> dict[str, Any]:
+        def rows(segment: Sequence[tuple[object, ...]]) -> Iterable[list[object]]:
+            made = (list(row) for row in segment)
+            return made if lazy else list(made)
+
+        rendered = (item if isinstance(item, dict) else _job_json(item) for item in job_items)
+        return {
+            "version": VERSION,
+            # Walk marks the mappings on the way to the rows for the state file's writer.
+            "datasets": [
+                Walk(
+                    head,
+                    snapshots=[
+                        Walk(snapshot_id=snapshot_id, created_at=at, rows=rows(segment))
+                        for snapshot_id, at, segment in own
+                    ],
+                )
+                for head, own in datasets
+            ],
+            "accounts": balances,
+            "jobs": rendered if lazy else list(rendered),
+            "artifacts": artifacts,
+        }
+
+    return finish
 
 
 def _job_json(job: Job) -> dict[str, Any]:

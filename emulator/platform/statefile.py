@@ -46,6 +46,20 @@ WALK_LENGTH = 64
 WRITE_BATCH = 256 * 1024
 
 
+class Walk(dict[str, Any]):
+    """A mapping the writer always walks key by key, at any depth (`canonical_pieces`): put
+    one around each mapping on the way to a generator or a long list nested deep in a
+    service's data. Otherwise a plain dict."""
+
+
+def _walked(value: dict[str, Any] | list[Any] | tuple[Any, ...], depth: int) -> bool:
+    if depth < WALK_DEPTH or len(value) > WALK_LENGTH or type(value) is Walk:
+        return True
+    # A short list is walked when it holds what must be: a Walk mapping or a generator.
+    items = value if not isinstance(value, dict) else ()
+    return any(type(item) is Walk or isinstance(item, Iterator) for item in items)
+
+
 def _canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
@@ -60,7 +74,9 @@ def canonical_pieces(value: Any, depth: int = 0) -> Iterator[str]:
 
     An iterator (a generator) is written as a list, item by item as it makes them: a service
     can hand over a long section whose records are rendered one at a time and dropped once
-    written, instead of a whole rendered copy of its state held until the end."""
+    written, instead of a whole rendered copy of its state held until the end. Containers
+    near the top, long ones, `Walk` mappings and short lists holding those or generators are
+    walked; anything else is one `json.dumps` call."""
     if isinstance(value, Iterator):
         yield "["
         for index, item in enumerate(value):
@@ -69,8 +85,7 @@ def canonical_pieces(value: Any, depth: int = 0) -> Iterator[str]:
             yield from canonical_pieces(item, depth + 1)
         yield "]"
         return
-    walk = depth < WALK_DEPTH
-    if isinstance(value, dict) and (walk or len(value) > WALK_LENGTH):
+    if isinstance(value, dict) and _walked(value, depth):
         yield "{"
         for index, key in enumerate(sorted(value)):
             if not isinstance(key, str):
@@ -78,7 +93,7 @@ def canonical_pieces(value: Any, depth: int = 0) -> Iterator[str]:
             yield ("," if index else "") + json.dumps(key, ensure_ascii=True) + ":"
             yield from canonical_pieces(value[key], depth + 1)
         yield "}"
-    elif isinstance(value, list | tuple) and (walk or len(value) > WALK_LENGTH):
+    elif isinstance(value, list | tuple) and _walked(value, depth):
         yield "["
         for index, item in enumerate(value):
             if index:

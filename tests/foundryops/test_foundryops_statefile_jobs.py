@@ -15,16 +15,18 @@ import pytest
 import trio
 from foundryops_support import client, seed_with
 
+from emulator.foundryops import persistence
 from emulator.foundryops.artifactdir import ArtifactDir
 from emulator.foundryops.core import ids as ids_module
-from emulator.foundryops.core.artifacts import Artifact
+from emulator.foundryops.core.artifacts import Artifact, ArtifactStore
+from emulator.foundryops.core.datasets import DatasetStore
 from emulator.foundryops.core.generate import company_rows
 from emulator.foundryops.core.ids import RandomIds, SequentialIds
-from emulator.foundryops.core.jobs import Job, JobEvent, apply
+from emulator.foundryops.core.jobs import Job, JobEvent, JobTable, apply
 from emulator.foundryops.core.matcher import MatchOptions
 from emulator.foundryops.persistence import read_snapshot
 from emulator.platform.clock import ManualClock
-from emulator.platform.statefile import StateFileError, load_state, restore
+from emulator.platform.statefile import StateFileError, load_state, restore, save_state
 from emulator.transport.server import save_state_file
 
 DAY = 24 * 3600.0
@@ -393,3 +395,30 @@ def test_a_file_stays_while_a_state_file_on_disk_may_name_it(tmp_path: Path) -> 
     save_lands("names nothing")
     directory.keep([])
     assert not kept.exists()
+
+
+def test_the_loop_renders_only_unfinished_jobs_and_the_thread_the_rest(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    options = MatchOptions.from_json(None)
+    table = JobTable()
+    for job_id in ("job_done", "job_queued"):
+        table.add(Job(job_id, "match_batch", "dev", "dss_snapshot1", 1.0, 1, options))
+    done = table.get("job_done")
+    apply(done, JobEvent.START, 2.0)
+    done.results = [{"input_index": 0, "matches": []}]
+    apply(done, JobEvent.COMPLETE, 3.0)
+    store = DatasetStore(SequentialIds(), ArtifactStore())
+    expected = persistence.snapshot(store, {}, set(), table)
+    rendered: list[str] = []
+    real = persistence._job_json
+    monkeypatch.setattr(
+        persistence, "_job_json", lambda job: rendered.append(job.job_id) or real(job)
+    )
+
+    finish = persistence.capture(store, {}, set(), table, lazy=True)
+    assert rendered == ["job_queued"]  # a finished job no longer changes: rendered later
+    path = tmp_path / "state.json"
+    save_state(path, {"foundryops": finish})
+    assert rendered == ["job_queued", "job_done"]
+    assert load_state(path) == {"foundryops": expected}

@@ -22,6 +22,7 @@ from emulator.platform.settings import Settings
 from emulator.platform.statefile import (
     WRITE_BATCH,
     StateFileError,
+    Walk,
     canonical_pieces,
     collect,
     load_state,
@@ -77,6 +78,20 @@ def test_canonical_pieces_join_to_the_canonical_encoding_in_small_calls() -> Non
     assert max(len(piece) for piece in pieces) < 200
     with pytest.raises(TypeError, match="strings"):
         "".join(canonical_pieces({"a": {1: "x"}}))
+
+
+def test_generators_are_written_as_lists_where_walk_mappings_lead_to_them() -> None:
+    def rows() -> Any:
+        return ([index, "row"] for index in range(3))
+
+    # Deep in the data: reached through Walk mappings and a short list that holds them.
+    lazy = {"a": {"b": [Walk(id="d1", snapshots=[Walk(id="s1", rows=rows())])]}}
+    plain = {"a": {"b": [{"id": "d1", "snapshots": [{"id": "s1", "rows": list(rows())}]}]}}
+    assert "".join(canonical_pieces(lazy)) == _canonical(plain)
+    # Without the marks the writer would hand the generator to json.dumps, which refuses it.
+    unmarked = {"a": {"b": [{"id": "d1", "snapshots": [{"id": "s1", "rows": rows()}]}]}}
+    with pytest.raises(TypeError, match="generator"):
+        "".join(canonical_pieces(unmarked))
 
 
 def test_a_saved_file_is_canonical_json_in_sorted_envelope_order(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ its own core state and blueprint; this module only wires them together.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -136,15 +136,23 @@ class FoundryInstance(ServiceInstance):
 
     def snapshot(self) -> dict[str, Any]:
         """The durable state for `--state-file` (emulator/foundry/persistence.py); has secrets."""
+        return self._capture(lazy=False)()
+
+    def capture(self) -> Callable[[], dict[str, Any]]:
+        """All but the access tokens now; the tokens rendered off the loop."""
+        return self._capture(lazy=True)
+
+    def _capture(self, *, lazy: bool) -> Callable[[], dict[str, Any]]:
         from . import persistence
 
-        return persistence.snapshot(
+        return persistence.capture(
             self.identity.directory,
             self.identity.tokens.by_digest,
             self.oauth.grants,
             self.oauth.refresh_tokens,
             self.connectivity.connections,
             self.runtimes,
+            lazy=lazy,
         )
 
     def restore(self, data: dict[str, Any]) -> None:

@@ -63,7 +63,8 @@ def _strings(fields: Fields, key: str) -> tuple[str, ...]:
 # Snapshot ---------------------------------------------------------------------------------------
 
 
-def _token_to_data(key: bytes, token: AccessToken) -> dict[str, Any]:
+def _token_to_data(key: bytes, token: AccessToken, revoked: bool | None = None) -> dict[str, Any]:
+    """A token's record; `revoked` as it was when the state was captured (else as it is)."""
     return {
         "digest": key.hex(),
         "username": token.username,
@@ -72,7 +73,7 @@ def _token_to_data(key: bytes, token: AccessToken) -> dict[str, Any]:
         "issuedAt": token.issued_at,
         "expiresAt": token.expires_at,
         "origin": token.origin,
-        "revoked": token.revoked,
+        "revoked": token.revoked if revoked is None else revoked,
         "grantId": token.grant_id,
     }
 
@@ -173,20 +174,43 @@ def snapshot(
     runtimes: RuntimeRegistry,
 ) -> dict[str, Any]:
     """Foundry's durable state as JSON-ready data."""
-    return {
+    return capture(directory, tokens, grants, refresh_tokens, connections, runtimes)()
+
+
+def capture(
+    directory: Directory,
+    tokens: dict[bytes, AccessToken],
+    grants: dict[str, Grant],
+    refresh_tokens: dict[bytes, RefreshToken],
+    connections: dict[str, Connection],
+    runtimes: RuntimeRegistry,
+    *,
+    lazy: bool = False,
+) -> Callable[[], dict[str, Any]]:
+    """`snapshot` in two halves. On the event loop: every record but the access tokens, and
+    of each token the one field that can still change (revoked). The returned function,
+    called in a worker thread, renders the tokens (up to 50,000 of them; the rest of a token
+    never changes). `lazy`: the tokens as a generator for the state file's writer."""
+    captured = [(key, token, token.revoked) for key, token in tokens.items()]
+    head = {
         # Client-credentials service principals are made on first use; their tokens need them.
         "servicePrincipals": [
             {"clientId": p.oauth_client_id, "displayName": p.display_name}
             for p in directory.principals.values()
             if p.principal_type is PrincipalType.SERVICE and p.oauth_client_id == p.username
         ],
-        "tokens": [_token_to_data(key, token) for key, token in tokens.items()],
         "grants": [_grant_to_data(grant) for grant in grants.values()],
         "refreshTokens": [_refresh_to_data(key, token) for key, token in refresh_tokens.items()],
         "connections": [_connection_to_data(c) for c in connections.values()],
         "runtimes": [_runtime_to_data(r) for r in runtimes.runtimes.values()],
         "bindings": [_binding_to_data(b) for b in runtimes.bindings.values()],
     }
+
+    def finish() -> dict[str, Any]:
+        rendered = (_token_to_data(key, token, revoked) for key, token, revoked in captured)
+        return {**head, "tokens": rendered if lazy else list(rendered)}
+
+    return finish
 
 
 # Restore ----------------------------------------------------------------------------------------

@@ -17,7 +17,10 @@ import pytest
 import trio
 from emulatorrun import StartEmulator, make_seed
 
-from emulator.foundry.core.tokens import digest
+from emulator.foundry import persistence
+from emulator.foundry.core.principals import Directory
+from emulator.foundry.core.runtimes import RuntimeRegistry
+from emulator.foundry.core.tokens import AccessToken, digest
 from emulator.platform.settings import Settings
 from emulator.platform.statefile import (
     WRITE_BATCH,
@@ -105,6 +108,23 @@ def test_a_saved_file_is_canonical_json_in_sorted_envelope_order(tmp_path: Path)
     assert list(envelope) == ["format", "savedAt", "services", "sha256", "version"]
     assert raw == _canonical(envelope).encode()
     assert load_state(path) == {"fabric": {"rows": rows}, "elsewhere": {"kept": 1}}
+
+
+def test_foundry_tokens_are_saved_as_captured_on_the_loop(tmp_path: Path) -> None:
+    tokens = {
+        bytes([index]) * 32: AccessToken("jane", frozenset({"api:read"}), None, 1.0, 9.0, "seed")
+        for index in range(3)
+    }
+    finish = persistence.capture(Directory(), tokens, {}, {}, {}, RuntimeRegistry(), lazy=True)
+    # Revoked after the capture, before the worker renders it: the file keeps the state of
+    # the moment of the capture, one consistent view.
+    next(iter(tokens.values())).revoke()
+    path = tmp_path / "state.json"
+    save_state(path, {"foundry": finish})
+    saved = load_state(path)
+    assert saved is not None
+    assert [token["revoked"] for token in saved["foundry"]["tokens"]] == [False, False, False]
+    assert len(saved["foundry"]["tokens"]) == 3
 
 
 def test_a_missing_file_is_no_state(tmp_path: Path) -> None:

@@ -216,11 +216,14 @@ def capture(
 def collect(
     services: Mapping[str, ServiceInstance], carried: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """`capture`, finished at once: every service's data as plain JSON-ready values."""
-    return {
-        name: data() if callable(data) else data
-        for name, data in capture(services, carried).items()
-    }
+    """Every service's whole `snapshot` at once, as plain JSON-ready values (tests and
+    tools; the server saves through `capture`)."""
+    document: dict[str, Any] = dict(carried or {})
+    for name, service in services.items():
+        data = service.snapshot()
+        if data is not None:
+            document[name] = data
+    return document
 
 
 def restore(

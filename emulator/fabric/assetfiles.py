@@ -11,13 +11,13 @@ Imports nothing from trio, quart or yaml.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 import attrs
 
+from ..platform.files import write_atomically
 from .core.assets import Asset
 
 # Asset ids become file names: only these characters (the plane's ids are uuids), so a saved
@@ -44,19 +44,12 @@ class AssetFiles:
         """Write the bytes of `asset` (blocking: call it from a worker thread)."""
         target = self.path_of(asset.id)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # mkstemp creates the file with mode 0600.
-        handle, temporary = tempfile.mkstemp(prefix=f".{asset.id}.", dir=self.directory)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                for chunk in asset.iter_bytes():
-                    stream.write(chunk)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
+
+        def write(stream: BinaryIO) -> None:
+            for chunk in asset.iter_bytes():
+                stream.write(chunk)
+
+        write_atomically(target, write)  # a 0600 file, renamed into place
         self.kept.add(asset.id)
 
     def read(self, asset_id: str) -> bytes:

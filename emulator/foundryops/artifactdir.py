@@ -37,6 +37,7 @@ from pathlib import Path
 
 import attrs
 
+from ..platform.files import sync_directory, write_atomically
 from .core.artifacts import Artifact
 
 log = logging.getLogger("emulator.foundryops")
@@ -49,16 +50,6 @@ _TEMPORARY = ".tmp"
 
 def is_artifact_name(artifact_id: str) -> bool:
     return _NAME.match(artifact_id) is not None
-
-
-def _sync_directory(path: Path) -> None:
-    """Make renames in `path` durable (best effort, as the platform's state file does)."""
-    with contextlib.suppress(OSError):
-        handle = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(handle)
-        finally:
-            os.close(handle)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -132,7 +123,7 @@ class ArtifactDir:
                 continue
             total += size
             kept[artifact_id] = size
-        _sync_directory(self.path)
+        sync_directory(self.path)
         identity = _identity(self.state_file)
         if identity != self._seen:
             # The previous save landed: the file on disk names at most what it named.
@@ -145,22 +136,20 @@ class ArtifactDir:
 
     def _write(self, artifact: Artifact) -> int:
         target = self.path / artifact.artifact_id
+        # A name `_prune` recognises as left over if the process dies mid-write.
         temporary = self.path / f".{artifact.artifact_id}{_TEMPORARY}"
+        data = artifact.data
+        if data is not None:
+            write_atomically(target, lambda stream: stream.write(data), temporary=temporary)
+            return target.stat().st_size
+        if artifact.path is None:
+            raise FileNotFoundError(f"artifact {artifact.artifact_id} has no bytes")
         temporary.unlink(missing_ok=True)
         try:
-            if artifact.data is not None:
-                handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(handle, "wb") as stream:
-                    stream.write(artifact.data)
-                    stream.flush()
-                    os.fsync(stream.fileno())
-            else:
-                if artifact.path is None:
-                    raise FileNotFoundError(f"artifact {artifact.artifact_id} has no bytes")
-                _link_or_copy(artifact.path, temporary)
-                # A linked file's data may still be in the page cache only.
-                with temporary.open("rb") as stream:
-                    os.fsync(stream.fileno())
+            _link_or_copy(artifact.path, temporary)
+            # A linked file's data may still be in the page cache only.
+            with temporary.open("rb") as stream:
+                os.fsync(stream.fileno())
             os.replace(temporary, target)
         except BaseException:
             temporary.unlink(missing_ok=True)

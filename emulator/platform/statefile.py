@@ -14,15 +14,14 @@ small `json.dumps` call, so the thread never holds the interpreter for long at a
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from .files import sync_directory, write_atomically
 
 if TYPE_CHECKING:
     from .service import ServiceInstance
@@ -116,47 +115,33 @@ def save_state(path: Path, document: Mapping[str, Captured]) -> None:
     path = Path(path)
     services = {name: dict(data() if callable(data) else data) for name, data in document.items()}
     directory = path.parent if str(path.parent) else Path(".")
-    # mkstemp creates the file with mode 0600, so the secrets are never readable by others.
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            # The envelope's keys in sorted order: format, savedAt, services, sha256, version.
-            stream.write(
-                b'{"format":' + _canonical(FORMAT) + b',"savedAt":' + _canonical(time.time())
-            )
-            stream.write(b',"services":')
-            digest = hashlib.sha256()
-            batch: list[str] = []
-            size = 0
-            for piece in canonical_pieces(services):
-                batch.append(piece)
-                size += len(piece)
-                if size >= WRITE_BATCH:
-                    data = "".join(batch).encode("ascii")
-                    digest.update(data)
-                    stream.write(data)
-                    batch, size = [], 0
-            data = "".join(batch).encode("ascii")
-            digest.update(data)
-            stream.write(data)
-            stream.write(
-                b',"sha256":' + _canonical(digest.hexdigest()) + b',"version":'
-                + _canonical(VERSION) + b"}"
-            )  # fmt: skip
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    # Make the rename itself durable (best effort: not every file system allows this).
-    with contextlib.suppress(OSError):
-        directory_handle = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(directory_handle)
-        finally:
-            os.close(directory_handle)
+
+    def write(stream: BinaryIO) -> None:
+        # The envelope's keys in sorted order: format, savedAt, services, sha256, version.
+        stream.write(b'{"format":' + _canonical(FORMAT) + b',"savedAt":' + _canonical(time.time()))
+        stream.write(b',"services":')
+        digest = hashlib.sha256()
+        batch: list[str] = []
+        size = 0
+        for piece in canonical_pieces(services):
+            batch.append(piece)
+            size += len(piece)
+            if size >= WRITE_BATCH:
+                data = "".join(batch).encode("ascii")
+                digest.update(data)
+                stream.write(data)
+                batch, size = [], 0
+        data = "".join(batch).encode("ascii")
+        digest.update(data)
+        stream.write(data)
+        stream.write(
+            b',"sha256":' + _canonical(digest.hexdigest()) + b',"version":'
+            + _canonical(VERSION) + b"}"
+        )  # fmt: skip
+
+    # The temporary file has mode 0600, so the secrets are never readable by others.
+    write_atomically(directory / path.name, write)
+    sync_directory(directory)
 
 
 def load_state(path: Path) -> dict[str, Any] | None:

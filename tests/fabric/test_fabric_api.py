@@ -206,6 +206,27 @@ async def test_a_client_leaving_a_stream_is_no_error(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+async def test_a_client_leaving_the_stream_of_a_slow_job_is_noticed(
+    nursery: trio.Nursery, state_dir: Path
+) -> None:
+    # A provider that answers after ten minutes: the job stream waits, and its client leaves.
+    slow = [{"id": "slow", "modalities": ["text"], "models": ["slow-1"], "latency_ms": 600_000}]
+    server = await start_fabric(nursery, state_dir, seed_with(providers=slow))
+    hub = server.instance.engine.hub
+    body = {"modality": "text", "input": {"prompt": "x"}, "model": "slow-1"}
+    async with http(server) as client:
+        job = (await client.post("/v1/jobs", json={**body, "organization_id": ACME},
+                                 headers=HEADERS)).json()["data"]  # fmt: skip
+        async with client.stream("GET", f"/v1/jobs/{job['id']}/events", headers=HEADERS) as got:
+            lines = got.aiter_lines()
+            assert (await lines.__anext__()).startswith("id: ")
+            await hub.wait_subscribers(1)
+    # The stream has no event to write for ten minutes: the watch it starts after WATCH_AFTER
+    # (one second) sees the connection close and the subscription goes.
+    with trio.fail_after(10):
+        await hub.wait_subscribers(0)
+
+
 async def test_a_stream_too_far_behind_ends_with_the_overflow_comment_and_resumes(
     nursery: trio.Nursery, state_dir: Path
 ) -> None:

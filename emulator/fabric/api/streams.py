@@ -3,9 +3,12 @@
 Owns `sse_frame`, `comment_frame` and `stream_events`: subscribe first (so nothing falls between
 replay and live), replay the retained events after the resume point, then deliver live events
 until the stream's closing event, the client leaves, or the hub drops a subscriber that fell
-behind. A dropped subscriber gets a last comment line
-`: overflow; reconnect with Last-Event-ID: <id of the last event sent>` and the stream ends; the
-client resumes from there with `Last-Event-ID`. Idle streams get `: keep-alive` comments.
+behind. A client that leaves is noticed by a task reading its connection (`_Watch`); a job or
+run stream starts that task only once it has waited `WATCH_AFTER` for an event, since most
+end sooner (a job through Echo takes milliseconds) and then a failed write tells the same.
+A dropped subscriber gets a last comment line `: overflow; reconnect with Last-Event-ID: <id
+of the last event sent>` and the stream ends; the client resumes from there with
+`Last-Event-ID`. Idle streams get `: keep-alive` comments.
 Job and run streams subscribe by topic (their id); the all-events stream subscribes to a
 shared feed of encoded frames and writes each wake-up's frames as one block (`fanout.py`).
 Imports trio and the generic raw-ASGI request; nothing from quart or yaml.
@@ -31,6 +34,9 @@ MAX_BATCH = 64
 # Frames of a shared feed written at once (about 60 KiB): bounds the copy each subscriber
 # holds while its write is in flight.
 MAX_WRITE_FRAMES = 128
+# How long a job or run stream waits for an event before a task watches for the client
+# leaving (a quarter of the CPU of a fast job's stream went to that task).
+WATCH_AFTER = 1.0
 
 SSE_HEADERS: Headers = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -104,9 +110,11 @@ async def stream_events(
             return
         gone = False
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_disconnect, call, nursery.cancel_scope)
+            watch = _Watch(call, nursery)
+            if sub.feed is not None:
+                watch.start()  # an all-events stream never ends by itself
             try:
-                await _deliver(api, call, sub, backlog, ended, closes, last_id)
+                await _deliver(api, call, sub, backlog, ended, closes, last_id, watch)
             except ClientGone:
                 gone = True
             nursery.cancel_scope.cancel()
@@ -140,6 +148,7 @@ async def _deliver(
     ended: bool,
     closes: Callable[[DomainEvent], bool] | None,
     last_id: str | None,
+    watch: _Watch,
 ) -> None:
     """The backlog (cut after a closing event; its first write also carries the head), then
     live events unless the stream is over."""
@@ -159,7 +168,7 @@ async def _deliver(
     if sub.feed is not None:
         last_sent = await _live_frames(api, call, sub, last_sent)
     else:
-        last_sent = await _live(api, call, sub, closes, last_sent)
+        last_sent = await _live(api, call, sub, closes, last_sent, watch)
     if sub.overflowed:
         note = f"overflow; reconnect with Last-Event-ID: {last_sent or ''}"
         await call.raw.send_body(comment_frame(note), more=True)
@@ -171,14 +180,14 @@ async def _live(
     sub: Subscription,
     closes: Callable[[DomainEvent], bool] | None,
     last_sent: str | None,
+    watch: _Watch,
 ) -> str | None:
     while True:
-        with trio.move_on_after(api.keepalive_seconds) as idle:
-            try:
-                batch = await sub.receive_batch(MAX_BATCH)
-            except trio.EndOfChannel:
-                return last_sent
-        if idle.cancelled_caught:
+        try:
+            batch = await _next_batch(sub, watch, api.keepalive_seconds)
+        except trio.EndOfChannel:
+            return last_sent
+        if batch is None:
             await call.raw.send_body(comment_frame("keep-alive"), more=True)
             continue
         closing = next(
@@ -214,6 +223,34 @@ async def _live_frames(
             await call.raw.send_body(comment_frame("keep-alive"), more=True)
 
 
-async def _cancel_on_disconnect(call: Call, scope: trio.CancelScope) -> None:
-    await call.raw.wait_disconnect()
-    scope.cancel()
+async def _next_batch(
+    sub: Subscription, watch: _Watch, keepalive: float
+) -> list[DomainEvent] | None:
+    """The next events, or None once the stream has been idle for `keepalive` (a keep-alive
+    comment is due); starts the watch if it has waited WATCH_AFTER without one."""
+    deadline = trio.current_time() + keepalive
+    if not watch.started and keepalive > WATCH_AFTER:
+        with trio.move_on_after(WATCH_AFTER):
+            return await sub.receive_batch(MAX_BATCH)
+        watch.start()
+    with trio.move_on_at(deadline):
+        return await sub.receive_batch(MAX_BATCH)
+    return None
+
+
+class _Watch:
+    """The task that ends a stream when its client leaves, started when first needed."""
+
+    def __init__(self, call: Call, nursery: trio.Nursery) -> None:
+        self.call = call
+        self.nursery = nursery
+        self.started = False
+
+    def start(self) -> None:
+        if not self.started:
+            self.started = True
+            self.nursery.start_soon(self._run)
+
+    async def _run(self) -> None:
+        await self.call.raw.wait_disconnect()
+        self.nursery.cancel_scope.cancel()

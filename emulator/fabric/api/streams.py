@@ -67,6 +67,14 @@ def event_frame(api: FabricApi, event: DomainEvent) -> bytes:
     return frame
 
 
+def event_text(api: FabricApi, event: DomainEvent) -> str:
+    """The event as one JSON text (a WebSocket message): the `data:` line of its SSE frame,
+    so every subscriber of either kind shares one encoding of it."""
+    frame = event_frame(api, event)
+    start = frame.index(b"\ndata: ") + len(b"\ndata: ")
+    return frame[start : -len(b"\n\n")].decode("utf-8")
+
+
 async def start_sse(call: Call, *, flush: bool = True) -> None:
     """The stream's head. With `flush` it goes out now, before any event, so the client knows
     it is subscribed; without, it leaves with the first body bytes, which must follow at once

@@ -1,8 +1,9 @@
 """`/v1/events/ws`: the WebSocket mirror of `/v1/events/stream`, as a raw WebSocket route.
 
-Each domain event is one JSON text message (the same object as an SSE `data:` line), with the
-same visibility and `include_internal` rules and no replay. Credentials come from the handshake
-headers (`Authorization` or `X-Principal-Id`); a refused handshake is a real HTTP answer, the
+Each domain event is one JSON text message (the same object as an SSE `data:` line, encoded
+once for every subscriber: `streams.event_text`), with the same visibility and
+`include_internal` rules and no replay. Credentials come from the handshake headers
+(`Authorization` or `X-Principal-Id`); a refused handshake is a real HTTP answer, the
 envelope with 401 (the platform's `RawWebSocket.reject`). A subscriber that falls behind is
 closed with 4008 and the reason `overflow; reconnect with Last-Event-ID: <id>` (resume on the
 SSE stream); when the service stops, 1001. Messages from the client are ignored.
@@ -17,10 +18,10 @@ import trio
 from ...web.rawasgi import RawRequest, RawRoute
 from ...web.websocket import GOING_AWAY, RawWebSocket, WebSocketDisconnect, websocket_route
 from ..core.errors import FabricError
-from . import serialize
 from .envelope import error_answer
 from .events import visible_filter
 from .routes import FabricApi
+from .streams import event_text
 
 OVERFLOW_CLOSE = 4008
 
@@ -54,7 +55,7 @@ def websocket_routes(api: FabricApi) -> list[RawRoute]:
                 try:
                     while True:
                         for event in await sub.receive_batch():
-                            await socket.send_json(serialize.event(event))
+                            await socket.send_text(event_text(api, event))
                             last_sent = event.id
                 except trio.EndOfChannel:
                     pass  # overflow or shutdown: said below

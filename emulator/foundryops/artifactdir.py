@@ -19,9 +19,9 @@ the last one that landed stay too. So the directory holds at most the bound plus
 saves not yet superseded on disk named.
 
 `problem(artifact_id, size)` checks a saved file before a restore changes anything; `take`
-links or copies a saved file into the engine's work directory. Sync file I/O only (the
-platform calls `snapshot` on the event loop; a hard link is one metadata operation). Imports
-nothing from trio, quart or yaml.
+links or copies a saved file into the engine's work directory. Blocking file I/O: a server's
+save calls `keep` in its worker thread (FoundryOpsInstance.capture), one save at a time.
+Imports nothing from trio, quart or yaml.
 """
 
 from __future__ import annotations

@@ -4,16 +4,14 @@ Owns `Engine`: it builds each snapshot's `MatchIndex` once in a worker thread (c
 same snapshot wait on one build; the most recent `INDEX_CACHE` indexes are kept), runs batch
 and file jobs with matching and file parsing in worker threads (never on the event loop), at
 most the tier's concurrent jobs per key, with progress recorded after every batch of rows
-(several times a second), charges credits, stores results (flushed to disk in the worker
-when a state file keeps them), and delivers the signed callback with retries and exponential
-backoff. Retention sweeps run every minute on the injected clock. Every task has the engine's
-nursery as its owner. Imports trio; nothing from quart or yaml.
+(several times a second), charges credits, stores results, and delivers the signed callback
+with retries and exponential backoff. Retention sweeps run every minute on the injected clock.
+Every task has the engine's nursery as its owner. Imports trio; nothing from quart or yaml.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -66,12 +64,6 @@ DELIVERY_TIMEOUT = 10.0
 SWEEP_INTERVAL = 60.0
 
 Sender = Callable[[str, bytes, Mapping[str, str]], Awaitable[int]]
-
-
-def _flush(path: Path) -> None:
-    """Make a written file's bytes durable (in a worker thread)."""
-    with path.open("rb") as stream:
-        os.fsync(stream.fileno())
 
 
 @attrs.define
@@ -136,10 +128,6 @@ class Engine:
     index_builds: int = 0
     # Seconds before the first retry of a callback (doubling after each failure).
     retry_base: float = 1.0
-    # With `--state-file`, a result file is flushed to disk in the worker thread that wrote
-    # it, so a save that hard-links it beside the state file does not wait for the disk on
-    # the event loop.
-    durable_results: bool = False
 
     # Lifecycle ----------------------------------------------------------------------------------
 
@@ -358,8 +346,6 @@ class Engine:
                     self._stop.is_set,
                     limiter=self._threads,
                 )
-                if self.durable_results:
-                    await trio.to_thread.run_sync(_flush, outcome.path, limiter=self._threads)
             except (FoundryOpsError, OSError) as error:
                 self.state.ledger.refund(taken)
                 job.credits_charged = 0.0

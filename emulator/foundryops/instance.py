@@ -58,7 +58,6 @@ class FoundryOpsInstance(ServiceInstance):
             workdir=self.workdir,
             callback_secret=seed.callback_secret,
             allowed_hosts=seed.allowed_hosts,
-            durable_results=self.artifact_dir is not None,
         )
         self.ops = Ops(
             state=state,
@@ -176,12 +175,18 @@ class FoundryOpsInstance(ServiceInstance):
 
     def _capture(self, *, lazy: bool) -> Callable[[], dict[str, Any]]:
         state = self.ops.state
-        kept: list[tuple[Artifact, int]] = []
-        if self.artifact_dir is not None:
-            live = state.artifacts.live(self.context.clock.now())
-            sizes = self.artifact_dir.keep(live)
-            kept = [(artifact, sizes[artifact.artifact_id]) for artifact in live
+        directory = self.artifact_dir
+        # Which artifacts are live is decided now; their files are put in place with the rest
+        # of the snapshot (off the loop when the server saves: writing and syncing files).
+        live = [] if directory is None else state.artifacts.live(self.context.clock.now())
+
+        def kept() -> list[tuple[Artifact, int]]:
+            if directory is None:
+                return []
+            sizes = directory.keep(live)
+            return [(artifact, sizes[artifact.artifact_id]) for artifact in live
                     if artifact.artifact_id in sizes]  # fmt: skip
+
         return persistence.capture(
             state.datasets,
             state.ledger.accounts,

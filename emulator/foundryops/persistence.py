@@ -70,15 +70,17 @@ def capture(
     accounts: dict[str, Account],
     generated: set[str],
     jobs: JobTable | None = None,
-    kept: Sequence[tuple[Artifact, int]] = (),
+    kept: Sequence[tuple[Artifact, int]] | Callable[[], Sequence[tuple[Artifact, int]]] = (),
     *,
     lazy: bool = False,
 ) -> Callable[[], dict[str, Any]]:
     """`snapshot` in two halves. Now (on the event loop): balances, the datasets' own fields,
     the jobs that have not finished, and which snapshots and jobs there are. The returned
     function (called in a worker thread while the service goes on serving) renders the rest:
-    a snapshot's rows never change, nor does a finished job. `lazy`: rows and jobs are
-    generators, rendered as the state file's writer takes them (statefile.canonical_pieces)."""
+    a snapshot's rows never change, nor does a finished job. `kept` may be a function, called
+    there too, that puts the artifact files in place (file I/O, kept off the loop). `lazy`:
+    rows and jobs are generators, rendered as the state file's writer takes them
+    (statefile.canonical_pieces)."""
     datasets: list[tuple[dict[str, Any], list[tuple[str, float, Sequence[tuple[object, ...]]]]]]
     datasets = []
     for dataset in store.datasets.values():
@@ -103,7 +105,6 @@ def capture(
     ]
     table = jobs.jobs.values() if jobs is not None else ()
     job_items = [job if job.status.finished else _job_json(job) for job in table]
-    artifacts = [_artifact_json(artifact, size) for artifact, size in kept]
 
     def finish() -> dict[str, Any]:
         def rows(segment: Sequence[tuple[object, ...]]) -> Iterable[list[object]]:
@@ -111,6 +112,7 @@ def capture(
             return made if lazy else list(made)
 
         rendered = (item if isinstance(item, dict) else _job_json(item) for item in job_items)
+        files = kept() if callable(kept) else kept
         return {
             "version": VERSION,
             # Walk marks the mappings on the way to the rows for the state file's writer.
@@ -126,7 +128,7 @@ def capture(
             ],
             "accounts": balances,
             "jobs": rendered if lazy else list(rendered),
-            "artifacts": artifacts,
+            "artifacts": [_artifact_json(artifact, size) for artifact, size in files],
         }
 
     return finish

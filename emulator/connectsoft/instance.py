@@ -6,7 +6,7 @@ module only wires them together.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -101,6 +101,10 @@ class ConnectSoftInstance(ServiceInstance):
     def snapshot(self) -> dict[str, Any]:
         """The durable state for `--state-file` (emulator/connectsoft/persistence.py)."""
         return persistence.snapshot(self.engine.state)
+
+    def capture(self) -> Callable[[], dict[str, Any]]:
+        """All but the finished deployments now; those rendered off the loop."""
+        return persistence.capture(self.engine.state, lazy=True)
 
     def restore(self, data: dict[str, Any]) -> None:
         """Replace the seed's state with saved state (ValueError, changing nothing, if bad)."""

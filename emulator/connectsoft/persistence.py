@@ -17,7 +17,12 @@ from typing import Any, TypeVar
 
 from ..platform.seedschema import Node, plain_failure
 from .core.events import EventLog
-from .core.machines import ApprovalStatus, DeploymentPhase, EnvironmentStatus
+from .core.machines import (
+    DEPLOYMENT_MACHINE,
+    ApprovalStatus,
+    DeploymentPhase,
+    EnvironmentStatus,
+)
 from .core.records import (
     Approval,
     Check,
@@ -42,10 +47,29 @@ T = TypeVar("T")
 
 
 def snapshot(state: RuntimeState) -> dict[str, Any]:
+    return capture(state)()
+
+
+def capture(state: RuntimeState, *, lazy: bool = False) -> Callable[[], dict[str, Any]]:
+    """`snapshot` in two halves. On the event loop: everything but the deployments that have
+    finished (Completed or RolledBack: nothing changes them any more, and a load test may
+    keep up to 100,000). The returned function renders those, in the save's worker thread.
+    `lazy`: the deployments as a generator for the state file's writer."""
+    ended = DEPLOYMENT_MACHINE.terminal
+    deployments = [d if d.phase in ended else _deployment(d) for d in state.deployments.values()]
+    head = _other_sections(state)
+
+    def finish() -> dict[str, Any]:
+        rendered = (d if isinstance(d, dict) else _deployment(d) for d in deployments)
+        return {**head, "deployments": rendered if lazy else list(rendered)}
+
+    return finish
+
+
+def _other_sections(state: RuntimeState) -> dict[str, Any]:
     return {
         "version": VERSION,
         "environments": [_environment(env) for env in state.environments.values()],
-        "deployments": [_deployment(d) for d in state.deployments.values()],
         "configurations": [
             {
                 "configurationId": c.configuration_id,

@@ -19,7 +19,7 @@ from emulator.connectsoft.service import ConnectSoftService
 from emulator.platform.clock import ManualClock, Randomness
 from emulator.platform.service import Endpoints, ServiceContext
 from emulator.platform.settings import Settings
-from emulator.platform.statefile import StateFileError, collect, restore
+from emulator.platform.statefile import StateFileError, collect, load_state, restore, save_state
 
 ENV = "env-9f1c2b7d"
 
@@ -126,3 +126,30 @@ def test_through_the_platform_state_file_hooks(tmp_path: Path) -> None:
     with pytest.raises(StateFileError, match="connectsoft"):
         restore(tmp_path / "state.json", {"connectsoft": second}, {"connectsoft": {"version": 1}})
     assert persistence.snapshot(second.state) == before
+
+
+def test_finished_deployments_are_rendered_off_the_loop(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    state = busy_state()
+    (first,) = state.deployments.values()
+    one = {**DEPLOY, "components": DEPLOY["components"][:1]}
+    state.advance(T0 + 100)  # the first finishes, then a second one runs to the end...
+    state.create_deployment(caller(), one, T0 + 101)
+    state.advance(T0 + 200)
+    state.create_deployment(caller(), one, T0 + 201)  # ...and a third is in progress
+    phases = [d.phase for d in state.deployments.values()]
+    assert phases.count(DeploymentPhase.COMPLETED) == 2
+    expected = persistence.snapshot(state)
+    rendered: list[str] = []
+    real = persistence._deployment
+    monkeypatch.setattr(
+        persistence, "_deployment", lambda d: rendered.append(d.phase.value) or real(d)
+    )
+    finish = persistence.capture(state, lazy=True)
+    assert rendered == ["Requested"]  # on the loop: only the one that may still change
+    path = tmp_path / "state.json"
+    save_state(path, {"connectsoft": finish})
+    assert sorted(rendered) == ["Completed", "Completed", "Requested"]
+    assert load_state(path) == {"connectsoft": json.loads(json.dumps(expected))}
+    assert first.phase is DeploymentPhase.COMPLETED

@@ -404,6 +404,9 @@ async def save_state_file(emulator: Emulator, saving: trio.Lock) -> None:
         except OSError as error:
             reason = error.strerror or type(error).__name__
             log.error("cannot save the state file %s: %s", path, reason)
+        except Exception:
+            # A service's rendering failed (a bug): the old file stays, the server goes on.
+            log.exception("cannot save the state file %s", path)
 
 
 async def save_state_periodically(emulator: Emulator, saving: trio.Lock) -> None:

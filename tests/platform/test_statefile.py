@@ -32,7 +32,7 @@ from emulator.platform.statefile import (
     restore,
     save_state,
 )
-from emulator.transport.server import save_state_periodically
+from emulator.transport.server import save_state_file, save_state_periodically
 from emulator.web.app import build_emulator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -295,6 +295,27 @@ def test_settings_read_the_state_file_from_the_environment(tmp_path: Path) -> No
     settings = Settings.resolve({"FOUNDRY_EMULATOR_STATE_FILE": str(path)})
     assert settings.state_file == path
     assert Settings().state_file is None
+
+
+async def test_a_failing_save_is_logged_and_keeps_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "state.json"
+    emulator = build_emulator(Settings(state_file=path, state_dir=tmp_path), make_seed(None))
+    await save_state_file(emulator, trio.Lock())
+    before = path.read_bytes()
+    foundry = emulator.services["foundry"]
+
+    def broken() -> Any:
+        def finish() -> dict[str, Any]:
+            raise TypeError("a rendering bug")
+
+        return finish
+
+    monkeypatch.setattr(foundry, "capture", broken)
+    await save_state_file(emulator, trio.Lock())  # does not raise: the server goes on
+    assert path.read_bytes() == before
+    assert "cannot save the state file" in caplog.text
 
 
 async def test_state_is_saved_at_intervals(autojump_clock: Any, tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from fabric_server import ACME, SEED
+import trio
+from fabric_server import ACME, SEED, start_fabric
 from fabric_support import ALICE, CAROL, DAVE, EVE, dev, make_world
 
 from emulator.embedded import run_in_thread
@@ -370,3 +371,55 @@ def test_state_file_carries_keys_across_a_restart(tmp_path: Path) -> None:
         with httpx.stream("GET", f"{base}/v1/jobs/{job_id}/events", headers=headers) as events:
             assert events.status_code == 200
             assert b"job.completed" in events.read()
+
+
+async def test_saves_taken_while_jobs_run_each_restore_whole(
+    nursery: Any, state_dir: Path, tmp_path: Path
+) -> None:
+    """The loop's half of a save and the worker's half see one moment: every file saved while
+    jobs are submitted and run passes the reader's checks (events in sequence, each job with
+    its run) in a fresh plane."""
+
+    from emulator.platform.statefile import save_state
+
+    server = await start_fabric(nursery, state_dir)
+    files: list[Path] = []
+    submitted = 0
+
+    async def submit(client: httpx.AsyncClient) -> None:
+        nonlocal submitted
+        body = {"modality": "text", "input": {"prompt": "p"}, "organization_id": ACME}
+        for _ in range(40):
+            answer = await client.post("/v1/jobs", json=body, headers={"X-Principal-Id": CAROL})
+            assert answer.status_code == 201, answer.text
+            submitted += 1
+
+    async with (
+        httpx.AsyncClient(base_url=server.http_url, timeout=30) as client,
+        trio.open_nursery() as inner,
+    ):
+        for _ in range(4):
+            inner.start_soon(submit, client)
+        while submitted < 160:
+            path = tmp_path / f"state-{len(files)}.json"
+            finish = server.instance.capture()
+            await trio.to_thread.run_sync(save_state, path, {"fabric": finish})
+            files.append(path)
+    assert len(files) >= 2
+    for path in files:
+        saved = load_state(path)
+        assert saved is not None
+        data = saved["fabric"]
+        # One moment: each job's status agrees with its run's and with the saved events (all
+        # retained here), whichever half of the save rendered it.
+        ended = {
+            e["job_id"] for e in data["events"] if e["name"] in ("job.completed", "job.failed")
+        }
+        runs = {run["id"]: run["status"] for run in data["runs"]}
+        for job in data["jobs"]:
+            assert (job["status"] in ("completed", "failed")) == (job["id"] in ended), job
+            finished = runs[job["workflow_run_id"]] in ("completed", "failed", "cancelled")
+            assert finished == (job["status"] in ("completed", "failed")), job
+        fresh = make_world(first_id=1_000_000).plane
+        restore(fresh, data)
+        assert len(fresh.jobs) == len(data["jobs"])

@@ -76,14 +76,6 @@ def canonical_pieces(value: Any, depth: int = 0) -> Iterator[str]:
     written, instead of a whole rendered copy of its state held until the end. Containers
     near the top, long ones, `Walk` mappings and short lists holding those or generators are
     walked; anything else is one `json.dumps` call."""
-    if isinstance(value, Iterator):
-        yield "["
-        for index, item in enumerate(value):
-            if index:
-                yield ","
-            yield from canonical_pieces(item, depth + 1)
-        yield "]"
-        return
     if isinstance(value, dict) and _walked(value, depth):
         yield "{"
         for index, key in enumerate(sorted(value)):
@@ -92,7 +84,7 @@ def canonical_pieces(value: Any, depth: int = 0) -> Iterator[str]:
             yield ("," if index else "") + json.dumps(key, ensure_ascii=True) + ":"
             yield from canonical_pieces(value[key], depth + 1)
         yield "}"
-    elif isinstance(value, list | tuple) and _walked(value, depth):
+    elif isinstance(value, Iterator) or (isinstance(value, list | tuple) and _walked(value, depth)):
         yield "["
         for index, item in enumerate(value):
             if index:

@@ -24,6 +24,7 @@ import os
 import socket
 import ssl
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -409,8 +410,21 @@ async def save_state_file(emulator: Emulator, saving: trio.Lock) -> None:
             log.exception("cannot save the state file %s", path)
 
 
-async def save_state_periodically(emulator: Emulator, saving: trio.Lock) -> None:
-    """Save the durable state every `state_save_interval` seconds (a timer, not a wait)."""
+# The most of the time periodic saves may take: after a save of T seconds the next one waits
+# at least T / SAVE_SHARE (a big state's 6-second save then comes every minute, not every 30 s).
+SAVE_SHARE = 0.1
+
+
+async def save_state_periodically(
+    emulator: Emulator, saving: trio.Lock, *, elapsed: Callable[[], float] = time.perf_counter
+) -> None:
+    """Save the durable state every `state_save_interval` seconds (a timer, not a wait), or
+    less often when saves are long: they never take more than SAVE_SHARE of the time.
+    `elapsed` measures a save (a real clock: the save's work is in a worker thread)."""
+    interval = emulator.settings.state_save_interval
+    pause = interval
     while True:
-        await trio.sleep(emulator.settings.state_save_interval)
+        await trio.sleep(pause)
+        started = elapsed()
         await save_state_file(emulator, saving)
+        pause = max(interval, (elapsed() - started) / SAVE_SHARE)

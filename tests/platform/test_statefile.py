@@ -9,6 +9,7 @@ import signal
 import stat
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from emulator.platform.statefile import (
     restore,
     save_state,
 )
+from emulator.transport import server as server_module
 from emulator.transport.server import save_state_file, save_state_periodically
 from emulator.web.app import build_emulator
 
@@ -337,6 +339,36 @@ async def test_state_is_saved_at_intervals(autojump_clock: Any, tmp_path: Path) 
     assert {entry["digest"] for entry in document["foundry"]["tokens"]} == {
         digest(token).hex() for token in ("local-token-jane", "local-token-bob")
     }
+
+
+async def test_long_saves_come_less_often(
+    autojump_clock: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "state.json"
+    emulator = build_emulator(
+        Settings(state_file=path, state_save_interval=30.0, state_dir=tmp_path), make_seed(None)
+    )
+    saves: list[float] = []
+
+    async def counted(emulator: Any, saving: trio.Lock) -> None:
+        # No worker thread here: the autojump clock would jump past it.
+        saves.append(trio.current_time())
+        await trio.lowlevel.checkpoint()
+
+    monkeypatch.setattr(server_module, "save_state_file", counted)
+    # Each save measures 6 s on the injected clock: at most a tenth of the time, so the next
+    # comes 60 s later instead of 30.
+    readings = iter(float(n) for n in range(0, 1000, 6))
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            partial(server_module.save_state_periodically, elapsed=lambda: next(readings)),
+            emulator,
+            trio.Lock(),
+        )
+        await trio.sleep(200)  # allowed: virtual time on the autojump clock
+        nursery.cancel_scope.cancel()
+    assert [round(at - start) for at in saves] == [30, 90, 150]
 
 
 # The command line ---------------------------------------------------------------------------

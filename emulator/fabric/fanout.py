@@ -27,8 +27,7 @@ Imports trio and the Fabric core; nothing from quart, yaml or the API layer.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Hashable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable
 
 import attrs
 import trio
@@ -105,6 +104,12 @@ class Subscription:
     wakeup: trio.Event = attrs.field(factory=trio.Event)
     overflowed: bool = False
     closed: bool = False
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.hub.leave(self)
 
     def _overflow(self) -> None:
         self.overflowed = True
@@ -307,35 +312,29 @@ class EventHub:
                 self._feeds = {k: f for k, f in self._feeds.items() if f is not feed}
         self._notify()
 
-    @contextmanager
     def subscribe(
         self, accepts: EventFilter, last_sequence: int, *, topic: str | None = None
-    ) -> Iterator[Subscription]:
+    ) -> Subscription:
         """Every event `accepts` takes; with `topic`, only events whose job id or run id is
-        `topic` are even looked at."""
+        `topic` are even looked at. Attached at once; use it in a `with` block, which leaves
+        the hub at its end."""
         sub = Subscription(self, accepts, last_sequence, self.position, topic=topic)
         self._attach(sub)
-        try:
-            yield sub
-        finally:
-            self.leave(sub)
+        return sub
 
-    @contextmanager
     def subscribe_feed(
         self, audience: Hashable, accepts: EventFilter, encode: Encoder, last_sequence: int
-    ) -> Iterator[Subscription]:
+    ) -> Subscription:
         """Every event `accepts` takes, as frames from `encode` shared with every subscriber
-        of the same `audience` (equal audiences must mean equal filters)."""
+        of the same `audience` (equal audiences must mean equal filters). Attached at once;
+        use it in a `with` block."""
         feed = self._feeds.get(audience)
         if feed is None:
             feed = self._feeds[audience] = Feed(accepts, encode, self.buffer)
         feed.members += 1
         sub = Subscription(self, accepts, last_sequence, feed.position, feed=feed)
         self._attach(sub)
-        try:
-            yield sub
-        finally:
-            self.leave(sub)
+        return sub
 
     def _attach(self, sub: Subscription) -> None:
         self._subscribers.add(sub)

@@ -17,7 +17,7 @@ Imports trio and the generic raw-ASGI request; nothing from quart or yaml.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable
 
 import trio
 
@@ -131,21 +131,18 @@ async def stream_events(
             await call.raw.send_body(b"", more=False)
 
 
-@contextlib.contextmanager
 def _subscribe(
     api: FabricApi, accepts: EventFilter, topic: str | None, audience: Hashable | None
-) -> Iterator[Subscription]:
+) -> Subscription:
+    """The hub subscription of a stream (left at the end of its `with` block)."""
     hub, last = api.engine.hub, api.plane.events.last_sequence
-    if audience is not None:
+    if audience is None:
+        return hub.subscribe(accepts, last, topic=topic)
 
-        def encode(event: DomainEvent) -> bytes:
-            return event_frame(api, event)
+    def encode(event: DomainEvent) -> bytes:
+        return event_frame(api, event)
 
-        with hub.subscribe_feed(audience, accepts, encode, last) as sub:
-            yield sub
-    else:
-        with hub.subscribe(accepts, last, topic=topic) as sub:
-            yield sub
+    return hub.subscribe_feed(audience, accepts, encode, last)
 
 
 async def _deliver(

@@ -49,7 +49,6 @@ RESTARTED = JobError(
     "The emulator restarted before the job finished; it was not run again. Submit it again.",
 )
 JOB_KINDS = ("match_batch", "match_file")
-UNFINISHED = frozenset(status.value for status in JobStatus if not status.finished)
 ARTIFACT_KINDS = ("rejects", "results")
 
 
@@ -325,8 +324,9 @@ JOB_OPTIONAL = (
 )
 
 
-def _read_job(node: Node, now: float) -> Job:
-    """A saved job; one that had not finished is failed now, through the state machine."""
+def _read_job(node: Node, now: float) -> tuple[Job, bool]:
+    """A saved job, and whether it had not finished (it is failed now, through the state
+    machine)."""
     f = node.fields(required=JOB_FIELDS, optional=JOB_OPTIONAL)
     try:
         options = MatchOptions.from_json(f["options"].value)
@@ -375,7 +375,8 @@ def _read_job(node: Node, now: float) -> Job:
         job.results = None
         job.results_artifact_id = None
         apply_job(job, JobEvent.FAIL, now, error=RESTARTED)
-    return job
+        return job, True
+    return job, False
 
 
 def _read_artifact(node: Node) -> tuple[Artifact, int]:
@@ -443,8 +444,7 @@ def read_snapshot(
     job_ids: set[str] = set()
     interrupted: list[str] = []
     for item in f.list("jobs"):
-        unfinished = isinstance(item.value, dict) and item.value.get("status") in UNFINISHED
-        job = _read_job(item, now)
+        job, unfinished = _read_job(item, now)
         if unfinished:
             interrupted.append(job.job_id)
         if job.job_id in job_ids or job.job_id in (live_job_ids or set()):

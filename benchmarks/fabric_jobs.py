@@ -19,9 +19,9 @@ short on shared machines.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,13 +41,7 @@ from benchmarks.procs import (  # noqa: E402
     raise_fd_limit,
     self_cpu_seconds,
 )
-from benchmarks.sseclient import (  # noqa: E402
-    TIMESTAMP,
-    StreamTally,
-    follow,
-    open_stream,
-    parse_stamp,
-)
+from benchmarks.sseclient import TIMESTAMP, parse_stamp  # noqa: E402
 
 PRINCIPAL = {"X-Principal-Id": "0b0b0b0b-0000-4000-8000-000000000001"}
 JOB = {"modality": "text", "input": {"prompt": "benchmark this prompt"}}
@@ -273,19 +267,6 @@ def _fabric_state(state: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def weighted_quantile(pairs: list[tuple[float, int]], q: float) -> float:
-    ordered = sorted(pairs)
-    total = sum(weight for _, weight in ordered)
-    if not total:
-        return float("nan")
-    wanted, seen = q * total, 0
-    for value, weight in ordered:
-        seen += weight
-        if seen >= wanted:
-            return value
-    return ordered[-1][0]
-
-
 async def produce(host: str, port: int, rate: float, seconds: float, connections: int) -> int:
     """Submit jobs open-loop at `rate` per second for `seconds` over a few keep-alive
     connections; returns how many were accepted (201)."""
@@ -320,25 +301,23 @@ async def produce(host: str, port: int, rate: float, seconds: float, connections
     return accepted
 
 
-class Finish:
-    """Set `done` once every subscriber has received the event with sequence `target`."""
-
-    def __init__(self, tallies: list[StreamTally]) -> None:
-        self.tallies = tallies
-        self.target: int | None = None
-        self.waiting = set(range(len(tallies)))
-        self.done = trio.Event()
-
-    def check(self, index: int) -> None:
-        if self.target is not None and self.tallies[index].last >= self.target:
-            self.waiting.discard(index)
-            if not self.waiting:
-                self.done.set()
-
-    def expect(self, target: int) -> None:
-        self.target = target
-        for index in list(self.waiting):
-            self.check(index)
+def start_reader(
+    host: str, port: int, subscribers: int, sample_every: int
+) -> subprocess.Popen[str]:
+    """The subscribers, in a process of their own (benchmarks/fanout_reader.py), once every
+    stream is open."""
+    script = str(REPO / "benchmarks" / "fanout_reader.py")
+    reader = subprocess.Popen(
+        [sys.executable, script, host, str(port), str(subscribers), str(sample_every)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert reader.stdout is not None
+    if reader.stdout.readline().strip() != "ready":
+        reader.kill()
+        raise RuntimeError("the fan-out reader could not open its streams")
+    return reader
 
 
 async def bench_fanout(
@@ -347,55 +326,46 @@ async def bench_fanout(
     print(f"pinning:        {pin_load_generator()}; fd limit {raise_fd_limit()}")
     with tempfile.TemporaryDirectory() as state_dir:
         server = start_emulator(Path(state_dir))
+        reader: subprocess.Popen[str] | None = None
         try:
             host, port = server.host, server.port
-            tallies = [StreamTally(exact=index % sample_every == 0) for index in range(subscribers)]
-            finish = Finish(tallies)
+            reader = start_reader(host, port, subscribers, sample_every)
+            assert reader.stdin is not None
+            assert reader.stdout is not None
             control = await H1Connection.open(host, port)
-            async with trio.open_nursery() as nursery:
-                for index in range(0, subscribers, 100):
-                    batch = range(index, min(subscribers, index + 100))
-                    opened = await _open_all(host, port, len(batch))
-                    for tally_index, (stream, rest) in zip(batch, opened, strict=True):
-                        after = functools.partial(finish.check, tally_index)
-                        nursery.start_soon(follow, stream, rest, tallies[tally_index], after)
-                before = _fabric_state(await _state(control, f"{host}:{port}"))
-                if profile is not None:
-                    server.start_profiler(profile)
-                server.reset_peak_rss()
-                rss_before = server.rss()
-                cpu_before, load_before = server.cpu_seconds(), self_cpu_seconds()
-                began = time.perf_counter()
-                accepted = await produce(host, port, rate, seconds, 64)
-                produced = time.perf_counter() - began
-                # Drain: the executor going idle is only visible in the emulator's state,
-                # so that is polled; then wait for every subscriber to have the last event
-                # (bounded: a subscriber that never gets there is reported).
-                while True:
-                    final = _fabric_state(await _state(control, f"{host}:{port}"))
-                    executor = final.get("executor", {})
-                    if not executor.get("queued") and not executor.get("active_runs"):
-                        break
-                    await trio.sleep(0.05)
-                last = int(final["events"])
-                finish.expect(last)
-                with trio.move_on_after(30):
-                    await finish.done.wait()
-                ended = _fabric_state(await _state(control, f"{host}:{port}"))
-                elapsed = time.perf_counter() - began
-                server.stop_profiler()
-                cpu = server.cpu_seconds() - cpu_before
-                load_cpu = self_cpu_seconds() - load_before
-                nursery.cancel_scope.cancel()
+            before = _fabric_state(await _state(control, f"{host}:{port}"))
+            if profile is not None:
+                server.start_profiler(profile)
+            server.reset_peak_rss()
+            rss_before = server.rss()
+            cpu_before = server.cpu_seconds()
+            began, began_wall = time.perf_counter(), time.time()
+            accepted = await produce(host, port, rate, seconds, 64)
+            produced = time.perf_counter() - began
+            # Drain: the executor going idle is only visible in the emulator's state, so that
+            # is polled; then the reader waits (bounded) for every stream to have the last event.
+            while True:
+                final = _fabric_state(await _state(control, f"{host}:{port}"))
+                executor = final.get("executor", {})
+                if not executor.get("queued") and not executor.get("active_runs"):
+                    break
+                await trio.sleep(0.05)
+            last = int(final["events"])
+            reader.stdin.write(f"expect {int(before['events'])} {last}\n")
+            reader.stdin.flush()
+            result = json.loads(await trio.to_thread.run_sync(reader.stdout.readline))
+            ended = _fabric_state(await _state(control, f"{host}:{port}"))
+            server.stop_profiler()
+            cpu = server.cpu_seconds() - cpu_before
             control.close()
             peak, rss_after = server.peak_rss(), server.rss()
         finally:
+            if reader is not None:
+                reader.kill()
             server.stop()
-    expected = last - int(before["events"])
-    complete = [t for t in tallies if t.in_order and t.count == expected and t.last == last]
-    short = subscribers - len(complete)
-    delays = [pair for t in tallies for pair in t.delays]
-    exact = sorted(d for t in tallies for d in t.exact_delays)
+    elapsed = result["done_at"] - began_wall
+    expected = result["expected"]
+    short = subscribers - result["complete"]
     print(
         f"jobs:           {accepted} accepted in {produced:.1f} s "
         f"({accepted / produced:,.0f}/s, asked {rate:,.0f}/s)"
@@ -404,20 +374,16 @@ async def bench_fanout(
         f"subscribers:    {subscribers}, events published {expected}; every event once and "
         f"in order at all of them: {short == 0} ({short} short or out of order)"
     )
-    dropped = sum(t.overflowed for t in tallies)
     hub = ended.get("subscribers", {})
     print(
         f"                dropped as too slow (more than subscriber_buffer events behind): "
-        f"{dropped} saw the overflow comment; the hub counts "
+        f"{result['overflowed']} saw the overflow comment; the hub counts "
         f"{hub.get('dropped_for_overflow', '?')}"
     )
     if short:
-        bad = next(t for t in tallies if t not in complete)
-        print(
-            f"                e.g. got {bad.count}, first {bad.first}, last {bad.last}: "
-            f"{bad.broken}"
-        )
-    reads = len(delays)
+        count, first, last_seen, broken = result["example"]
+        print(f"                e.g. got {count}, first {first}, last {last_seen}: {broken}")
+    reads = result["reads"]
     print(
         f"delivered:      {expected / elapsed:,.0f} events/s to each subscriber "
         f"({expected * subscribers / elapsed:,.0f} deliveries/s), from the first job "
@@ -428,36 +394,25 @@ async def bench_fanout(
         "events per read on average"
     )
     print(
-        f"delay:          p50 {weighted_quantile(delays, 0.5) * 1000:.1f} ms, "
-        f"p99 {weighted_quantile(delays, 0.99) * 1000:.1f} ms, "
-        f"max {max((d for d, _ in delays), default=float('nan')) * 1000:.1f} ms "
+        f"delay:          p50 {result['delay_p50'] * 1000:.1f} ms, "
+        f"p99 {result['delay_p99'] * 1000:.1f} ms, max {result['delay_max'] * 1000:.1f} ms "
         "(upper bound: each read counted at its oldest event; target p99 < 50)"
     )
     print(
-        f"                exact over {len(exact)} deliveries to every {sample_every}th "
-        f"subscriber: p50 {quantile(exact, 0.5) * 1000:.1f} ms, "
-        f"p99 {quantile(exact, 0.99) * 1000:.1f} ms"
+        f"                exact over {result['exact_count']} deliveries to every "
+        f"{sample_every}th subscriber: p50 {result['exact_p50'] * 1000:.1f} ms, "
+        f"p99 {result['exact_p99'] * 1000:.1f} ms"
     )
+    load_cpu = result["cpu_user"] + result["cpu_system"]
     print(
         f"emulator:       CPU {cpu:.1f} s over {elapsed:.1f} s ({cpu / elapsed:.0%} of a core); "
-        f"load generator CPU {load_cpu:.1f} s"
+        f"subscribers' process CPU {load_cpu:.1f} s (user {result['cpu_user']:.1f}, "
+        f"system {result['cpu_system']:.1f})"
     )
     print(
         f"emulator RSS:   {rss_before / 2**20:.0f} MiB before, peak {peak / 2**20:.0f} MiB, "
         f"{rss_after / 2**20:.0f} MiB after"
     )
-
-
-async def _open_all(host: str, port: int, count: int) -> list[tuple[trio.SocketStream, bytes]]:
-    opened: list[tuple[trio.SocketStream, bytes] | None] = [None] * count
-
-    async def one(index: int) -> None:
-        opened[index] = await open_stream(host, port, "/v1/events/stream", PRINCIPAL)
-
-    async with trio.open_nursery() as nursery:
-        for index in range(count):
-            nursery.start_soon(one, index)
-    return [pair for pair in opened if pair is not None]
 
 
 def main() -> None:

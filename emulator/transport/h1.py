@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import socket
 from collections.abc import Iterable
 from http import HTTPStatus
@@ -44,7 +45,7 @@ import h11
 import trio
 
 from ..platform.errors import framework_error
-from ..web.rawasgi import BODY_EXTENSION
+from ..web.rawasgi import BODY_EXTENSION, DIRECT_EXTENSION
 from .httpcommon import (
     READ_SIZE,
     ConnectionServer,
@@ -227,6 +228,26 @@ class _Exchange(ResponseState):
             else:
                 await connection.write(out)
 
+    # DirectBody (emulator.web.rawasgi), offered over plain TCP -----------------------------------
+
+    @property
+    def owed(self) -> bool:
+        return self.connection.owed is not None
+
+    def send_nowait(self, body: bytes) -> bool:
+        connection = self.connection
+        if not body or self.finished or self.head_only or not self.sent_head:
+            return False
+        if not connection.can_write_nowait():
+            return False
+        pieces = connection.h11.send_with_data_passthrough(h11.Data(data=body))
+        if pieces:
+            connection.write_nowait(pieces)
+        return True
+
+    async def flush(self) -> None:
+        await self.connection.write(b"")
+
     def _response(self, body: bytes, more: bool) -> h11.Response:
         headers = self.headers
         sized = False
@@ -279,6 +300,10 @@ class _Connection:
         self.bad_body = False
         # When the write in progress began (None: none in progress).
         self._write_since: float | None = None
+        # The socket's descriptor for writes without a task (`write_nowait`): plain TCP only.
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        # Bytes `write_nowait` took and the socket did not: they go out first on the next write.
+        self.owed: memoryview | None = None
         # Writes come from the connection's task and, for `100 Continue`, from whichever task
         # reads the body (Quart reads it in a task of its own): one at a time, in order.
         self._write_lock = trio.StrictFIFOLock()
@@ -513,6 +538,8 @@ class _Connection:
         body = exchange.prefetch_body()
         if body is not None:
             scope["extensions"][BODY_EXTENSION] = body
+        if self._fd >= 0:
+            scope["extensions"][DIRECT_EXTENSION] = exchange
         try:
             await self.server.app(scope, exchange.receive, exchange.send)
         except Exception as error:
@@ -656,10 +683,40 @@ class _Connection:
         finally:
             lock.release()
 
+    def can_write_nowait(self) -> bool:
+        if self._fd < 0 or self.owed is not None or self.broken:
+            return False
+        return not self._write_lock.locked()
+
+    def write_nowait(self, pieces: list[bytes]) -> None:
+        """Write `pieces` (bytes taken from h11) without waiting, as far as the socket takes
+        them; the rest is `owed` to the next write. Only when `can_write_nowait()`."""
+        total = sum(len(piece) for piece in pieces)
+        try:
+            sent = os.writev(self._fd, pieces)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            # The client is gone: the reads see it too once the socket is shut down.
+            self.broken = True
+            abort_socket(self.stream)
+            return
+        if sent < total:
+            self.owed = memoryview(b"".join(pieces))[sent:]
+            # The send timeout covers owed bytes as it does a write in progress.
+            self._write_since = trio.current_time()
+
     async def _write_locked(self, data: bytes) -> None:
         if self.broken:
             return
         try:
+            owed = self.owed
+            if owed is not None:
+                self.owed = None
+                self._write_since = trio.current_time()
+                await self.stream.send_all(owed)
+            if not data:
+                return
             if len(data) <= WRITE_PIECE:
                 self._write_since = trio.current_time()
                 await self.stream.send_all(data)

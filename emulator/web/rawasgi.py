@@ -42,7 +42,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 import attrs
@@ -66,9 +66,33 @@ JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
 # A server may put a request's whole body in `scope["extensions"]` under this key when it has
 # already arrived with the head (emulator.transport.h1 does); `receive()` still delivers it as well.
 BODY_EXTENSION = "emulator.body"
+# A server may offer, under this key, a `DirectBody` for the response (emulator.transport.h1
+# does over plain TCP): body pieces written at once from any code on the loop, no task needed.
+DIRECT_EXTENSION = "emulator.direct_body"
 # The method of a raw route that serves WebSocket connections (emulator.web.websocket); an ASGI
 # `websocket` scope is matched against these routes only.
 WEBSOCKET = "WEBSOCKET"
+
+
+class DirectBody(Protocol):
+    """Writes pieces of a streaming response's body without waiting, for code that feeds
+    many responses from one task (an event fan-out): a system call per piece instead of a task
+    switch. Only once the head has gone out with `more_body`; never while a `send` of the same
+    response is waiting."""
+
+    @property
+    def owed(self) -> bool:
+        """Whether bytes taken by `send_nowait` are still waiting to be written: `flush` must
+        come before the next `send_nowait` can take anything."""
+
+    def send_nowait(self, body: bytes) -> bool:
+        """Take `body` now: written at once as far as the socket takes it, the rest `owed`.
+        False when it cannot (a write in progress, bytes owed, the connection broken): nothing
+        was taken; send it the usual way."""
+
+    async def flush(self) -> None:
+        """Write the owed bytes (a client that does not read is cut off by the server's send
+        timeout)."""
 
 
 class ClientGone(Exception):
@@ -180,6 +204,13 @@ class RawRequest:
             }
         value = headers.get(name)
         return None if value is None else bytes(value).decode("latin-1")
+
+    @property
+    def direct(self) -> DirectBody | None:
+        """The server's `DirectBody` for this response, if it offers one."""
+        extensions = self.scope.get("extensions") or {}
+        direct: DirectBody | None = extensions.get(DIRECT_EXTENSION)
+        return direct
 
     def content_length(self) -> int | None:
         value = self.header(b"content-length")

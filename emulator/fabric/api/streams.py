@@ -24,16 +24,13 @@ import trio
 from ...asgi import Headers
 from ...web.rawasgi import ClientGone
 from ..core.events import DomainEvent
-from ..fanout import EventFilter, Subscription
+from ..fanout import PUSH_FRAMES, EventFilter, Subscription
 from . import serialize
 from .envelope import Call, encode
 from .routes import FRAME_CACHE, FabricApi
 
 # Events already waiting in a subscriber's buffer are written together, up to this many.
 MAX_BATCH = 64
-# Frames of a shared feed written at once (about 60 KiB): bounds the copy each subscriber
-# holds while its write is in flight.
-MAX_WRITE_FRAMES = 128
 # How long a job or run stream waits for an event before a task watches for the client
 # leaving (a quarter of the CPU of a fast job's stream went to that task).
 WATCH_AFTER = 1.0
@@ -211,21 +208,46 @@ async def _live(
 async def _live_frames(
     api: FabricApi, call: Call, sub: Subscription, last_sent: str | None
 ) -> str | None:
-    """A feed subscription: everything unsent (up to MAX_WRITE_FRAMES) in one write per
-    wake-up, until it ends. The write is the loop's only checkpoint when events are waiting:
-    one task step per write, however many subscribers."""
+    """A feed subscription until it ends: everything unsent (up to PUSH_FRAMES) in one write
+    per wake-up; once caught up, handed over to the hub when the server can write without
+    waiting (`fanout.py`). Keep-alives go out after `keepalive_seconds` with nothing written,
+    by this task or by the hub."""
+    sub.last_id = last_sent
+    direct = call.raw.direct
+    keepalive = api.keepalive_seconds
+    sub.pushed_at = trio.current_time()
     while True:
-        block, last_id = sub.receive_frames_nowait(MAX_WRITE_FRAMES)
+        block, _ = sub.receive_frames_nowait(PUSH_FRAMES)
         if block:
             await call.raw.send_body(block, more=True)
-            last_sent = last_id
+            sub.pushed_at = trio.current_time()
             continue
         if sub.closed:
-            return last_sent
-        with trio.move_on_after(api.keepalive_seconds) as idle:
-            await sub.wait_for_more()
-        if idle.cancelled_caught:
+            return sub.last_id
+        if direct is not None and direct.owed:
+            await direct.flush()
+            continue
+        if direct is not None and sub.hand_over(direct):
+            idle = await _while_pushed(sub, keepalive)
+        else:
+            with trio.move_on_after(keepalive) as waited:
+                await sub.wait_for_more()
+            idle = waited.cancelled_caught
+        if idle:
             await call.raw.send_body(comment_frame("keep-alive"), more=True)
+            sub.pushed_at = trio.current_time()
+
+
+async def _while_pushed(sub: Subscription, keepalive: float) -> bool:
+    """Wait while the hub writes for `sub`, until it is handed back or ended (False), or the
+    hub has written nothing for `keepalive` (True: taken back, a keep-alive is due)."""
+    while True:
+        with trio.move_on_at(sub.pushed_at + keepalive):
+            await sub.wait_for_more()
+            return False
+        if trio.current_time() >= sub.pushed_at + keepalive:
+            sub.take_back()
+            return True
 
 
 async def _next_batch(

@@ -106,9 +106,14 @@ class Executor:
             scope.cancel()
 
     def statistics(self) -> dict[str, int]:
+        """Runs waiting (in the queue, or taken off it and waiting for a slot), runs holding a
+        slot (from pickup until their work is over, so there is no moment between the two
+        when a run is counted nowhere), and nodes running."""
+        limiter = self._run_limiter
         return {
-            "queued": self._send.statistics().current_buffer_used,
-            "active_runs": len(self._scopes),
+            "queued": self._send.statistics().current_buffer_used
+            + limiter.statistics().tasks_waiting,
+            "active_runs": limiter.borrowed_tokens,
             "running_nodes": self._node_limiter.borrowed_tokens,
         }
 

@@ -201,6 +201,26 @@ async def test_cancel_reaches_running_nodes(autojump_clock: trio.abc.Clock) -> N
     assert names[-1] == "workflow.run.cancelled"
 
 
+async def test_every_run_not_finished_is_counted_queued_or_active(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # One slot: the second run is taken off the queue and waits for the slot; it must still
+    # count as queued (a benchmark waits for the executor to be idle by these counts).
+    engine, world = _engine(max_active_runs=1)
+    slow = [_node("only", config={"params": {"delay_ms": 1000}})]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        first = await _start(engine, world, slow)
+        second = await _start(engine, world, slow)
+        await trio.testing.wait_all_tasks_blocked()
+        assert engine.executor.statistics() == {"queued": 1, "active_runs": 1, "running_nodes": 1}
+        await _until_done(engine, first)
+        await _until_done(engine, second)
+        await trio.testing.wait_all_tasks_blocked()
+        assert engine.executor.statistics() == {"queued": 0, "active_runs": 0, "running_nodes": 0}
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_full_queue_is_rate_limited() -> None:
     engine, world = _engine(queue_limit=2)
     for _ in range(2):
@@ -239,8 +259,12 @@ async def test_a_slow_subscriber_is_dropped_without_slowing_anyone() -> None:
             await slow.receive_batch()
         assert slow.overflowed
         assert not fast.overflowed
-        assert hub.statistics() == {"subscribers": 2, "dropped_for_overflow": 1}
-    assert hub.statistics() == {"subscribers": 0, "dropped_for_overflow": 1}
+        assert hub.statistics() == {
+            "subscribers": 2,
+            "written_by_hub": 0,
+            "dropped_for_overflow": 1,
+        }
+    assert hub.statistics() == {"subscribers": 0, "written_by_hub": 0, "dropped_for_overflow": 1}
 
 
 async def test_replay_and_live_meet_without_gap_or_duplicate() -> None:

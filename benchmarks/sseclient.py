@@ -6,11 +6,12 @@ Python, so that a thousand subscribers in one process cost less CPU than the ser
 feeds them. Per read it
 counts the complete events (`\\ndata: ` lines), takes the sequence of the first and the last
 one (order: the first must follow the previous read's last, and last - first + 1 must equal
-the count, so a lost, repeated or reordered event breaks the run of numbers), and the
+the count, so a lost or repeated event, or one reordered across reads, breaks the run of
+numbers; a reorder inside one read is caught by the exact sample only), and the
 server timestamp of the first (oldest) event of the read: its delay (arrival minus that
 timestamp, same machine clock) is an upper bound for every event in the read and is recorded
 with the read's event count as its weight. `exact=True` also parses every event of the read
-(for a sample of subscribers: exact per-event delays and sequences).
+(for a sample of subscribers: exact per-event delays, and every event's sequence checked).
 
 The stream is HTTP/1.1 chunked; Fabric writes whole frames per chunk, so chunk-size lines
 only ever sit between frames and the searches need no de-chunking.
@@ -35,6 +36,7 @@ NEWLINE, RETURN = ord("\n"), ord("\r")
 # Ranges at least this long are counted with numpy (below it, its set-up costs more).
 NUMPY_FROM = 16 * 1024
 EXACT_STAMP = re.compile(rb'"timestamp":"([^"]+)"')
+EXACT_SEQUENCE = re.compile(rb'"sequence":(\d+)')
 
 
 def parse_stamp(raw: bytes) -> float:
@@ -159,6 +161,10 @@ class StreamTally:
         self.count += events
         self.last = last
         if self.exact:
+            # Every event's own sequence: a reorder inside one read shows only here.
+            sequences = [int(n) for n in EXACT_SEQUENCE.findall(buf, start, end)]
+            if self.broken is None and sequences != list(range(first, last + 1)):
+                self.broken = f"a read from {first} to {last} is out of order"
             for stamp in EXACT_STAMP.findall(buf, start, end):
                 self.exact_delays.append(arrived - stamp_seconds(stamp))
         stamp_at = buf.find(TIMESTAMP, first_at, end) + len(TIMESTAMP)

@@ -44,14 +44,15 @@ async def serving(
     server: str = "emulator",
     families: FamilyMap | None = None,
     websocket_limits: WebSocketLimits | None = None,
+    limits: ServerLimits = LIMITS,
 ) -> AsyncIterator[Served]:
-    """Serve `app` until the block ends."""
+    """Serve `app` until the block ends (`limits`: the emulator's own server only)."""
     if server == "hypercorn":
         async with _hypercorn(app) as served:
             yield served
         return
-    h1 = H1Server(app, LIMITS, families or FamilyMap())
-    h2 = H2Server(app, LIMITS, families or FamilyMap())
+    h1 = H1Server(app, limits, families or FamilyMap())
+    h2 = H2Server(app, limits, families or FamilyMap())
     if websocket_limits is not None:
         h1.websocket_limits = websocket_limits
 

@@ -451,4 +451,10 @@ class EventHub:
         self._wake_broad()
 
     def statistics(self) -> dict[str, int]:
-        return {"subscribers": len(self._subscribers), "dropped_for_overflow": self.dropped}
+        """Subscribers attached, how many of them the hub writes to itself now, and how many
+        were ever dropped for falling too far behind."""
+        return {
+            "subscribers": len(self._subscribers),
+            "written_by_hub": len(self._pushed),
+            "dropped_for_overflow": self.dropped,
+        }

@@ -20,6 +20,11 @@ as if whole.
 A write that makes no progress for `ServerLimits.send_timeout` (a client that does not read
 its answers) closes the connection (the sweep shuts the socket down; no timer per write).
 
+Over plain TCP a streaming response also gets a `DirectBody` (emulator.web.rawasgi): pieces
+written with one `writev` from any code on the loop, no task switch (Fabric's event hub feeds a
+thousand streams this way). What the socket does not take is owed, sent first by the next
+write, and covered by the send timeout like a write in progress.
+
 Why the emulator has its own: on the job plane every job is three short requests, and Hypercorn
 spent more per request than the emulator's own work for it (see benchmarks/README.md for
 the figures). A connection that opens with the HTTP/2 preface is handed back to the caller of

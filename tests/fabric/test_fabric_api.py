@@ -68,6 +68,29 @@ async def test_idle_streams_get_keep_alive_comments(nursery: trio.Nursery, state
         assert await lines.__anext__() == ": keep-alive"
 
 
+async def test_a_stream_the_hub_writes_gets_its_events_and_keep_alives(
+    nursery: trio.Nursery, state_dir: Path
+) -> None:
+    seed = seed_with(events={"keepalive_seconds": 0.2})
+    server = await start_fabric(nursery, state_dir, seed)
+    plane, hub = server.instance.plane, server.instance.engine.hub
+    async with (
+        http(server) as client,
+        client.stream("GET", "/v1/events/stream", headers=HEADERS) as response,
+    ):
+        lines = response.aiter_lines()
+        significant = (line async for line in lines if line.startswith((":", "id:")))
+        for _ in range(2):
+            # Caught up over plain TCP: the hub writes for it, and it still gets keep-alives.
+            with trio.fail_after(10):
+                while hub.statistics()["written_by_hub"] != 1:
+                    await trio.testing.wait_all_tasks_blocked()
+                    await trio.lowlevel.checkpoint()
+            event = plane.emit(EventDraft("team.created", organization_id=ACME))
+            assert await significant.__anext__() == f"id: {event.id}"
+            assert await significant.__anext__() == ": keep-alive"
+
+
 async def test_assets_over_the_limit_are_refused(nursery: trio.Nursery, state_dir: Path) -> None:
     server = await start_fabric(nursery, state_dir, seed_with(assets={"max_asset_bytes": 1000}))
     async with http(server) as client:

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from emulator.fabric.core.events import DomainEvent
-from emulator.fabric.fanout import EventHub
+from emulator.fabric.fanout import PUSH_FRAMES, EventFilter, EventHub
 
 _sequence = itertools.count(1)
 
@@ -78,7 +78,11 @@ def test_a_feed_subscriber_too_far_behind_is_dropped_and_others_are_not() -> Non
         assert slow.overflowed
         assert slow.closed
         assert not fast.overflowed
-        assert hub.statistics() == {"subscribers": 1, "dropped_for_overflow": 1}
+        assert hub.statistics() == {
+            "subscribers": 1,
+            "written_by_hub": 0,
+            "dropped_for_overflow": 1,
+        }
         # The feed's memory stays bounded however many events pass.
         for _ in range(100):
             hub.publish_nowait(_event())
@@ -144,3 +148,156 @@ async def test_without_run_every_publish_wakes_at_once() -> None:
     with hub.subscribe(lambda e: True, 0) as sub:
         hub.publish_nowait(_event())
         assert len(await sub.receive_batch()) == 1
+
+
+class FakePusher:
+    """A connection that takes writes at once: `room` bytes each before the rest is owed;
+    `refusing`: it takes nothing (a write of the subscriber's own is in progress)."""
+
+    def __init__(self, room: int = 1 << 30) -> None:
+        self.room = room
+        self.refusing = False
+        self.owed = False
+        self.written: list[bytes] = []
+
+    def send_nowait(self, body: bytes) -> bool:
+        if self.refusing or self.owed:
+            return False
+        self.written.append(body)
+        self.owed = len(body) > self.room
+        return True
+
+
+def _all() -> EventFilter:
+    return lambda e: True
+
+
+class Pushed:
+    """A feed subscriber handed over to a running hub, and its task, which records when it
+    is woken (it should not be while the hub writes for it)."""
+
+    def __init__(self, hub: EventHub, pusher: FakePusher) -> None:
+        self.sub = hub.subscribe_feed("all", _all(), CountingEncoder(), 0)
+        assert self.sub.hand_over(pusher)
+        self.woken = trio.Event()
+
+    async def wait(self) -> None:
+        await self.sub.wait_for_more()
+        self.woken.set()
+
+
+async def _running_hub(nursery: trio.Nursery, buffer: int) -> EventHub:
+    hub = EventHub(buffer=buffer, flush_interval=0.02)
+    await nursery.start(hub.run)
+    return hub
+
+
+async def test_without_run_no_subscriber_is_handed_over() -> None:
+    hub = EventHub(buffer=8, flush_interval=0.02)
+    with hub.subscribe_feed("all", _all(), CountingEncoder(), 0) as sub:
+        assert not sub.hand_over(FakePusher())
+        assert sub.pusher is None
+
+
+async def test_the_hub_writes_for_a_handed_over_subscriber_without_waking_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    pusher = FakePusher()
+    async with trio.open_nursery() as nursery:
+        hub = await _running_hub(nursery, buffer=64)
+        pushed = Pushed(hub, pusher)
+        with pushed.sub:
+            nursery.start_soon(pushed.wait)
+            await trio.testing.wait_all_tasks_blocked()
+            assert hub.statistics()["written_by_hub"] == 1
+            first = [_event() for _ in range(3)]
+            for event in first:
+                hub.publish_nowait(event)
+            await trio.testing.wait_all_tasks_blocked()
+            written_at = trio.current_time()
+            later = [_event() for _ in range(2)]
+            for event in later:  # inside the window: written together at its end
+                hub.publish_nowait(event)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(pusher.written) == 1
+            await trio.sleep(0.02)
+            await trio.testing.wait_all_tasks_blocked()
+            assert pusher.written == [
+                b"".join(f"<{e.id}>".encode() for e in first),
+                b"".join(f"<{e.id}>".encode() for e in later),
+            ]
+            assert pushed.sub.last_id == later[-1].id
+            assert pushed.sub.pushed_at == pytest.approx(written_at + 0.02)
+            assert not pushed.woken.is_set()
+            assert pushed.sub.receive_frames_nowait(10) == (b"", None)
+        # Leaving hands it back: its task wakes and the hub forgets it.
+        await pushed.woken.wait()
+        assert hub.statistics()["written_by_hub"] == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_refused_write_hands_back_with_the_frames_still_unsent(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    pusher = FakePusher()
+    pusher.refusing = True
+    async with trio.open_nursery() as nursery:
+        hub = await _running_hub(nursery, buffer=64)
+        pushed = Pushed(hub, pusher)
+        with pushed.sub:
+            nursery.start_soon(pushed.wait)
+            event = _event()
+            hub.publish_nowait(event)
+            await pushed.woken.wait()
+            assert pushed.sub.pusher is None
+            assert pushed.sub.receive_frames_nowait(10) == (f"<{event.id}>".encode(), event.id)
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_owing_connection_or_a_subscriber_still_behind_goes_back_to_its_task(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    owing, behind = FakePusher(room=4), FakePusher()
+    async with trio.open_nursery() as nursery:
+        hub = await _running_hub(nursery, buffer=4 * PUSH_FRAMES)
+        first, second = Pushed(hub, owing), Pushed(hub, behind)
+        with first.sub, second.sub:
+            nursery.start_soon(first.wait)
+            nursery.start_soon(second.wait)
+            await trio.testing.wait_all_tasks_blocked()
+            events = [_event() for _ in range(PUSH_FRAMES + 5)]
+            for event in events:
+                hub.publish_nowait(event)
+            await first.woken.wait()
+            await second.woken.wait()
+            assert hub.statistics()["written_by_hub"] == 0
+            # Each was written one bounded block; the rest is its task's to write.
+            for pusher, pushed in ((owing, first), (behind, second)):
+                assert [block.count(b"<") for block in pusher.written] == [PUSH_FRAMES]
+                assert pushed.sub.last_id == events[PUSH_FRAMES - 1].id
+                rest, last = pushed.sub.receive_frames_nowait(PUSH_FRAMES)
+                assert (rest.count(b"<"), last) == (5, events[-1].id)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_handed_over_subscriber_too_far_behind_is_dropped_and_woken(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    pusher = FakePusher()
+    async with trio.open_nursery() as nursery:
+        hub = await _running_hub(nursery, buffer=4)
+        pushed = Pushed(hub, pusher)
+        with pushed.sub:
+            nursery.start_soon(pushed.wait)
+            await trio.testing.wait_all_tasks_blocked()
+            for _ in range(5):  # in one step: the hub cannot write in between
+                hub.publish_nowait(_event())
+            await pushed.woken.wait()
+            assert pushed.sub.overflowed
+            assert pusher.written == []
+            assert hub.statistics() == {
+                "subscribers": 0,
+                "written_by_hub": 0,
+                "dropped_for_overflow": 1,
+            }
+        nursery.cancel_scope.cancel()

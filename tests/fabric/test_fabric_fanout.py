@@ -4,6 +4,8 @@ wake-ups, on trio's autojump clock so the batching window is exact."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -186,10 +188,22 @@ class Pushed:
         self.woken.set()
 
 
-async def _running_hub(nursery: trio.Nursery, buffer: int) -> EventHub:
-    hub = EventHub(buffer=buffer, flush_interval=0.02)
-    await nursery.start(hub.run)
-    return hub
+@asynccontextmanager
+async def handed_over(
+    buffer: int, *pushers: FakePusher
+) -> AsyncIterator[tuple[EventHub, list[Pushed]]]:
+    """A running hub and one handed-over subscriber per pusher, each with its task waiting."""
+    async with trio.open_nursery() as nursery:
+        hub = EventHub(buffer=buffer, flush_interval=0.02)
+        await nursery.start(hub.run)
+        pushed = [Pushed(hub, pusher) for pusher in pushers]
+        for each in pushed:
+            nursery.start_soon(each.wait)
+        await trio.testing.wait_all_tasks_blocked()
+        yield hub, pushed
+        for each in pushed:
+            hub.leave(each.sub)
+        nursery.cancel_scope.cancel()
 
 
 async def test_without_run_no_subscriber_is_handed_over() -> None:
@@ -203,37 +217,32 @@ async def test_the_hub_writes_for_a_handed_over_subscriber_without_waking_it(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     pusher = FakePusher()
-    async with trio.open_nursery() as nursery:
-        hub = await _running_hub(nursery, buffer=64)
-        pushed = Pushed(hub, pusher)
-        with pushed.sub:
-            nursery.start_soon(pushed.wait)
-            await trio.testing.wait_all_tasks_blocked()
-            assert hub.statistics()["written_by_hub"] == 1
-            first = [_event() for _ in range(3)]
-            for event in first:
-                hub.publish_nowait(event)
-            await trio.testing.wait_all_tasks_blocked()
-            written_at = trio.current_time()
-            later = [_event() for _ in range(2)]
-            for event in later:  # inside the window: written together at its end
-                hub.publish_nowait(event)
-            await trio.testing.wait_all_tasks_blocked()
-            assert len(pusher.written) == 1
-            await trio.sleep(0.02)
-            await trio.testing.wait_all_tasks_blocked()
-            assert pusher.written == [
-                b"".join(f"<{e.id}>".encode() for e in first),
-                b"".join(f"<{e.id}>".encode() for e in later),
-            ]
-            assert pushed.sub.last_id == later[-1].id
-            assert pushed.sub.pushed_at == pytest.approx(written_at + 0.02)
-            assert not pushed.woken.is_set()
-            assert pushed.sub.receive_frames_nowait(10) == (b"", None)
+    async with handed_over(64, pusher) as (hub, [pushed]):
+        assert hub.statistics()["written_by_hub"] == 1
+        first = [_event() for _ in range(3)]
+        for event in first:
+            hub.publish_nowait(event)
+        await trio.testing.wait_all_tasks_blocked()
+        written_at = trio.current_time()
+        later = [_event() for _ in range(2)]
+        for event in later:  # inside the window: written together at its end
+            hub.publish_nowait(event)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(pusher.written) == 1
+        await trio.sleep(0.02)
+        await trio.testing.wait_all_tasks_blocked()
+        assert pusher.written == [
+            b"".join(f"<{e.id}>".encode() for e in first),
+            b"".join(f"<{e.id}>".encode() for e in later),
+        ]
+        assert pushed.sub.last_id == later[-1].id
+        assert pushed.sub.pushed_at == pytest.approx(written_at + 0.02)
+        assert not pushed.woken.is_set()
+        assert pushed.sub.receive_frames_nowait(10) == (b"", None)
         # Leaving hands it back: its task wakes and the hub forgets it.
+        hub.leave(pushed.sub)
         await pushed.woken.wait()
         assert hub.statistics()["written_by_hub"] == 0
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_refused_write_hands_back_with_the_frames_still_unsent(
@@ -241,63 +250,45 @@ async def test_a_refused_write_hands_back_with_the_frames_still_unsent(
 ) -> None:
     pusher = FakePusher()
     pusher.refusing = True
-    async with trio.open_nursery() as nursery:
-        hub = await _running_hub(nursery, buffer=64)
-        pushed = Pushed(hub, pusher)
-        with pushed.sub:
-            nursery.start_soon(pushed.wait)
-            event = _event()
-            hub.publish_nowait(event)
-            await pushed.woken.wait()
-            assert pushed.sub.pusher is None
-            assert pushed.sub.receive_frames_nowait(10) == (f"<{event.id}>".encode(), event.id)
-        nursery.cancel_scope.cancel()
+    async with handed_over(64, pusher) as (hub, [pushed]):
+        event = _event()
+        hub.publish_nowait(event)
+        await pushed.woken.wait()
+        assert pushed.sub.pusher is None
+        assert pushed.sub.receive_frames_nowait(10) == (f"<{event.id}>".encode(), event.id)
 
 
 async def test_an_owing_connection_or_a_subscriber_still_behind_goes_back_to_its_task(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     owing, behind = FakePusher(room=4), FakePusher()
-    async with trio.open_nursery() as nursery:
-        hub = await _running_hub(nursery, buffer=4 * PUSH_FRAMES)
-        first, second = Pushed(hub, owing), Pushed(hub, behind)
-        with first.sub, second.sub:
-            nursery.start_soon(first.wait)
-            nursery.start_soon(second.wait)
-            await trio.testing.wait_all_tasks_blocked()
-            events = [_event() for _ in range(PUSH_FRAMES + 5)]
-            for event in events:
-                hub.publish_nowait(event)
-            await first.woken.wait()
-            await second.woken.wait()
-            assert hub.statistics()["written_by_hub"] == 0
-            # Each was written one bounded block; the rest is its task's to write.
-            for pusher, pushed in ((owing, first), (behind, second)):
-                assert [block.count(b"<") for block in pusher.written] == [PUSH_FRAMES]
-                assert pushed.sub.last_id == events[PUSH_FRAMES - 1].id
-                rest, last = pushed.sub.receive_frames_nowait(PUSH_FRAMES)
-                assert (rest.count(b"<"), last) == (5, events[-1].id)
-        nursery.cancel_scope.cancel()
+    async with handed_over(4 * PUSH_FRAMES, owing, behind) as (hub, both):
+        events = [_event() for _ in range(PUSH_FRAMES + 5)]
+        for event in events:
+            hub.publish_nowait(event)
+        for pushed in both:
+            await pushed.woken.wait()
+        assert hub.statistics()["written_by_hub"] == 0
+        # Each was written one bounded block; the rest is its task's to write.
+        for pusher, pushed in zip((owing, behind), both, strict=True):
+            assert [block.count(b"<") for block in pusher.written] == [PUSH_FRAMES]
+            assert pushed.sub.last_id == events[PUSH_FRAMES - 1].id
+            rest, last = pushed.sub.receive_frames_nowait(PUSH_FRAMES)
+            assert (rest.count(b"<"), last) == (5, events[-1].id)
 
 
 async def test_a_handed_over_subscriber_too_far_behind_is_dropped_and_woken(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     pusher = FakePusher()
-    async with trio.open_nursery() as nursery:
-        hub = await _running_hub(nursery, buffer=4)
-        pushed = Pushed(hub, pusher)
-        with pushed.sub:
-            nursery.start_soon(pushed.wait)
-            await trio.testing.wait_all_tasks_blocked()
-            for _ in range(5):  # in one step: the hub cannot write in between
-                hub.publish_nowait(_event())
-            await pushed.woken.wait()
-            assert pushed.sub.overflowed
-            assert pusher.written == []
-            assert hub.statistics() == {
-                "subscribers": 0,
-                "written_by_hub": 0,
-                "dropped_for_overflow": 1,
-            }
-        nursery.cancel_scope.cancel()
+    async with handed_over(4, pusher) as (hub, [pushed]):
+        for _ in range(5):  # in one step: the hub cannot write in between
+            hub.publish_nowait(_event())
+        await pushed.woken.wait()
+        assert pushed.sub.overflowed
+        assert pusher.written == []
+        assert hub.statistics() == {
+            "subscribers": 0,
+            "written_by_hub": 0,
+            "dropped_for_overflow": 1,
+        }

@@ -386,6 +386,41 @@ def bounded_receive(receive: Receive, limit: int) -> Receive:
     return bounded
 
 
+@attrs.frozen
+class _RouteIndex:
+    """The routes with one segment count, bucketed by the literal at the position that tells
+    them apart best: a request is compared only with the routes that have its segment there
+    (or a parameter there), in their declared order, so the first match is the same as over
+    the whole list."""
+
+    position: int
+    buckets: Mapping[str, tuple[RawRoute, ...]]
+    # The routes with a parameter at `position`: all a segment with no bucket can match.
+    others: tuple[RawRoute, ...]
+
+    @classmethod
+    def build(cls, routes: Sequence[RawRoute]) -> _RouteIndex:
+        length = len(routes[0].segments)
+
+        def literals(position: int) -> set[str]:
+            return {s for s in (r.segments[position] for r in routes) if s is not None}
+
+        position = max(range(length), key=lambda p: len(literals(p)), default=0)
+        if not length:
+            return cls(0, {}, tuple(routes))
+        others = tuple(r for r in routes if r.segments[position] is None)
+        buckets = {
+            literal: tuple(r for r in routes if r.segments[position] in (literal, None))
+            for literal in literals(position)
+        }
+        return cls(position, buckets, others)
+
+    def candidates(self, parts: Sequence[str]) -> tuple[RawRoute, ...]:
+        if not parts:
+            return self.others
+        return self.buckets.get(parts[self.position], self.others)
+
+
 class RawDispatcher:
     """An ASGI app: raw routes first, then the wrapped app (given at most `body_limit` bytes of
     a request body, see `bounded_receive`)."""
@@ -401,13 +436,12 @@ class RawDispatcher:
         self.body_limit = body_limit
         self.routes = tuple(routes)
         self.families = families
-        # Routes grouped by segment count, so most requests compare against very few patterns.
-        self._by_length: dict[int, tuple[RawRoute, ...]] = {}
         # A route's error family follows from its literal prefix, so it is looked up once.
         self._families = {id(route): families.for_path(route.pattern) for route in self.routes}
-        for route in self.routes:
-            key = len(route.segments)
-            self._by_length[key] = (*self._by_length.get(key, ()), route)
+        self._by_length = {
+            length: _RouteIndex.build([r for r in self.routes if len(r.segments) == length])
+            for length in {len(route.segments) for route in self.routes}
+        }
 
     def _match(self, scope: Scope) -> tuple[RawRoute | None, dict[str, str], list[str]]:
         """The route for this method and path, or (None, {}, allowed methods on this path)."""
@@ -416,7 +450,9 @@ class RawDispatcher:
             return None, {}, []
         method = scope.get("method", WEBSOCKET)
         allowed: list[str] = []
-        for route in self._by_length.get(len(parts), ()):
+        index = self._by_length.get(len(parts))
+        candidates = () if index is None else index.candidates(parts)
+        for route in candidates:
             params = route.match(parts)
             if params is None:
                 continue

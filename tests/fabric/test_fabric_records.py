@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import random
 from typing import Any
 
 import pytest
@@ -343,3 +345,15 @@ def test_timestamps_are_rfc3339_utc_with_microseconds_and_z(
     epoch: float | None, text: str | None
 ) -> None:
     assert rfc3339(epoch) == text
+
+
+def test_timestamps_match_datetime_to_the_microsecond_however_they_round() -> None:
+    # The cached second and the rounded fraction must give datetime's string exactly, also
+    # where the fraction rounds up into the next second and across a cached second.
+    rng = random.Random(7)
+    epochs = [rng.uniform(0, 4e9) for _ in range(20_000)]
+    epochs += [1.9999995, 1.0000005, 59.9999999, 1_764_866_399.9999996, 1_733_400_000.1234565]
+    epochs += [-0.5, -1.0000005, 0.0]
+    for epoch in sorted(epochs) + epochs:
+        moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
+        assert rfc3339(epoch) == moment.isoformat(timespec="microseconds")[:-6] + "Z", epoch

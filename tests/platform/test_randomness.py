@@ -8,7 +8,9 @@ from emulator.platform.clock import Randomness
 
 
 def test_uuids_are_canonical_random_version_4_and_distinct() -> None:
-    made = [Randomness().uuid() for _ in range(2000)]
+    # One source across several refills of its pool of random bytes, and fresh ones.
+    randomness = Randomness()
+    made = [randomness.uuid() for _ in range(2000)] + [Randomness().uuid() for _ in range(50)]
     for text in made:
         parsed = uuid.UUID(text)
         assert parsed.version == 4

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -49,14 +50,31 @@ def framework_code(status: int) -> str:
     return FRAMEWORK_CODES.get(status, "bad_request")
 
 
+# The last whole second formatted, as (epoch second, `2026-03-19T12:00:00`): timestamps come
+# in runs from the same second (a job's nine events), so only the fraction changes.
+_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
 def rfc3339(epoch: float | None) -> str | None:
-    """`2026-03-19T12:00:00.123456Z` (UTC, `Z`), or None."""
+    """`2026-03-19T12:00:00.123456Z` (UTC, `Z`), or None; the same string as
+    `datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds")` with `Z` (the
+    fraction rounded half to even, as datetime does), at about a third of its cost (every
+    event and answer has timestamps)."""
+    global _second
     if epoch is None:
         return None
-    moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
-    # isoformat is about twice as fast as strftime (every event and answer has timestamps);
-    # it ends in "+00:00" for UTC.
-    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
+    fraction, whole = math.modf(epoch)
+    micros = round(fraction * 1e6)
+    second = int(whole)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    elif micros < 0:
+        second, micros = second - 1, micros + 1_000_000
+    cached = _second
+    if cached[0] != second:
+        moment = datetime.datetime.fromtimestamp(second, tz=datetime.UTC)
+        cached = _second = (second, moment.isoformat()[:-6])
+    return f"{cached[1]}.{micros:06d}Z"
 
 
 @attrs.define

@@ -1,4 +1,5 @@
-"""HTTP/1.1 connections served by the emulator itself: h11 on trio, calling the ASGI app directly.
+"""HTTP/1.1 connections served by the emulator itself on trio, calling the ASGI app directly:
+requests are read with h11, responses written with emulator.transport.h1write.
 
 Owns everything about an HTTP/1.1 connection: reading requests (keep-alive, pipelining, the
 request-head limit, a deadline for a head that has begun), the ASGI `http` exchange for each
@@ -43,7 +44,6 @@ import logging
 import os
 import socket
 from collections.abc import Iterable
-from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -51,6 +51,7 @@ import trio
 
 from ..platform.errors import framework_error
 from ..web.rawasgi import BODY_EXTENSION, DIRECT_EXTENSION
+from .h1write import CONTINUE, BadResponse, Framing, start_response
 from .httpcommon import (
     READ_SIZE,
     ConnectionServer,
@@ -78,7 +79,6 @@ IDLE = "idle"  # the first byte of the next request
 HEAD = "head"  # the rest of a request head
 BUSY = "busy"  # the app
 CLOSING = "closing"
-REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 # What h11 lets through in a request head and RFC 9112 does not: a control byte other than
 # HTAB, CR and LF (CR and LF are checked as pairs by counting, cheaper than a regex with
 # look-arounds).
@@ -111,6 +111,11 @@ def illegal_head(data: bytes, previous: bytes = b"") -> bool:
     if part.count(b"\n") != pairs or part.count(b"\r") != pairs:
         return True
     return bool(part.translate(None, ALLOWED_BYTES))
+
+
+def wants_close(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a request's `Connection` header asks for the connection to end after it."""
+    return any(name == b"connection" and b"close" in value.lower() for name, value in headers)
 
 
 def is_grpc(headers: Iterable[tuple[bytes, bytes]]) -> bool:
@@ -146,21 +151,34 @@ class _Exchange(ResponseState):
     __slots__ = (
         "body_done",
         "connection",
+        "continued",
         "disconnected",
+        "framing",
         "head_only",
+        "http10",
+        "keep_alive",
         "pending",
         "sent_head",
     )
 
-    def __init__(self, connection: _Connection, head_only: bool) -> None:
+    def __init__(
+        self, connection: _Connection, head_only: bool, http10: bool, keep_alive: bool
+    ) -> None:
         super().__init__()
         self.connection = connection
         self.head_only = head_only
+        self.http10 = http10
+        # Whether the connection may serve another request after this one (the request's
+        # wish, then the response's framing).
+        self.keep_alive = keep_alive
         self.body_done = False
         self.disconnected = False
         # Body events taken from h11 but not yet given to the app.
         self.pending: list[h11.Data | h11.EndOfMessage] = []
         self.sent_head = False
+        # Set once `100 Continue` has gone out.
+        self.continued = False
+        self.framing = Framing(Framing.NONE)
 
     async def receive(self) -> dict[str, Any]:
         connection = self.connection
@@ -214,24 +232,38 @@ class _Exchange(ResponseState):
         connection = self.connection
         if connection.broken:
             return
-        h11c = connection.h11
-        out = b""
         if not self.sent_head:
+            try:
+                out = self._head(body, more)
+            except BadResponse:
+                self.finished = False  # nothing went out: the server answers 500 instead
+                raise
             self.sent_head = True
-            out = h11c.send(self._response(body, more))
-        if body and not self.head_only:
-            out += h11c.send(h11.Data(data=body))
-        if not more:
-            out += h11c.send(h11.EndOfMessage())
+        else:
+            out = b""
+        framing = self.framing
+        failure: BadResponse | None = None
+        try:
+            if body:
+                out += framing.frame(body)
+            if not more:
+                out += framing.end()
+        except BadResponse as error:
+            failure = error
         if out:
             if connection.bad_body:
                 # The app was told the client left (its body broke) and may be cancelled
-                # meanwhile: bytes taken from h11 must still go out whole. The send-timeout
-                # sweep bounds the wait.
+                # meanwhile: bytes framed must still go out whole. The send-timeout sweep
+                # bounds the wait.
                 with trio.CancelScope(shield=True):
                     await connection.write(out)
             else:
                 await connection.write(out)
+        if failure is not None:
+            # The body broke its own framing: what went out cannot be completed, and the
+            # connection ends after what could be written.
+            connection.broken = True
+            raise failure
 
     # DirectBody (emulator.web.rawasgi), offered over plain TCP -----------------------------------
 
@@ -245,7 +277,10 @@ class _Exchange(ResponseState):
             return False
         if not connection.can_write_nowait():
             return False
-        pieces = connection.h11.send_with_data_passthrough(h11.Data(data=body))
+        try:
+            pieces = self.framing.pieces(body)
+        except BadResponse:
+            return False  # the usual `send` raises it to the app
         if pieces:
             connection.write_nowait(pieces)
         return True
@@ -253,25 +288,19 @@ class _Exchange(ResponseState):
     async def flush(self) -> None:
         await self.connection.write(b"")
 
-    def _response(self, body: bytes, more: bool) -> h11.Response:
-        headers = self.headers
-        sized = False
-        for name, _ in headers:
-            lowered = name.lower()
-            if lowered == b"content-length" or lowered == b"transfer-encoding":
-                sized = True
-                break
+    def _head(self, body: bytes, more: bool) -> bytes:
+        """The response head (raises BadResponse for headers that cannot be written)."""
         server = self.connection.server
-        extra: list[tuple[bytes, bytes]] = [(b"date", server.date.value())]
-        if not sized and self.adds_length(more):
-            extra.append((b"content-length", str(len(body)).encode("ascii")))
-        if server.draining:
-            extra.append((b"connection", b"close"))
-        return h11.Response(
-            status_code=self.status,
-            headers=[*headers, *extra],
-            reason=REASONS.get(self.status, b""),
+        head, self.framing, self.keep_alive = start_response(
+            self.status,
+            self.headers,
+            date=server.date.value(),
+            whole=len(body) if self.adds_length(more) else None,
+            http10=self.http10,
+            keep_alive=self.keep_alive and not server.draining,
+            head_only=self.head_only,
         )
+        return head
 
 
 class _Connection:
@@ -295,6 +324,8 @@ class _Connection:
         # Bytes received ahead (a pipelined next request) while the current one is answered.
         self.pipelined = 0
         self._head_start = b""
+        # The exchange being served (None between requests).
+        self.current: _Exchange | None = None
         # Set once the connection has become a WebSocket.
         self.websocket: WebSocketSession | None = None
         # The request head broke RFC 9112 where h11 does not look (see the module docstring).
@@ -369,20 +400,34 @@ class _Connection:
                 if is_upgrade(request.method, headers):
                     await self._upgrade(request, headers)
                     return None
-                await self._exchange(request, headers)
+                exchange = await self._exchange(request, headers)
+                self.current = None
                 if self.h11.their_state is h11.SEND_BODY and not self.broken:
                     await self._discard_body()
                 if (
                     self.broken
                     or self.server.draining
-                    or self.h11.our_state is not h11.DONE
+                    or not exchange.finished
+                    or not exchange.keep_alive
                     or self.h11.their_state is not h11.DONE
                 ):
                     return None
-                self.h11.start_next_cycle()
+                self._next_cycle()
         finally:
             if not handed_over:
                 await trio.aclose_forcefully(self.stream)
+
+    def _next_cycle(self) -> None:
+        """Ready for the next request: h11 only reads requests here (responses are written
+        by h1write), so a fresh state machine takes over what was read ahead."""
+        trailing, closed = self.h11.trailing_data
+        self.h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self.server.limits.max_header_bytes
+        )
+        if trailing:
+            self.h11.receive_data(bytes(trailing))
+        if closed:
+            self.h11.receive_data(b"")
 
     async def _receive(self) -> bytes:
         """The next bytes from the client (b"" once it is gone)."""
@@ -489,23 +534,21 @@ class _Connection:
             method = first_line[0].decode("latin-1")
             path = first_line[1].split(b"?", 1)[0].decode("latin-1")
         self._head_start = b""
-        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
+        if self.current is not None and self.current.sent_head:
+            return  # an answer is already under way
         body = error_json(self.server.families, status, path, method)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode("ascii")),
-            (b"connection", b"close"),
-        ]
-        try:
-            out = self.h11.send(
-                h11.Response(status_code=status, headers=headers, reason=REASONS.get(status, b""))
-            )
-            out += self.h11.send(h11.Data(data=body)) + self.h11.send(h11.EndOfMessage())
-        except h11.LocalProtocolError:
-            return
+        headers = [(b"content-type", b"application/json")]
+        head, _, _ = start_response(
+            status,
+            headers,
+            date=self.server.date.value(),
+            whole=len(body),
+            http10=False,
+            keep_alive=False,
+            head_only=False,
+        )
         with trio.move_on_after(LINGER_SECONDS):
-            await self.write(out)
+            await self.write(head + body)
             await self._linger()
 
     async def _linger(self) -> None:
@@ -534,12 +577,19 @@ class _Connection:
             addresses=(self.client, self.local),
         )
 
-    async def _exchange(self, request: h11.Request, headers: RequestHeaders) -> None:
+    async def _exchange(self, request: h11.Request, headers: RequestHeaders) -> _Exchange:
         scope = self._scope(request, headers)
-        exchange = _Exchange(self, head_only=request.method == b"HEAD")
+        http10 = request.http_version == b"1.0"
+        exchange = _Exchange(
+            self,
+            head_only=request.method == b"HEAD",
+            http10=http10,
+            keep_alive=not http10 and not wants_close(headers),
+        )
+        self.current = exchange
         if is_grpc(headers):
             await self._refuse_grpc(exchange, scope)
-            return
+            return exchange
         body = exchange.prefetch_body()
         if body is not None:
             scope["extensions"][BODY_EXTENSION] = body
@@ -559,13 +609,13 @@ class _Connection:
                 with trio.move_on_after(LINGER_SECONDS):
                     await self._linger()
             self.broken = True
-            return
+            return exchange
         if exchange.finished:
-            return
+            return exchange
         if exchange.sent_head or self.broken or exchange.disconnected or self.eof:
             # A response cut short: closing the connection is the only honest ending.
             self.broken = True
-            return
+            return exchange
         # The app ended without answering.
         error_body = error_json(self.server.families, 500, scope["path"], scope["method"])
         exchange.started = False
@@ -577,6 +627,7 @@ class _Connection:
             }
         )
         await exchange.send({"type": "http.response.body", "body": error_body})
+        return exchange
 
     async def _refuse_grpc(self, exchange: _Exchange, scope: dict[str, Any]) -> None:
         """gRPC needs HTTP/2 (its status travels in trailers): a 415 in the path's family.
@@ -639,8 +690,15 @@ class _Connection:
         """The next piece of the request body, reading as needed; None if the client left or
         broke the framing (the connection then closes after the response)."""
         h11c = self.h11
-        if h11c.they_are_waiting_for_100_continue:
-            await self.write(h11c.send(h11.InformationalResponse(status_code=100, headers=[])))
+        current = self.current
+        if (
+            h11c.they_are_waiting_for_100_continue
+            and current is not None
+            and not current.sent_head
+            and not current.continued
+        ):
+            current.continued = True
+            await self.write(CONTINUE)
         try:
             while True:
                 event = h11c.next_event()
@@ -694,7 +752,7 @@ class _Connection:
         return not self._write_lock.locked()
 
     def write_nowait(self, pieces: list[bytes]) -> None:
-        """Write `pieces` (bytes taken from h11) without waiting, as far as the socket takes
+        """Write `pieces` (a framed piece of a body) without waiting, as far as the socket takes
         them; the rest is `owed` to the next write. Only when `can_write_nowait()`."""
         total = sum(len(piece) for piece in pieces)
         try:

@@ -14,6 +14,7 @@ control character (CR and LF above all: response splitting), refuses the respons
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Sequence
 from http import HTTPStatus
@@ -32,9 +33,9 @@ class BadResponse(Exception):
     match its Content-Length)."""
 
 
-class Framing:
-    """How a response body goes on the wire: `LENGTH` (exactly the declared bytes), `CHUNKED`,
-    `CLOSE` (as is, ended by closing the connection: HTTP/1.0 clients) or `NONE` (no body:
+class Delimit(enum.Enum):
+    """How a response body ends: after its declared bytes (`LENGTH`), at its last chunk
+    (`CHUNKED`), when the connection closes (`CLOSE`: HTTP/1.0 clients), or at once (`NONE`:
     HEAD, 1xx, 204, 304; bytes given are dropped)."""
 
     LENGTH = "length"
@@ -42,9 +43,18 @@ class Framing:
     CLOSE = "close"
     NONE = "none"
 
+
+class Framing:
+    """A response body on the wire, delimited as its `kind` says."""
+
+    LENGTH = Delimit.LENGTH
+    CHUNKED = Delimit.CHUNKED
+    CLOSE = Delimit.CLOSE
+    NONE = Delimit.NONE
+
     __slots__ = ("kind", "left")
 
-    def __init__(self, kind: str, length: int = 0) -> None:
+    def __init__(self, kind: Delimit, length: int = 0) -> None:
         self.kind = kind
         # LENGTH: bytes still owed to the declared length.
         self.left = length

@@ -161,13 +161,21 @@ class FakePusher:
         self.refusing = False
         self.owed = False
         self.written: list[bytes] = []
+        self._changed = trio.Event()
 
     def send_nowait(self, body: bytes) -> bool:
         if self.refusing or self.owed:
             return False
         self.written.append(body)
         self.owed = len(body) > self.room
+        self._changed.set()
+        self._changed = trio.Event()
         return True
+
+    async def wrote(self, count: int) -> None:
+        """Wait until `count` writes have been taken."""
+        while len(self.written) < count:
+            await self._changed.wait()
 
 
 def _all() -> EventFilter:
@@ -229,8 +237,7 @@ async def test_the_hub_writes_for_a_handed_over_subscriber_without_waking_it(
             hub.publish_nowait(event)
         await trio.testing.wait_all_tasks_blocked()
         assert len(pusher.written) == 1
-        await trio.sleep(0.02)
-        await trio.testing.wait_all_tasks_blocked()
+        await pusher.wrote(2)  # at the end of the window (autojump clock)
         assert pusher.written == [
             b"".join(f"<{e.id}>".encode() for e in first),
             b"".join(f"<{e.id}>".encode() for e in later),

@@ -63,6 +63,7 @@ import h2.settings
 import trio
 
 from ..web.rawasgi import BODY_EXTENSION
+from .h2fields import CONNECTION_FIELDS, request_problem, trailers_problem
 from .httpcommon import (
     READ_SIZE,
     ConnectionServer,
@@ -99,13 +100,10 @@ HEADER_FRAME_COST = 256
 # How much of a request body nobody reads any more (the response is complete) is dropped
 # before the stream is reset.
 DISCARD_BYTES = 4 * 1024 * 1024
-# Response headers that have no meaning in HTTP/2 (RFC 9113, section 8.2.2).
-CONNECTION_HEADERS = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
-)
 STATUS = {status: str(status).encode("ascii") for status in range(100, 600)}
 NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
 INTERNAL_ERROR = h2.errors.ErrorCodes.INTERNAL_ERROR
+PROTOCOL_ERROR = h2.errors.ErrorCodes.PROTOCOL_ERROR
 REFUSED_STREAM = h2.errors.ErrorCodes.REFUSED_STREAM
 CANCEL = h2.errors.ErrorCodes.CANCEL
 ENHANCE_YOUR_CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
@@ -190,7 +188,7 @@ class FrameMeter:
                 self.header_block = cost if kind == HEADERS else self.header_block + cost
                 if self.header_block > self.header_limit:
                     raise Abuse(
-                        h2.errors.ErrorCodes.PROTOCOL_ERROR,
+                        PROTOCOL_ERROR,
                         f"a header block of more than {self.header_limit} bytes",
                     )
                 if flags & END_HEADERS:
@@ -404,7 +402,7 @@ class _Stream(ResponseState):
             raise RuntimeError("http.response.trailers without trailers announced and a last body")
         for name, value in message.get("headers", ()):
             name = bytes(name).lower()
-            if name[:1] != b":" and name not in CONNECTION_HEADERS:
+            if name[:1] != b":" and name not in CONNECTION_FIELDS:
                 self.trailer_fields.append((name, bytes(value)))
         if message.get("more_trailers", False):
             await trio.lowlevel.checkpoint()
@@ -478,7 +476,7 @@ class _Stream(ResponseState):
         sized = False
         for name, value in self.headers:
             name = name.lower()
-            if name in CONNECTION_HEADERS:
+            if name in CONNECTION_FIELDS:
                 continue
             if name == b"content-length":
                 sized = True
@@ -501,8 +499,10 @@ class _Connection:
             client_side=False,
             header_encoding=None,
             # Response headers are built here from the app's (lower-cased, connection
-            # headers dropped): h2 need not check them again.
+            # headers dropped): h2 need not check them again. Request headers are checked
+            # here too, in one pass (h2fields).
             validate_outbound_headers=False,
+            validate_inbound_headers=False,
             normalize_outbound_headers=False,
         )
         self.h2 = h2.connection.H2Connection(config=config)
@@ -671,6 +671,8 @@ class _Connection:
                 self._data(event)
             elif isinstance(event, h2.events.StreamEnded):
                 self._stream_ended(event.stream_id)
+            elif isinstance(event, h2.events.TrailersReceived):
+                self._trailers(event)
             elif isinstance(event, h2.events.StreamReset):
                 self._stream_reset(event.stream_id)
             elif isinstance(event, h2.events.WindowUpdated):
@@ -691,6 +693,11 @@ class _Connection:
             return
         if self.closing or len(self.streams) >= MAX_CONCURRENT_STREAMS:
             self._reset(stream_id, REFUSED_STREAM)
+            return
+        problem = request_problem(event.headers)
+        if problem is not None:
+            log.info("malformed HTTP/2 request from %s: %s", self._peer(), problem)
+            self._reset(stream_id, PROTOCOL_ERROR)
             return
         method = b"GET"
         target = b"/"
@@ -750,6 +757,17 @@ class _Connection:
         stream.chunks.append((bytes(event.data or b""), size))
         if stream.recv_waiter is not None:
             stream.recv_waiter.set()
+
+    def _trailers(self, event: h2.events.TrailersReceived) -> None:
+        """The app never sees request trailers, but malformed ones end their stream."""
+        stream_id = event.stream_id
+        if stream_id is None or event.headers is None:
+            return
+        problem = trailers_problem(event.headers)
+        if problem is not None:
+            log.info("malformed HTTP/2 trailers from %s: %s", self._peer(), problem)
+            self._reset(stream_id, PROTOCOL_ERROR)
+            self._stream_reset(stream_id)
 
     def _stream_ended(self, stream_id: int | None) -> None:
         if stream_id is None:

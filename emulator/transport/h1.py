@@ -1,5 +1,5 @@
 """HTTP/1.1 connections served by the emulator itself on trio, calling the ASGI app directly:
-requests are read with h11, responses written with emulator.transport.h1write.
+requests are read by emulator.transport.h1read, responses written by emulator.transport.h1write.
 
 Owns everything about an HTTP/1.1 connection: reading requests (keep-alive, pipelining, the
 request-head limit, a deadline for a head that has begun), the ASGI `http` exchange for each
@@ -9,14 +9,11 @@ request (a body read only when the app asks for it, so a slow reader pushes back
 to be the last, and at shutdown (`H1Server.drain`: idle connections close at once, busy ones
 after their response).
 
-Refused with 400 and then closed, beyond what h11 checks (RFC 9112): a request with both
-Content-Length and Transfer-Encoding (section 6.1: its framing is ambiguous, so the connection
-must not carry a pipelined follow-up), a head with a bare LF or CR or a control byte in a header
-value, a method with lower-case letters, a version other than 1.0 and 1.1, and a body whose
-chunked framing is broken (the app sees `http.disconnect`; if it answered nothing, the server
-answers 400). Each read of a head is checked once (`illegal_head`: a few byte counts and one
-`bytes.translate`), with the last bytes of the read before, so a head split anywhere is judged
-as if whole.
+A request h1read refuses gets its status (400, 431, 501; 408 when the head was too slow) and the
+connection closes after the answer, so a pipelined follow-up is never read (RFC 9112 section
+6.1 asks this of a request with both Content-Length and Transfer-Encoding). A body whose
+chunked framing breaks mid-way: the app sees `http.disconnect`; if it answered nothing, the
+server answers 400.
 
 A write that makes no progress for `ServerLimits.send_timeout` (a client that does not read
 its answers) closes the connection (the sweep shuts the socket down; no timer per write).
@@ -46,11 +43,11 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
-import h11
 import trio
 
 from ..platform.errors import framework_error
 from ..web.rawasgi import BODY_EXTENSION, DIRECT_EXTENSION
+from .h1read import BadRequest, Phase, RequestHead, RequestReader
 from .h1write import CONTINUE, BadResponse, Framing, start_response
 from .httpcommon import (
     READ_SIZE,
@@ -65,9 +62,6 @@ from .websocket import WebSocketLimits, WebSocketSession, is_upgrade
 
 log = logging.getLogger("emulator.h1")
 
-# A request's headers as h11 gives them: lower-cased names, values as received.
-RequestHeaders = list[tuple[bytes, bytes]]
-
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # How much of an unwanted request body is read and dropped to keep the connection.
 DISCARD_BYTES = 4 * 1024 * 1024
@@ -79,38 +73,9 @@ IDLE = "idle"  # the first byte of the next request
 HEAD = "head"  # the rest of a request head
 BUSY = "busy"  # the app
 CLOSING = "closing"
-# What h11 lets through in a request head and RFC 9112 does not: a control byte other than
-# HTAB, CR and LF (CR and LF are checked as pairs by counting, cheaper than a regex with
-# look-arounds).
-_CONTROL = {*range(0x20), 0x7F} - {0x09, 0x0A, 0x0D}
-# Every byte not refused, deleted by `bytes.translate` (faster here than a regex search).
-ALLOWED_BYTES = bytes(byte for byte in range(256) if byte not in _CONTROL)
-HTTP_VERSIONS = (b"1.1", b"1.0")
 # A write is split into pieces of at most this many bytes, each of which must make progress
 # within `send_timeout`.
 WRITE_PIECE = 1024 * 1024
-
-
-def illegal_head(data: bytes, previous: bytes = b"") -> bool:
-    """Whether the head bytes in `data` (up to the blank line that ends a head) hold what
-    RFC 9112 refuses: a bare LF, a bare CR, a control byte. `previous` is the last bytes (up
-    to 4) of the same head from the reads before: the blank line, or a CR LF pair, can be
-    split between reads."""
-    if previous:
-        end = (previous + data).find(b"\r\n\r\n")
-        part = data if end < 0 else data[: max(0, end + 4 - len(previous))]
-        if previous[-1:] == b"\r":
-            # Left out of the last check (it might pair with this read's first byte).
-            part = b"\r" + part
-    else:
-        end = data.find(b"\r\n\r\n")
-        part = data if end < 0 else data[: end + 4]
-    if end < 0 and part[-1:] == b"\r":
-        part = part[:-1]
-    pairs = part.count(b"\r\n")
-    if part.count(b"\n") != pairs or part.count(b"\r") != pairs:
-        return True
-    return bool(part.translate(None, ALLOWED_BYTES))
 
 
 def wants_close(headers: Iterable[tuple[bytes, bytes]]) -> bool:
@@ -173,8 +138,8 @@ class _Exchange(ResponseState):
         self.keep_alive = keep_alive
         self.body_done = False
         self.disconnected = False
-        # Body events taken from h11 but not yet given to the app.
-        self.pending: list[h11.Data | h11.EndOfMessage] = []
+        # Body pieces read but not yet given to the app (b"": the end of the body).
+        self.pending: list[bytes] = []
         self.sent_head = False
         # Set once `100 Continue` has gone out.
         self.continued = False
@@ -187,42 +152,41 @@ class _Exchange(ResponseState):
             return {"type": "http.disconnect"}
         pending = self.pending
         if pending:
-            event: h11.Data | h11.EndOfMessage | None = pending.pop(0)
+            piece: bytes | None = pending.pop(0)
         else:
-            event = await connection.next_body_event()
-            if event is None:
+            piece = await connection.next_body()
+            if piece is None:
                 self.disconnected = True
                 return {"type": "http.disconnect"}
-        if isinstance(event, h11.EndOfMessage):
+        if not piece:
             self.body_done = True
             return {"type": "http.request", "body": b"", "more_body": False}
-        assert event is not None
         # Tell the app at once when this was the last piece already here (most small bodies).
         if not pending:
-            following = connection.buffered_body_event()
+            following = connection.buffered_body()
             if following is not None:
                 pending.append(following)
-        if pending and isinstance(pending[0], h11.EndOfMessage):
+        if pending and not pending[0]:
             pending.pop(0)
             self.body_done = True
-            return {"type": "http.request", "body": bytes(event.data), "more_body": False}
-        return {"type": "http.request", "body": bytes(event.data), "more_body": True}
+            return {"type": "http.request", "body": piece, "more_body": False}
+        return {"type": "http.request", "body": piece, "more_body": True}
 
     def prefetch_body(self) -> bytes | None:
         """The whole body if it has already arrived with the head (no read), else None; the
-        events stay queued for `receive`."""
+        pieces stay queued for `receive`."""
         connection = self.connection
-        first = connection.buffered_body_event()
+        first = connection.buffered_body()
         if first is None:
             return None
         self.pending.append(first)
-        if isinstance(first, h11.EndOfMessage):
+        if not first:
             return b""
-        second = connection.buffered_body_event()
+        second = connection.buffered_body()
         if second is None:
             return None
         self.pending.append(second)
-        return bytes(first.data) if isinstance(second, h11.EndOfMessage) else None
+        return first if not second else None
 
     async def send(self, message: dict[str, Any]) -> None:
         taken = self.take(message)
@@ -310,9 +274,7 @@ class _Connection:
         self.server = server
         self.stream = stream
         self.scheme = scheme
-        self.h11 = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=server.limits.max_header_bytes
-        )
+        self.reader = RequestReader(server.limits.max_header_bytes)
         self.client, self.local = peer_addresses(stream)
         # Set when bytes may have been lost on the way out: the connection must close.
         self.broken = False
@@ -323,16 +285,11 @@ class _Connection:
         self.timed_out = False
         # Bytes received ahead (a pipelined next request) while the current one is answered.
         self.pipelined = 0
-        self._head_start = b""
         # The exchange being served (None between requests).
         self.current: _Exchange | None = None
         # Set once the connection has become a WebSocket.
         self.websocket: WebSocketSession | None = None
-        # The request head broke RFC 9112 where h11 does not look (see the module docstring).
-        self._bad_head = False
-        # The last bytes read of the head being received.
-        self._head_tail = b""
-        # The request body's framing was broken (h11 refused it mid-body).
+        # The request body's framing was broken (h1read refused it mid-body).
         self.bad_body = False
         # When the write in progress began (None: none in progress).
         self._write_since: float | None = None
@@ -392,42 +349,29 @@ class _Connection:
                 if preface is not None:
                     handed_over = True
                     return preface
+            reader = self.reader
             while True:
                 head = await self._next_request()
                 if head is None:
                     return None
-                request, headers = head
-                if is_upgrade(request.method, headers):
-                    await self._upgrade(request, headers)
+                if is_upgrade(head.method, head.headers):
+                    await self._upgrade(head)
                     return None
-                exchange = await self._exchange(request, headers)
+                exchange = await self._exchange(head)
                 self.current = None
-                if self.h11.their_state is h11.SEND_BODY and not self.broken:
+                if reader.phase is Phase.BODY and not self.broken:
                     await self._discard_body()
                 if (
                     self.broken
                     or self.server.draining
                     or not exchange.finished
                     or not exchange.keep_alive
-                    or self.h11.their_state is not h11.DONE
+                    or reader.phase is not Phase.HEAD
                 ):
                     return None
-                self._next_cycle()
         finally:
             if not handed_over:
                 await trio.aclose_forcefully(self.stream)
-
-    def _next_cycle(self) -> None:
-        """Ready for the next request: h11 only reads requests here (responses are written
-        by h1write), so a fresh state machine takes over what was read ahead."""
-        trailing, closed = self.h11.trailing_data
-        self.h11 = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=self.server.limits.max_header_bytes
-        )
-        if trailing:
-            self.h11.receive_data(bytes(trailing))
-        if closed:
-            self.h11.receive_data(b"")
 
     async def _receive(self) -> bytes:
         """The next bytes from the client (b"" once it is gone)."""
@@ -458,82 +402,51 @@ class _Connection:
             seen += data
         if seen.startswith(H2_PREFACE):
             return seen
-        self._head_start = seen[:1024]
-        self._bad_head = illegal_head(seen)
-        self._head_tail = seen[-4:]
-        self.h11.receive_data(seen)
+        self.reader.feed(seen)
         if self.eof:
-            self.h11.receive_data(b"")
+            self.reader.feed(b"")
         return None
 
-    async def _next_request(self) -> tuple[h11.Request, RequestHeaders] | None:
-        """The next request and its headers as a list (h11's `Headers` is a Sequence that is
-        slow to walk, and every request is looked at several times), or None when the
-        connection should close."""
+    async def _next_request(self) -> RequestHead | None:
+        """The next request's head, or None when the connection should close (the client
+        left, or its request was refused)."""
+        reader = self.reader
         try:
-            event = self.h11.next_event()
-            if event is h11.NEED_DATA:
-                if not self._head_start:
-                    if self.server.draining:
+            head = reader.read_head()
+            if head is None:
+                if not reader.buffer:
+                    if reader.eof or self.server.draining:
                         return None
                     # Idle between requests: wait for the first byte of the next one.
                     self._enter(IDLE)
                     data = await self._receive()
                     if not data:
                         return None
-                    self._enter(HEAD)
-                    self._head_start = data[:1024]
-                    # Part of a pipelined head may already be buffered: its end is context.
-                    self._bad_head = illegal_head(data, self.h11.trailing_data[0][-4:])
-                    self._head_tail = data[-4:]
-                    self.h11.receive_data(data)
-                    event = self.h11.next_event()
-                tail = self._head_tail
-                while event is h11.NEED_DATA:
-                    data = await self._receive()
-                    if len(self._head_start) < 1024:
-                        self._head_start += data[: 1024 - len(self._head_start)]
-                    if not self._bad_head:
-                        self._bad_head = illegal_head(data, tail)
-                    tail = (tail + data[-4:])[-4:]
-                    self.h11.receive_data(data)
-                    event = self.h11.next_event()
-        except h11.RemoteProtocolError as error:
-            await self._refuse(408 if self.timed_out else error.error_status_hint)
+                    reader.feed(data)
+                    head = reader.read_head()
+                self._enter(HEAD)
+                while head is None:
+                    if reader.eof:
+                        return None
+                    reader.feed(await self._receive())
+                    head = reader.read_head()
+        except BadRequest as error:
+            status = 408 if self.timed_out else error.status
+            await self._refuse(status, bytes(reader.buffer[:1024]))
             return None
         self._enter(BUSY)
         self.pipelined = 0
-        if isinstance(event, h11.Request):
-            headers = list(event.headers)
-            if self._bad_head or not self._acceptable(event, headers):
-                self._bad_head = False
-                await self._refuse(400)
-                return None
-            self._head_start = b""
-            return event, headers
-        self._head_start = b""
-        # ConnectionClosed (the client left between requests) or PAUSED after a close.
-        return None
+        return head
 
-    @staticmethod
-    def _acceptable(request: h11.Request, headers: RequestHeaders) -> bool:
-        """What h11 accepts and RFC 9112 does not: both Content-Length and Transfer-Encoding
-        (section 6.1), a lower-case method, a version other than 1.0 and 1.1."""
-        method = request.method
-        if request.http_version not in HTTP_VERSIONS or not method.isupper():
-            return False
-        names = [name for name, _ in headers]
-        return not (b"transfer-encoding" in names and b"content-length" in names)
-
-    async def _refuse(self, status: int) -> None:
-        """Answer a request the server could not read (400, 408, 431) and close."""
+    async def _refuse(self, status: int, start: bytes) -> None:
+        """Answer a request the server could not read (400, 408, 431, 501) and close; `start`
+        is the beginning of its head (its method and path choose the error family)."""
         path = ""
         method = ""
-        first_line = self._head_start.split(b"\r\n", 1)[0].split(b" ")
+        first_line = start.split(b"\r\n", 1)[0].split(b" ")
         if len(first_line) >= 2:
             method = first_line[0].decode("latin-1")
             path = first_line[1].split(b"?", 1)[0].decode("latin-1")
-        self._head_start = b""
         if self.current is not None and self.current.sent_head:
             return  # an answer is already under way
         body = error_json(self.server.families, status, path, method)
@@ -566,23 +479,24 @@ class _Connection:
 
     # One exchange --------------------------------------------------------------------------------
 
-    def _scope(self, request: h11.Request, headers: RequestHeaders) -> dict[str, Any]:
+    def _scope(self, head: RequestHead) -> dict[str, Any]:
         return http_scope(
             self.server,
-            http_version=request.http_version.decode("ascii"),
-            method=request.method.decode("ascii"),
+            http_version=head.version.decode("ascii"),
+            method=head.method.decode("ascii"),
             scheme=self.scheme,
-            target=bytes(request.target),
-            headers=headers,
+            target=head.target,
+            headers=head.headers,
             addresses=(self.client, self.local),
         )
 
-    async def _exchange(self, request: h11.Request, headers: RequestHeaders) -> _Exchange:
-        scope = self._scope(request, headers)
-        http10 = request.http_version == b"1.0"
+    async def _exchange(self, head: RequestHead) -> _Exchange:
+        scope = self._scope(head)
+        headers = head.headers
+        http10 = head.version == b"1.0"
         exchange = _Exchange(
             self,
-            head_only=request.method == b"HEAD",
+            head_only=head.method == b"HEAD",
             http10=http10,
             keep_alive=not http10 and not wants_close(headers),
         )
@@ -603,8 +517,8 @@ class _Connection:
             # The body's framing broke: the connection ends after the answer. If the app gave
             # none, the answer is a 400.
             if not exchange.finished and not exchange.sent_head:
-                self._head_start = f"{scope['method']} {scope['path']} ".encode("latin-1")
-                await self._refuse(400)
+                start = f"{scope['method']} {scope['path']} ".encode("latin-1")
+                await self._refuse(400, start)
             else:
                 with trio.move_on_after(LINGER_SECONDS):
                     await self._linger()
@@ -640,18 +554,15 @@ class _Connection:
         await exchange.send({"type": "http.response.start", "status": 415, "headers": headers})
         await exchange.send({"type": "http.response.body", "body": body})
 
-    async def _upgrade(self, request: h11.Request, headers: RequestHeaders) -> None:
+    async def _upgrade(self, head: RequestHead) -> None:
         """Serve a WebSocket (`Upgrade: websocket`) on this connection until it closes."""
         # The rest of the request (a body is not allowed), then what came after it: the
         # client's first frames, possibly.
-        event = self.buffered_body_event()
-        if not isinstance(event, h11.EndOfMessage):
-            await self._refuse(400)
+        if self.buffered_body() != b"":
+            await self._refuse(400, head.method + b" " + head.target)
             return
-        with contextlib.suppress(h11.RemoteProtocolError):
-            self.h11.next_event()
-        trailing, _ = self.h11.trailing_data
-        scope = self._scope(request, headers)
+        trailing = self.reader.take_rest()
+        scope = self._scope(head)
         scope["type"] = "websocket"
         scope["scheme"] = "wss" if self.scheme == "https" else "ws"
         del scope["method"]
@@ -660,7 +571,7 @@ class _Connection:
         self.websocket = session
         if self.server.draining:
             session.going_away()
-        await session.run(self.server.app, bytes(request.target), headers, trailing)
+        await session.run(self.server.app, head.target, head.headers, trailing)
 
     async def _discard_body(self) -> None:
         """Read and drop the rest of a body the app did not want (e.g. after a 413), so the
@@ -668,31 +579,28 @@ class _Connection:
         left = DISCARD_BYTES
         with trio.move_on_after(DISCARD_SECONDS):
             while left > 0:
-                event = await self.next_body_event()
-                if event is None or isinstance(event, h11.EndOfMessage):
+                piece = await self.next_body()
+                if not piece:
                     return
-                left -= len(event.data)
+                left -= len(piece)
         self.broken = True
 
     # Reading a body, watching for the client to leave --------------------------------------------
 
-    def buffered_body_event(self) -> h11.Data | h11.EndOfMessage | None:
-        """The next body event if it is already buffered (no read), else None."""
+    def buffered_body(self) -> bytes | None:
+        """The next piece of the body (b"": its end) if it is already buffered, else None."""
         try:
-            event = self.h11.next_event()
-        except h11.RemoteProtocolError:
+            return self.reader.read_body()
+        except BadRequest:
             return None
-        if isinstance(event, (h11.Data, h11.EndOfMessage)):
-            return event
-        return None
 
-    async def next_body_event(self) -> h11.Data | h11.EndOfMessage | None:
-        """The next piece of the request body, reading as needed; None if the client left or
-        broke the framing (the connection then closes after the response)."""
-        h11c = self.h11
+    async def next_body(self) -> bytes | None:
+        """The next piece of the request body (b"": its end), reading as needed; None if the
+        client left or broke the framing (the connection then closes after the response)."""
+        reader = self.reader
         current = self.current
         if (
-            h11c.they_are_waiting_for_100_continue
+            reader.waiting_for_continue
             and current is not None
             and not current.sent_head
             and not current.continued
@@ -701,15 +609,11 @@ class _Connection:
             await self.write(CONTINUE)
         try:
             while True:
-                event = h11c.next_event()
-                if event is h11.NEED_DATA:
-                    h11c.receive_data(await self._receive())
-                    continue
-                if isinstance(event, (h11.Data, h11.EndOfMessage)):
-                    return event
-                self.broken = True
-                return None
-        except h11.RemoteProtocolError:
+                piece = reader.read_body()
+                if piece is not None:
+                    return piece
+                reader.feed(await self._receive())
+        except BadRequest:
             # The answer can still be written (then the connection closes): see `_exchange`.
             self.bad_body = True
             return None
@@ -726,12 +630,12 @@ class _Connection:
                     log.info("closing a connection that sent %d bytes ahead", self.pipelined)
                     self.broken = True
                     break
-                self.h11.receive_data(data)
+                self.reader.feed(data)
         exchange.disconnected = True
 
     async def write(self, data: bytes) -> None:
-        """Send bytes already taken from the h11 state machine; a failed or interrupted write
-        breaks the connection (the client would otherwise see a desynchronised stream)."""
+        """Send response bytes; a failed or interrupted write breaks the connection (the client
+        would otherwise see a desynchronised stream)."""
         if self.broken:
             return
         lock = self._write_lock

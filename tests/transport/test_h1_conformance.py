@@ -16,7 +16,8 @@ from emulatorrun import StartEmulator
 from rawhttp import connect, parse_response, read_all
 
 from emulator.platform.errors import FamilyMap
-from emulator.transport.h1 import H1Server, illegal_head
+from emulator.transport.h1 import H1Server
+from emulator.transport.h1read import illegal_head
 from emulator.transport.httpcommon import ServerLimits
 
 PATH = "/api/v2/ontologies"

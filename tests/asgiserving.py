@@ -68,6 +68,7 @@ async def serving(
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
         nursery.start_soon(h1.expire_connections)
+        nursery.start_soon(h1.watch_disconnects)
         nursery.start_soon(h2.expire_connections)
         yield Served(listeners[0].socket.getsockname()[1], drain)
         nursery.cancel_scope.cancel()

@@ -18,6 +18,11 @@ server answers 400.
 A write that makes no progress for `ServerLimits.send_timeout` (a client that does not read
 its answers) closes the connection (the sweep shuts the socket down; no timer per write).
 
+Over plain TCP a request also gets a `DisconnectWatch` (emulator.web.rawasgi): the server's
+`ReadableSockets` (emulator.transport.readiness) reads the socket when it becomes readable
+while the app waits, keeping a pipelined next request (up to `max_header_bytes`) and calling
+the app back when the client has left, with no task per request.
+
 Over plain TCP a streaming response also gets a `DirectBody` (emulator.web.rawasgi): pieces
 written with one `writev` from any code on the loop, no task switch (Fabric's event hub feeds a
 thousand streams this way). What the socket does not take is owed, sent first by the next
@@ -40,13 +45,13 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
 
 from ..platform.errors import framework_error
-from ..web.rawasgi import BODY_EXTENSION, DIRECT_EXTENSION
+from ..web.rawasgi import BODY_EXTENSION, DIRECT_EXTENSION, WATCH_EXTENSION
 from .h1read import BadRequest, Phase, RequestHead, RequestReader
 from .h1write import CONTINUE, BadResponse, Framing, start_response
 from .httpcommon import (
@@ -58,6 +63,7 @@ from .httpcommon import (
     http_scope,
     peer_addresses,
 )
+from .readiness import ReadableSockets, available
 from .websocket import WebSocketLimits, WebSocketSession, is_upgrade
 
 log = logging.getLogger("emulator.h1")
@@ -96,6 +102,19 @@ class H1Server(ConnectionServer["_Connection"]):
 
     # Bounds for connections upgraded to WebSocket (emulator.transport.websocket).
     websocket_limits = WebSocketLimits()
+    # Sockets of requests whose app waits for the client to leave (see `watch_disconnects`).
+    readable: ReadableSockets | None = None
+
+    async def watch_disconnects(self) -> None:
+        """Run the watch behind each request's `DisconnectWatch`, until cancelled; without it
+        (or off Linux) apps wait for a disconnect in a task of their own."""
+        if not available():
+            return
+        self.readable = ReadableSockets()
+        try:
+            await self.readable.run()
+        finally:
+            self.readable = None
 
     async def serve_connection(
         self, stream: trio.abc.Stream, *, scheme: str, sniff_h2: bool = False
@@ -229,6 +248,14 @@ class _Exchange(ResponseState):
             connection.broken = True
             raise failure
 
+    # DisconnectWatch (emulator.web.rawasgi), offered over plain TCP ------------------------------
+
+    def watch_disconnect(self, gone: Callable[[], None]) -> bool:
+        return self.connection.watch(self, gone)
+
+    def unwatch_disconnect(self) -> None:
+        self.connection.unwatch()
+
     # DirectBody (emulator.web.rawasgi), offered over plain TCP -----------------------------------
 
     @property
@@ -295,6 +322,8 @@ class _Connection:
         self._write_since: float | None = None
         # The socket's descriptor for writes without a task (`write_nowait`): plain TCP only.
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        # Whether the server's ReadableSockets watches this socket for the app (`watch`).
+        self._watching = False
         # Bytes `write_nowait` took and the socket did not: they go out first on the next write.
         self.owed: memoryview | None = None
         # Writes come from the connection's task and, for `100 Continue`, from whichever task
@@ -370,6 +399,7 @@ class _Connection:
                 ):
                     return None
         finally:
+            self.unwatch()
             if not handed_over:
                 await trio.aclose_forcefully(self.stream)
 
@@ -509,6 +539,7 @@ class _Connection:
             scope["extensions"][BODY_EXTENSION] = body
         if self._fd >= 0:
             scope["extensions"][DIRECT_EXTENSION] = exchange
+            scope["extensions"][WATCH_EXTENSION] = exchange
         try:
             await self.server.app(scope, exchange.receive, exchange.send)
         except Exception as error:
@@ -632,6 +663,50 @@ class _Connection:
                     break
                 self.reader.feed(data)
         exchange.disconnected = True
+
+    def watch(self, exchange: _Exchange, gone: Callable[[], None]) -> bool:
+        """`DisconnectWatch` for the exchange: what `wait_for_disconnect` does, from the
+        server's `ReadableSockets` instead of a task. False when it cannot watch."""
+        readable = self.server.readable
+        if readable is None or self._fd < 0 or self._watching:
+            return False
+        if self.eof or self.broken or self.bad_body or exchange.disconnected:
+            exchange.disconnected = True
+            gone()
+            return True
+        fd = self._fd
+        limit = self.server.limits.max_header_bytes
+
+        def on_readable() -> None:
+            try:
+                data = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if data:
+                self.pipelined += len(data)
+                if self.pipelined <= limit:
+                    self.reader.feed(data)
+                    return
+                log.info("closing a connection that sent %d bytes ahead", self.pipelined)
+                self.broken = True
+            else:
+                self.eof = True
+            exchange.disconnected = True
+            self.unwatch()
+            gone()
+
+        readable.watch(fd, on_readable)
+        self._watching = True
+        return True
+
+    def unwatch(self) -> None:
+        if self._watching:
+            self._watching = False
+            readable = self.server.readable
+            if readable is not None:
+                readable.unwatch(self._fd)
 
     async def write(self, data: bytes) -> None:
         """Send response bytes; a failed or interrupted write breaks the connection (the client

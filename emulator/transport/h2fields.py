@@ -25,14 +25,21 @@ REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":authority", b":path"))
 # A field name is lower-case token characters (RFC 9113 section 8.2.1, RFC 9110 section 5.1).
 _BAD_NAME = re.compile(rb"[^a-z0-9!#$%&'*+\-.^_`|~]").search
 # A value holds no control byte but HTAB, and neither starts nor ends with SP or HTAB.
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|^[ \t]|[ \t]\Z").search
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
+_SPACE = frozenset(b" \t")
+
+
+def _bad_value(value: bytes) -> bool:
+    return bool(value) and (
+        value[0] in _SPACE or value[-1] in _SPACE or _CONTROL(value) is not None
+    )
 
 
 def field_problem(name: bytes, value: bytes) -> str | None:
     """Why one regular (not pseudo) field is malformed, or None."""
     if not name or _BAD_NAME(name):
         return f"illegal field name {name[:64]!r}"
-    if value and _BAD_VALUE(value):
+    if _bad_value(value):
         return f"illegal value in field {name[:64]!r}"
     if name in CONNECTION_FIELDS:
         return f"connection-specific field {name!r}"
@@ -54,7 +61,7 @@ def request_problem(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
                 return f"pseudo-header {name[:64]!r} not allowed in a request"
             if name in pseudo:
                 return f"duplicate pseudo-header {name!r}"
-            if _BAD_VALUE(value):
+            if _bad_value(value):
                 return f"illegal value in pseudo-header {name!r}"
             pseudo[name] = value
             continue

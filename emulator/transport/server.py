@@ -351,6 +351,7 @@ class Connections:
             await lifespan.wait_for_startup()
             async with trio.open_nursery() as timers:
                 timers.start_soon(self.h1.expire_connections)
+                timers.start_soon(self.h1.watch_disconnects)
                 timers.start_soon(self.h2.expire_connections)
                 await self._serve_until(secure, insecure, trigger, task_status)
                 timers.cancel_scope.cancel()

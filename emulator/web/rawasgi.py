@@ -16,8 +16,8 @@ builds them); any other WebSocket is refused before the handshake (403), and pla
 WebSocket-only path is a 426.
 
 Two things a raw handler must do itself, because no framework does it: notice a client that
-went away (`wait_disconnect`, or `ClientGone` from the body reader; the server does not cancel a
-raw handler), and never start a response twice (`started`).
+went away (`cancelled_when_gone`, `wait_disconnect`, or `ClientGone` from the body reader; the
+server does not cancel a raw handler), and never start a response twice (`started`).
 
 `with_automatic_methods` adds what Quart does by itself for every route: HEAD served by the
 GET handler (the server drops the body) and OPTIONS answered 200 with `Allow`, so moving a route
@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
@@ -69,9 +69,23 @@ BODY_EXTENSION = "emulator.body"
 # A server may offer, under this key, a `DirectBody` for the response (emulator.transport.h1
 # does over plain TCP): body pieces written at once from any code on the loop, no task needed.
 DIRECT_EXTENSION = "emulator.direct_body"
+# The scope extension under which a server offers a `DisconnectWatch` for the request.
+WATCH_EXTENSION = "emulator.disconnect_watch"
 # The method of a raw route that serves WebSocket connections (emulator.web.websocket); an ASGI
 # `websocket` scope is matched against these routes only.
 WEBSOCKET = "WEBSOCKET"
+
+
+class DisconnectWatch(Protocol):
+    """Calls back when the client goes away, without a task: cheaper than a task waiting for
+    `http.disconnect` and cancelled when the answer comes first."""
+
+    def watch_disconnect(self, gone: Callable[[], None]) -> bool:
+        """Call `gone()` once the client has gone away (at once if it has); False when this
+        request cannot be watched so (the caller waits in a task instead)."""
+
+    def unwatch_disconnect(self) -> None:
+        """Stop watching (idempotent)."""
 
 
 class DirectBody(Protocol):
@@ -291,6 +305,32 @@ class RawRequest:
             message = await self._receive()
             if message["type"] == "http.disconnect":
                 return
+
+    @contextlib.asynccontextmanager
+    async def cancelled_when_gone(self) -> AsyncIterator[trio.CancelScope]:
+        """A cancel scope the client's going away cancels; enter it once the body has been
+        read. Watched by the server without a task where it offers a `DisconnectWatch`, else
+        by a task waiting for `http.disconnect`."""
+        extensions = self.scope.get("extensions") or {}
+        watch: DisconnectWatch | None = extensions.get(WATCH_EXTENSION)
+        scope = trio.CancelScope()
+        if watch is not None and watch.watch_disconnect(scope.cancel):
+            try:
+                with scope:
+                    yield scope
+            finally:
+                watch.unwatch_disconnect()
+            return
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._cancel_when_gone, nursery.cancel_scope)
+            try:
+                yield nursery.cancel_scope
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _cancel_when_gone(self, scope: trio.CancelScope) -> None:
+        await self.wait_disconnect()
+        scope.cancel()
 
     # Responding ---------------------------------------------------------------------------------
 

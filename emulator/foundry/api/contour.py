@@ -78,14 +78,12 @@ def contour_routes(state: FoundryState) -> list[RawRoute]:
         problem: ApiError | None = None
         done = False
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_cancel_when_gone, raw, nursery.cancel_scope)
+            async with raw.cancelled_when_gone():
                 try:
                     problem = await _answer(raw, broker, job, pipe)
                     done = True
                 except ClientGone:
                     pass
-                nursery.cancel_scope.cancel()
         finally:
             if not done:
                 broker.caller_gone(job, FailureKind.CALLER_LEFT)
@@ -100,11 +98,6 @@ def contour_routes(state: FoundryState) -> list[RawRoute]:
             "Run a job and stream its result (application/octet-stream)",
         )
     ]
-
-
-async def _cancel_when_gone(raw: RawRequest, scope: trio.CancelScope) -> None:
-    await raw.wait_disconnect()
-    scope.cancel()
 
 
 async def _answer(raw: RawRequest, broker: Broker, job: Job, pipe: ResultPipe) -> ApiError | None:

@@ -118,8 +118,7 @@ def runtime_routes(state: FoundryState) -> list[RawRoute]:
             await _deliver(raw, broker, ready)
             return
         job: Job | None = None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_when_gone, raw, nursery.cancel_scope)
+        async with raw.cancelled_when_gone():
             with trio.move_on_after(broker.limits.poll_timeout):
                 job = await broker.take(runtime, replica)
             if job is None:
@@ -127,7 +126,6 @@ def runtime_routes(state: FoundryState) -> list[RawRoute]:
                     await raw.respond(204)
             else:
                 await _deliver(raw, broker, job)
-            nursery.cancel_scope.cancel()
 
     async def post_result(raw: RawRequest) -> None:
         runtime = _authenticate(
@@ -181,11 +179,6 @@ async def _deliver(raw: RawRequest, broker: Broker, job: Job) -> None:
         if not delivered:
             # Taken but not handed over (the poller went away): first in line again.
             broker.give_back(job)
-
-
-async def _cancel_when_gone(raw: RawRequest, scope: trio.CancelScope) -> None:
-    await raw.wait_disconnect()
-    scope.cancel()
 
 
 # Quart routes: sessions, schemas, restart, inspect ----------------------------------------------

@@ -50,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -62,7 +63,7 @@ import h2.frame_buffer
 import h2.settings
 import trio
 
-from ..web.rawasgi import BODY_EXTENSION
+from ..web.rawasgi import BODY_EXTENSION, WATCH_EXTENSION
 from .h2fields import CONNECTION_FIELDS, request_problem, trailers_problem
 from .httpcommon import (
     READ_SIZE,
@@ -266,6 +267,7 @@ class _Stream(ResponseState):
         "gone",
         "head_only",
         "id",
+        "on_gone",
         "recv_waiter",
         "response_done",
         "scope",
@@ -302,12 +304,30 @@ class _Stream(ResponseState):
         self.send_waiter: trio.Event | None = None
         # When the response began waiting for the client to open its window.
         self.window_since = 0.0
+        # The app's DisconnectWatch callback, called once the stream is gone.
+        self.on_gone: Callable[[], None] | None = None
 
     def wake(self) -> None:
         if self.recv_waiter is not None:
             self.recv_waiter.set()
         if self.send_waiter is not None:
             self.send_waiter.set()
+        if self.gone and self.on_gone is not None:
+            gone, self.on_gone = self.on_gone, None
+            gone()
+
+    # DisconnectWatch (emulator.web.rawasgi): the stream's reset or the connection's end
+    # calls back, no task waits.
+
+    def watch_disconnect(self, gone: Callable[[], None]) -> bool:
+        if self.gone:
+            gone()
+        else:
+            self.on_gone = gone
+        return True
+
+    def unwatch_disconnect(self) -> None:
+        self.on_gone = None
 
     def take_unread(self) -> int:
         """Drop the body pieces nobody will read; their flow-controlled length."""
@@ -732,6 +752,7 @@ class _Connection:
         # The ASGI trailers extension (gRPC needs it): see _Stream.send.
         scope["extensions"]["http.response.trailers"] = {}
         stream = _Stream(self, stream_id, scope, event.stream_ended is not None)
+        scope["extensions"][WATCH_EXTENSION] = stream
         self.streams[stream_id] = stream
         assert self._nursery is not None
         self._nursery.start_soon(self._run_stream, stream)

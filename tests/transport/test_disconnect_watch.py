@@ -1,8 +1,8 @@
 """Noticing a client that leaves while its request waits: `RawRequest.cancelled_when_gone` on
-both servers, and the emulator's HTTP/1.1 `DisconnectWatch` (transport.readiness: the socket
-read from one task when it becomes readable, no task per request), which must keep a pipelined
-next request, close a connection that sends too much ahead, and call back when the client
-closes.
+both servers and over HTTP/2 (a reset stream calls back, no task waits), and the emulator's
+HTTP/1.1 `DisconnectWatch` (transport.readiness: the socket read from one task when it becomes
+readable, no task per request), which must keep a pipelined next request, close a connection
+that sends too much ahead, and call back when the client closes.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import pytest
 import trio
 import trio.testing
 from asgiserving import SERVERS, serving
+from test_h2 import Client
+from test_h2 import serving as h2_serving
 
 from emulator.platform.errors import FamilyMap
 from emulator.transport.readiness import ReadableSockets, available
@@ -62,6 +64,20 @@ async def test_a_client_that_leaves_cancels_the_wait(server: str) -> None:
             await stream.aclose()
             await app.cancelled.wait()
     assert app.watched == [server == "emulator"]
+
+
+async def test_an_h2_stream_the_client_resets_cancels_the_wait() -> None:
+    app = Waiter()
+    with trio.fail_after(10):
+        async with h2_serving(app) as (_, port):
+            client = await Client.connect(port)
+            stream_id = await client.request("/wait", "POST", b"hi")
+            await app.waiting.wait()
+            client.conn.reset_stream(stream_id)
+            await client.flush()
+            await app.cancelled.wait()
+            await client.aclose()
+    assert app.watched == [True]
 
 
 async def test_a_pipelined_request_is_kept_while_the_watch_reads() -> None:

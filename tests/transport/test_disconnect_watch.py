@@ -35,6 +35,13 @@ class Waiter:
         self.cancelled = trio.Event()
         self.watched: list[bool] = []
 
+    async def connect_waiting(self, port: int) -> trio.SocketStream:
+        """A connection whose /wait request the app is waiting in."""
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(HEAD)
+        await self.waiting.wait()
+        return stream
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
@@ -58,9 +65,7 @@ async def test_a_client_that_leaves_cancels_the_wait(server: str) -> None:
     app = Waiter()
     with trio.fail_after(10):
         async with serving(app, server) as served:
-            stream = await trio.open_tcp_stream("127.0.0.1", served.port)
-            await stream.send_all(HEAD)
-            await app.waiting.wait()
+            stream = await app.connect_waiting(served.port)
             await stream.aclose()
             await app.cancelled.wait()
     assert app.watched == [server == "emulator"]
@@ -84,9 +89,7 @@ async def test_a_pipelined_request_is_kept_while_the_watch_reads() -> None:
     app = Waiter()
     with trio.fail_after(10):
         async with serving(app) as served:
-            stream = await trio.open_tcp_stream("127.0.0.1", served.port)
-            await stream.send_all(HEAD)
-            await app.waiting.wait()
+            stream = await app.connect_waiting(served.port)
             await stream.send_all(NEXT[:10])
             await stream.send_all(NEXT[10:])
             app.release.set()
@@ -104,9 +107,7 @@ async def test_too_much_sent_ahead_during_the_wait_closes_the_connection() -> No
     app = Waiter()
     with trio.fail_after(10):
         async with serving(app) as served:
-            stream = await trio.open_tcp_stream("127.0.0.1", served.port)
-            await stream.send_all(HEAD)
-            await app.waiting.wait()
+            stream = await app.connect_waiting(served.port)
             await stream.send_all(b"x" * (70 * 1024))  # beyond max_header_bytes (64 KiB)
             await app.cancelled.wait()
             assert await stream.receive_some(65536) == b""

@@ -697,7 +697,8 @@ class _Connection:
             self.unwatch()
             gone()
 
-        readable.watch(fd, on_readable)
+        if not readable.watch(fd, on_readable):
+            return False
         self._watching = True
         return True
 

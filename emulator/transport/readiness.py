@@ -38,9 +38,17 @@ class ReadableSockets:
         self._callbacks: dict[int, Callable[[], None]] = {}
         self.running = False
 
-    def watch(self, fd: int, callback: Callable[[], None]) -> None:
-        self._epoll.register(fd, _EVENTS)
+    def watch(self, fd: int, callback: Callable[[], None]) -> bool:
+        """Start calling `callback`; False if the socket cannot be watched (closed)."""
+        try:
+            self._epoll.register(fd, _EVENTS)
+        except FileExistsError:
+            # Left registered by an owner of a descriptor with the same number.
+            self._epoll.modify(fd, _EVENTS)
+        except OSError:
+            return False
         self._callbacks[fd] = callback
+        return True
 
     def unwatch(self, fd: int) -> None:
         if self._callbacks.pop(fd, None) is not None:

@@ -142,3 +142,19 @@ async def test_readable_sockets_call_back_until_unwatched() -> None:
     assert calls == [b"one"]
     assert left.recv(100) == b"two"
     left.close()
+
+
+@pytest.mark.skipif(not available(), reason="select.epoll is Linux only")
+async def test_a_closed_or_stale_descriptor_is_refused_or_taken_over() -> None:
+    readable = ReadableSockets()
+    left, right = socket.socketpair()
+    assert readable.watch(left.fileno(), lambda: None)
+    # A second watch of the same number (a stale registration) replaces the first.
+    assert readable.watch(left.fileno(), lambda: None)
+    assert len(readable) == 1
+    readable.unwatch(left.fileno())
+    fd = left.fileno()
+    left.close()
+    right.close()
+    assert not readable.watch(fd, lambda: None)
+    assert len(readable) == 0

@@ -654,15 +654,23 @@ class _Connection:
         up to the size of one request head (more, while this request is still being answered,
         is abuse: the connection is closed rather than buffering without end)."""
         while not self.eof and not self.broken and not self.bad_body:
-            data = await self._receive()
-            if data:
-                self.pipelined += len(data)
-                if self.pipelined > self.server.limits.max_header_bytes:
-                    log.info("closing a connection that sent %d bytes ahead", self.pipelined)
-                    self.broken = True
-                    break
-                self.reader.feed(data)
+            if not self._read_ahead(await self._receive()):
+                break
         exchange.disconnected = True
+
+    def _read_ahead(self, data: bytes) -> bool:
+        """Bytes that came while a request is answered: kept for the next request, up to
+        `max_header_bytes`; False when the client has left (b"") or sent more (the
+        connection is then broken)."""
+        if not data:
+            return False
+        self.pipelined += len(data)
+        if self.pipelined > self.server.limits.max_header_bytes:
+            log.info("closing a connection that sent %d bytes ahead", self.pipelined)
+            self.broken = True
+            return False
+        self.reader.feed(data)
+        return True
 
     def watch(self, exchange: _Exchange, gone: Callable[[], None]) -> bool:
         """`DisconnectWatch` for the exchange: what `wait_for_disconnect` does, from the
@@ -675,7 +683,6 @@ class _Connection:
             gone()
             return True
         fd = self._fd
-        limit = self.server.limits.max_header_bytes
 
         def on_readable() -> None:
             try:
@@ -684,15 +691,10 @@ class _Connection:
                 return
             except OSError:
                 data = b""
-            if data:
-                self.pipelined += len(data)
-                if self.pipelined <= limit:
-                    self.reader.feed(data)
-                    return
-                log.info("closing a connection that sent %d bytes ahead", self.pipelined)
-                self.broken = True
-            else:
+            if not data:
                 self.eof = True
+            if self._read_ahead(data):
+                return
             exchange.disconnected = True
             self.unwatch()
             gone()

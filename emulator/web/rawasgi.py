@@ -329,7 +329,12 @@ class RawRequest:
                 nursery.cancel_scope.cancel()
 
     async def _cancel_when_gone(self, scope: trio.CancelScope) -> None:
-        await self.wait_disconnect()
+        try:
+            await self.wait_disconnect()
+        except Exception:
+            # The server could not tell; the work still ends when it ends.
+            log.debug("no disconnect watch on %s", self.path)
+            await trio.sleep_forever()
         scope.cancel()
 
     # Responding ---------------------------------------------------------------------------------

@@ -308,15 +308,13 @@ async def stream_events(
         opening = f"retry: {int(retry)}\n\n".encode("ascii") + opening
     # Stays CLIENT_GONE when the watcher cancels the pump (the client left).
     ending = Ending.CLIENT_GONE
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_disconnect, request, nursery.cancel_scope)
+    async with request.cancelled_when_gone():
         try:
             # The head goes out now even without an event, so the client knows it is connected.
             await request.send_body(opening, more=True)
             ending = await _pump(request, subscription, keepalive)
         except ClientGone:
             ending = Ending.CLIENT_GONE
-        nursery.cancel_scope.cancel()
     if ending is Ending.CLIENT_GONE:
         subscription.close(Ending.CLIENT_GONE)
         return ending
@@ -326,11 +324,6 @@ async def stream_events(
     except ClientGone:
         return Ending.CLIENT_GONE
     return ending
-
-
-async def _watch_disconnect(request: RawRequest, scope: trio.CancelScope) -> None:
-    await request.wait_disconnect()
-    scope.cancel()
 
 
 async def _pump(

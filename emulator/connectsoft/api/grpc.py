@@ -183,11 +183,9 @@ async def _serve(
             status = status_for_error(error)
             outcome = (status.code, status.message)
         else:
-            async with trio.open_nursery() as nursery:
-                # A client that cancels (RST_STREAM) or goes away ends the call at once.
-                nursery.start_soon(_watch_disconnect, raw, nursery.cancel_scope)
+            # A client that cancels (RST_STREAM) or goes away ends the call at once.
+            async with raw.cancelled_when_gone():
                 outcome = await _guarded(body(call, caller, request))
-                nursery.cancel_scope.cancel()
     if scope.cancelled_caught:
         outcome = (StatusCode.DEADLINE_EXCEEDED, "The deadline passed.")
     if outcome is not None and not raw.finished:
@@ -228,13 +226,3 @@ async def _read_request(raw: RawRequest, method: Method, body_timeout: float) ->
         return method.request.FromString(messages[0])
     except DecodeError:
         raise GrpcError(StatusCode.INVALID_ARGUMENT, "The request message is not valid.") from None
-
-
-async def _watch_disconnect(raw: RawRequest, scope: trio.CancelScope) -> None:
-    try:
-        await raw.wait_disconnect()
-    except Exception:
-        # The server could not tell; the call still ends when it ends.
-        log.debug("no disconnect watch on %s", raw.path)
-        await trio.sleep_forever()
-    scope.cancel()

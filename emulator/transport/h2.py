@@ -47,24 +47,28 @@ Generic: knows nothing about Foundry; imports neither quart nor hypercorn.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import attrs
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.frame_buffer
-import h2.settings
 import trio
 
 from ..web.rawasgi import BODY_EXTENSION, WATCH_EXTENSION
+from .h2codec import (
+    ConnectionEnded,
+    DataReceived,
+    ProtocolFailure,
+    RequestReceived,
+    ServerConnection,
+    StreamGone,
+    StreamReset,
+    TrailersReceived,
+    WindowOpened,
+)
 from .h2fields import CONNECTION_FIELDS, request_problem, trailers_problem
+from .h2meter import Abuse, FrameMeter
+from .h2wire import ErrorCode
 from .httpcommon import (
     READ_SIZE,
     ConnectionServer,
@@ -81,161 +85,19 @@ MAX_CONCURRENT_STREAMS = 1000
 # Flow-control windows granted to the client: per stream, and for the whole connection.
 STREAM_WINDOW = 1024 * 1024
 CONNECTION_WINDOW = 4 * 1024 * 1024
-DEFAULT_WINDOW = 65535
 # An app's send waits for the writer once this much is queued and not yet written.
 HIGH_WATER = 512 * 1024
 # The connection reads no more while this much waits to be written (write-side backpressure).
 OUTBOUND_LIMIT = 1024 * 1024
-# The largest frame a client may send (the protocol's default SETTINGS_MAX_FRAME_SIZE, which
-# the server does not raise).
-MAX_FRAME_SIZE = 16384
-# Frames handed to h2 per scheduler pass; other connections run between batches (16 against
-# 64: under rapid reset a well-behaved client's p99 went from about 170 ms to about 50 ms).
-BATCH_FRAMES = 16
-# Cheap frames (see the module docstring) one connection may send per second.
-CONTROL_FRAMES_PER_SECOND = 1000
-# What a frame of a header block counts for besides its payload (about what h2 holds per frame
-# until the block ends): the bound on a header block is in bytes, so a legal block may have more
-# CONTINUATION frames than h2's own fixed limit of 64, and a block of empty frames is still bound.
-HEADER_FRAME_COST = 256
 # How much of a request body nobody reads any more (the response is complete) is dropped
 # before the stream is reset.
 DISCARD_BYTES = 4 * 1024 * 1024
 STATUS = {status: str(status).encode("ascii") for status in range(100, 600)}
-NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
-INTERNAL_ERROR = h2.errors.ErrorCodes.INTERNAL_ERROR
-PROTOCOL_ERROR = h2.errors.ErrorCodes.PROTOCOL_ERROR
-REFUSED_STREAM = h2.errors.ErrorCodes.REFUSED_STREAM
-CANCEL = h2.errors.ErrorCodes.CANCEL
-ENHANCE_YOUR_CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
-FRAME_SIZE_ERROR = h2.errors.ErrorCodes.FRAME_SIZE_ERROR
-PREFACE_SIZE = 24
-# Frame types and flags (RFC 9113, section 6).
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
-WINDOW_UPDATE, CONTINUATION = 8, 9
-CHEAP_FRAMES = frozenset((PRIORITY, SETTINGS, PING))
-# A RST_STREAM usually ends a stream whose head the server decoded (rapid reset): it counts
-# as this many cheap frames, so a connection may reset at most 200 streams a second.
-RESET_WEIGHT = 5
-END_STREAM, END_HEADERS, PADDED = 0x1, 0x4, 0x8
-
-
-class Abuse(Exception):
-    """The client broke a bound: the connection ends with this code."""
-
-    def __init__(self, code: h2.errors.ErrorCodes, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-
-
-@attrs.define
-class FrameMeter:
-    """Walks the frame headers in what a client sends, without parsing payloads: where the
-    batches of `BATCH_FRAMES` frames begin, and whether a bound is broken (`Abuse`)."""
-
-    header_limit: int
-    # Bytes to pass before the next frame header (the connection preface at first).
-    skip: int = PREFACE_SIZE
-    # The first bytes of a frame header split between two reads.
-    partial: bytes = b""
-    window_start: float = -1.0
-    # Cheap frames counted in the current one-second window.
-    cheap: int = 0
-    # WINDOW_UPDATEs the server's own DATA frames have earned (two each).
-    credit: int = 0
-    # Bytes of the header block being received (HEADERS, then CONTINUATION frames).
-    header_block: int = 0
-
-    def scan(self, data: bytes | bytearray, now: float) -> list[int]:
-        """Offsets in `data` where a new batch begins (none for a single batch)."""
-        if now - self.window_start >= 1.0:
-            self.window_start = now
-            self.cheap = 0
-        size = len(data)
-        base = 0
-        if self.partial:
-            base = len(self.partial)
-            data = self.partial + data
-            self.partial = b""
-        position = self.skip
-        end = base + size
-        cuts: list[int] = []
-        frames = 0
-        cheap = self.cheap
-        while position + 9 <= end:
-            length = (data[position] << 16) | (data[position + 1] << 8) | data[position + 2]
-            kind = data[position + 3]
-            flags = data[position + 4]
-            if length > MAX_FRAME_SIZE:
-                raise Abuse(FRAME_SIZE_ERROR, f"a frame of {length} bytes")
-            if kind == DATA:
-                if not flags & END_STREAM and (
-                    length == 0
-                    or (flags & PADDED and position + 9 < end and data[position + 9] + 1 >= length)
-                ):
-                    cheap += 1
-            elif kind in CHEAP_FRAMES:
-                cheap += 1
-            elif kind == RST_STREAM:
-                cheap += RESET_WEIGHT
-            elif kind == WINDOW_UPDATE:
-                if self.credit:
-                    self.credit -= 1
-                else:
-                    cheap += 1
-            elif kind in (HEADERS, CONTINUATION):
-                # Each frame costs its bytes plus what h2 keeps per frame until the block ends.
-                cost = length + HEADER_FRAME_COST
-                self.header_block = cost if kind == HEADERS else self.header_block + cost
-                if self.header_block > self.header_limit:
-                    raise Abuse(
-                        PROTOCOL_ERROR,
-                        f"a header block of more than {self.header_limit} bytes",
-                    )
-                if flags & END_HEADERS:
-                    self.header_block = 0
-            if cheap > CONTROL_FRAMES_PER_SECOND:
-                # Judged at the frame that breaks the bound: a flood's read (up to 1 MiB, some
-                # 75,000 frames) is not walked to its end first.
-                self.cheap = cheap
-                raise Abuse(
-                    ENHANCE_YOUR_CALM, f"more than {CONTROL_FRAMES_PER_SECOND} cheap frames"
-                )
-            frames += 1
-            if frames > BATCH_FRAMES and position > base:
-                cuts.append(position - base)
-                frames = 1
-            position += 9 + length
-        self.cheap = cheap
-        if position > end:
-            self.skip = position - end
-        else:
-            self.skip = 0
-            self.partial = bytes(data[position:end])
-        return cuts
-
-
-class _Settings(h2.settings.Settings):
-    """The server's settings: h2 enforces twice the advertised stream limit, so that the
-    server itself refuses the streams between (REFUSED_STREAM) and the connection lives on."""
-
-    @property
-    def max_concurrent_streams(self) -> int:
-        return 2 * MAX_CONCURRENT_STREAMS
-
-    @max_concurrent_streams.setter
-    def max_concurrent_streams(self, value: int) -> None:
-        self[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = value
-
-
-def lift_continuation_count(header_limit: int) -> None:
-    """Let h2 take as many CONTINUATION frames as the byte bound of `FrameMeter` allows (h2
-    refuses a block of more than 64 frames). Process-wide, and only ever raised: every HTTP/2
-    server in the emulator (its own, and Hypercorn's with the compatibility patch) meters
-    header blocks before h2 sees them."""
-    frames = header_limit // HEADER_FRAME_COST + 1
-    if frames > h2.frame_buffer.CONTINUATION_BACKLOG:
-        h2.frame_buffer.CONTINUATION_BACKLOG = frames
+NO_ERROR = ErrorCode.NO_ERROR
+INTERNAL_ERROR = ErrorCode.INTERNAL_ERROR
+PROTOCOL_ERROR = ErrorCode.PROTOCOL_ERROR
+REFUSED_STREAM = ErrorCode.REFUSED_STREAM
+CANCEL = ErrorCode.CANCEL
 
 
 class H2Server(ConnectionServer["_Connection"]):
@@ -386,7 +248,7 @@ class _Stream(ResponseState):
             self._done_if(ends)
             return
         connection = self.connection
-        h2c = connection.h2
+        codec = connection.codec
         try:
             if not self.sent_head:
                 if self.trailers and not body:
@@ -397,7 +259,7 @@ class _Stream(ResponseState):
                 self.sent_head = True
                 end = self.head_only or (not body and ends)
                 headers = self._response_headers(body, more or self.trailers)
-                h2c.send_headers(self.id, headers, end_stream=end)
+                codec.send_headers(self.id, headers, end_stream=end)
                 if end:
                     self.ended_local = True
                     connection.flush_soon()
@@ -406,9 +268,9 @@ class _Stream(ResponseState):
             if body:
                 await self._send_body(body, ends)
             elif ends:
-                h2c.end_stream(self.id)
+                codec.end_stream(self.id)
                 self.ended_local = True
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+        except StreamGone:
             # The client reset the stream, or the connection is closing.
             self.gone = True
         connection.flush_soon()
@@ -437,9 +299,9 @@ class _Stream(ResponseState):
                     # Trailers-Only: status, headers and trailers in one HEADERS frame.
                     self.sent_head = True
                     fields = self._response_headers(b"", True) + fields
-                connection.h2.send_headers(self.id, fields, end_stream=True)
+                connection.codec.send_headers(self.id, fields, end_stream=True)
                 self.ended_local = True
-            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            except StreamGone:
                 self.gone = True
             connection.flush_soon()
         self._done_if(True)
@@ -456,22 +318,22 @@ class _Stream(ResponseState):
 
     async def _send_body(self, body: bytes, end: bool) -> None:
         connection = self.connection
-        h2c = connection.h2
+        codec = connection.codec
         position = 0
         total = len(body)
         while position < total:
             if self.gone:
                 return
-            window = h2c.local_flow_control_window(self.id)
+            window = codec.window(self.id)
             if window <= 0:
                 connection.flush_soon()
                 await self._wait_window()
                 continue
-            size = min(window, h2c.max_outbound_frame_size, total - position)
+            size = min(window, codec.max_frame_size, total - position)
             piece = body if size == total else body[position : position + size]
             position += size
             last = end and position == total
-            h2c.send_data(self.id, piece, end_stream=last)
+            codec.send_data(self.id, piece, end_stream=last)
             connection.meter.credit += 2
             if last:
                 self.ended_local = True
@@ -515,31 +377,19 @@ class _Connection:
         self.stream = stream
         self.scheme = scheme
         self.client, self.local = peer_addresses(stream)
-        config = h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            # Response headers are built here from the app's (lower-cased, connection
-            # headers dropped): h2 need not check them again. Request headers are checked
-            # here too, in one pass (h2fields).
-            validate_outbound_headers=False,
-            validate_inbound_headers=False,
-            normalize_outbound_headers=False,
-        )
-        self.h2 = h2.connection.H2Connection(config=config)
-        # Beyond this the header block is refused by h2 (the connection ends); below it, the
+        # Beyond this a header block ends the connection (ENHANCE_YOUR_CALM); below it, the
         # app answers 431 for a head larger than max_header_bytes.
         header_list_limit = 2 * server.limits.max_header_bytes
-        self.h2.local_settings = _Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: header_list_limit,
-            },
+        self.codec = ServerConnection(
+            stream_window=STREAM_WINDOW,
+            connection_window=CONNECTION_WINDOW,
+            max_streams=MAX_CONCURRENT_STREAMS,
+            # The server refuses streams past MAX_CONCURRENT_STREAMS running apps itself; the
+            # codec's bound also counts streams whose client still sends a body nobody reads.
+            stream_limit=2 * MAX_CONCURRENT_STREAMS,
+            header_list_limit=header_list_limit,
         )
-        self.h2.decoder.max_header_list_size = header_list_limit
         self.meter = FrameMeter(header_limit=header_list_limit)
-        lift_continuation_count(header_list_limit)
         # When the write in progress began (None: no write in progress).
         self._write_since: float | None = None
         # Streams whose app is running.
@@ -562,9 +412,9 @@ class _Connection:
     # Writing ---------------------------------------------------------------------------------
 
     def flush_soon(self) -> None:
-        """Queue whatever h2 has to send; the writer sends everything queued in this scheduler
-        pass in one write."""
-        data = self.h2.data_to_send()
+        """Queue whatever the codec has to send; the writer sends everything queued in this
+        scheduler pass in one write."""
+        data = self.codec.data_to_send()
         if data:
             self._queue(data)
 
@@ -613,8 +463,7 @@ class _Connection:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                self.h2.initiate_connection()
-                self.h2.increment_flow_control_window(CONNECTION_WINDOW - DEFAULT_WINDOW)
+                self.codec.start()
                 self.flush_soon()
                 nursery.start_soon(self._write_loop)
                 if self.server.draining:
@@ -649,8 +498,7 @@ class _Connection:
             cuts = self.meter.scan(data, trio.current_time())
         except Abuse as abuse:
             log.info("HTTP/2 connection from %s ended: %s", self._peer(), abuse)
-            with contextlib.suppress(h2.exceptions.ProtocolError):
-                self.h2.close_connection(error_code=abuse.code)
+            self.codec.close(abuse.code)
             self.flush_soon()
             self._lost(keep_output=True)
             return False
@@ -672,34 +520,30 @@ class _Connection:
         return True
 
     def _feed(self, data: bytes | bytearray | memoryview) -> bool:
-        """Hand bytes to h2 and act on its events; False when the connection must end."""
+        """Hand bytes to the codec and act on its events; False when the connection must end."""
         try:
-            events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as error:
-            # h2 has queued a GOAWAY with the reason's code.
-            log.info("HTTP/2 protocol error from %s: %s", self._peer(), error)
+            events = self.codec.receive(data)
+        except ProtocolFailure as failure:
+            # The codec has queued a GOAWAY with the failure's code.
+            log.info("HTTP/2 protocol error from %s: %s", self._peer(), failure)
             self.flush_soon()
             return False
         keep = True
         # Streams the client reset in this same batch never start (rapid reset costs little).
-        reset = {event.stream_id for event in events if isinstance(event, h2.events.StreamReset)}
+        reset = {event.stream_id for event in events if isinstance(event, StreamReset)}
         for event in events:
-            if isinstance(event, h2.events.RequestReceived):
+            if isinstance(event, RequestReceived):
                 if not reset or event.stream_id not in reset:
                     self._start_stream(event)
-            elif isinstance(event, h2.events.DataReceived):
+            elif isinstance(event, DataReceived):
                 self._data(event)
-            elif isinstance(event, h2.events.StreamEnded):
-                self._stream_ended(event.stream_id)
-            elif isinstance(event, h2.events.TrailersReceived):
+            elif isinstance(event, TrailersReceived):
                 self._trailers(event)
-            elif isinstance(event, h2.events.StreamReset):
+            elif isinstance(event, StreamReset):
                 self._stream_reset(event.stream_id)
-            elif isinstance(event, h2.events.WindowUpdated):
+            elif isinstance(event, WindowOpened):
                 self._window_opened(event.stream_id)
-            elif isinstance(event, h2.events.RemoteSettingsChanged):
-                self._window_opened(0)
-            elif isinstance(event, h2.events.ConnectionTerminated):
+            elif isinstance(event, ConnectionEnded):
                 keep = False
         self.flush_soon()
         return keep
@@ -707,10 +551,8 @@ class _Connection:
     def _peer(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
 
-    def _start_stream(self, event: h2.events.RequestReceived) -> None:
+    def _start_stream(self, event: RequestReceived) -> None:
         stream_id = event.stream_id
-        if stream_id is None or event.headers is None:
-            return
         if self.closing or len(self.streams) >= MAX_CONCURRENT_STREAMS:
             self._reset(stream_id, REFUSED_STREAM)
             return
@@ -725,8 +567,6 @@ class _Connection:
         has_host = False
         headers: list[tuple[bytes, bytes]] = []
         for name, value in event.headers:
-            name = bytes(name)
-            value = bytes(value)
             if name[:1] == b":":
                 if name == b":method":
                     method = value
@@ -751,21 +591,22 @@ class _Connection:
         )
         # The ASGI trailers extension (gRPC needs it): see _Stream.send.
         scope["extensions"]["http.response.trailers"] = {}
-        stream = _Stream(self, stream_id, scope, event.stream_ended is not None)
+        stream = _Stream(self, stream_id, scope, event.ended)
         scope["extensions"][WATCH_EXTENSION] = stream
         self.streams[stream_id] = stream
         assert self._nursery is not None
         self._nursery.start_soon(self._run_stream, stream)
 
-    def _data(self, event: h2.events.DataReceived) -> None:
+    def _data(self, event: DataReceived) -> None:
         stream_id = event.stream_id
-        if stream_id is None:
-            return
-        size = event.flow_controlled_length or 0
+        size = event.flow_length
         stream = self.streams.get(stream_id)
         if stream is None or stream.gone:
             # Nobody will read it: give the window back at once.
             self.acknowledge(stream_id, size)
+            if event.ended:
+                self.discarding.pop(stream_id, None)
+                return
             dropped = self.discarding.get(stream_id)
             if dropped is not None:
                 dropped += size
@@ -775,23 +616,22 @@ class _Connection:
                 else:
                     self.discarding[stream_id] = dropped
             return
-        stream.chunks.append((bytes(event.data or b""), size))
+        if size:
+            stream.chunks.append((event.data, size))
+        if event.ended:
+            stream.body_ended = True
         if stream.recv_waiter is not None:
             stream.recv_waiter.set()
 
-    def _trailers(self, event: h2.events.TrailersReceived) -> None:
-        """The app never sees request trailers, but malformed ones end their stream."""
+    def _trailers(self, event: TrailersReceived) -> None:
+        """The app never sees request trailers (they end the body), but malformed ones end
+        their stream."""
         stream_id = event.stream_id
-        if stream_id is None or event.headers is None:
-            return
         problem = trailers_problem(event.headers)
         if problem is not None:
             log.info("malformed HTTP/2 trailers from %s: %s", self._peer(), problem)
             self._reset(stream_id, PROTOCOL_ERROR)
             self._stream_reset(stream_id)
-
-    def _stream_ended(self, stream_id: int | None) -> None:
-        if stream_id is None:
             return
         self.discarding.pop(stream_id, None)
         stream = self.streams.get(stream_id)
@@ -800,9 +640,7 @@ class _Connection:
             if stream.recv_waiter is not None:
                 stream.recv_waiter.set()
 
-    def _stream_reset(self, stream_id: int | None) -> None:
-        if stream_id is None:
-            return
+    def _stream_reset(self, stream_id: int) -> None:
         self.discarding.pop(stream_id, None)
         stream = self.streams.get(stream_id)
         if stream is not None:
@@ -810,7 +648,7 @@ class _Connection:
             self.acknowledge(stream_id, stream.take_unread())
             stream.wake()
 
-    def _window_opened(self, stream_id: int | None) -> None:
+    def _window_opened(self, stream_id: int) -> None:
         if not self.window_waiters:
             return
         for stream in list(self.window_waiters):
@@ -821,17 +659,11 @@ class _Connection:
         """The app has taken `size` flow-controlled bytes of a stream: the client may send more."""
         if size <= 0 or self.closing or self.broken:
             return
-        try:
-            self.h2.acknowledge_received_data(size, stream_id)
-        except h2.exceptions.ProtocolError:
-            return
+        self.codec.acknowledge(stream_id, size)
         self.flush_soon()
 
-    def _reset(self, stream_id: int, code: h2.errors.ErrorCodes) -> None:
-        try:
-            self.h2.reset_stream(stream_id, code)
-        except h2.exceptions.ProtocolError:
-            return
+    def _reset(self, stream_id: int, code: ErrorCode) -> None:
+        self.codec.reset_stream(stream_id, code)
         self.flush_soon()
 
     # Streams ---------------------------------------------------------------------------------
@@ -933,8 +765,7 @@ class _Connection:
         if self.closing:
             return
         self.closing = True
-        with contextlib.suppress(h2.exceptions.ProtocolError):
-            self.h2.close_connection()
+        self.codec.close()
         self.flush_soon()
         self._read_scope.cancel()
 

@@ -112,6 +112,7 @@ from math import inf
 from typing import Any
 
 import h2.exceptions
+import h2.frame_buffer
 import h11
 import hypercorn.protocol
 import hypercorn.trio.run as hypercorn_run
@@ -125,7 +126,7 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import TrioSingleTask
 from hypercorn.typing import TaskGroup
 
-from .h2 import Abuse, FrameMeter, lift_continuation_count
+from .h2meter import HEADER_FRAME_COST, Abuse, FrameMeter
 
 __all__ = [
     "MEASURED_VERSION",
@@ -281,6 +282,15 @@ class CompatTCPServer(TCPServer):
         connection = inner.connection
         if connection.their_state is h11.IDLE and connection.trailing_data[0]:
             self.idle_task.head_begun()
+
+
+def lift_continuation_count(header_limit: int) -> None:
+    """Let h2 take as many CONTINUATION frames as the byte bound of `FrameMeter` allows (h2
+    refuses a block of more than 64 frames). Process-wide, and only ever raised: the meter
+    bounds header blocks before h2 sees them."""
+    frames = header_limit // HEADER_FRAME_COST + 1
+    if frames > h2.frame_buffer.CONTINUATION_BACKLOG:
+        h2.frame_buffer.CONTINUATION_BACKLOG = frames
 
 
 class CompatH2Protocol(H2Protocol):

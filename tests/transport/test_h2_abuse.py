@@ -23,6 +23,7 @@ from emulatorrun import StartEmulator
 
 from emulator.platform.errors import FamilyMap
 from emulator.transport import h2 as h2server
+from emulator.transport import h2meter
 from emulator.transport.h2 import H2Server
 from emulator.transport.httpcommon import ServerLimits
 
@@ -270,7 +271,7 @@ async def test_rapid_reset_gets_goaway_and_reset_streams_never_reach_the_app() -
             assert goaway is not None
             assert goaway.error_code == ENHANCE_YOUR_CALM
             # The work a reset stream costs is bounded: most never ran the app.
-            assert app.calls <= h2server.CONTROL_FRAMES_PER_SECOND
+            assert app.calls <= h2meter.CONTROL_FRAMES_PER_SECOND
             assert await served_by_a_good_client(port)
 
 
@@ -432,9 +433,9 @@ def test_a_flood_is_judged_at_the_frame_that_breaks_the_bound() -> None:
     the budget (a 1 MiB read of PRIORITY frames is some 75,000 frames to walk otherwise). The
     oversized frame after the flood is never reached."""
     priority = frame(PRIORITY, 0, 1, struct.pack(">IB", 0, 15))
-    flood = priority * (h2server.CONTROL_FRAMES_PER_SECOND + 1)
+    flood = priority * (h2meter.CONTROL_FRAMES_PER_SECOND + 1)
     oversized = struct.pack(">I", 2**20)[1:] + bytes((0, 0)) + struct.pack(">I", 1)
-    meter = h2server.FrameMeter(header_limit=64 * 1024)
-    with pytest.raises(h2server.Abuse) as raised:
+    meter = h2meter.FrameMeter(header_limit=64 * 1024)
+    with pytest.raises(h2meter.Abuse) as raised:
         meter.scan(PREFACE + flood + oversized, now=0.0)
     assert raised.value.code == ENHANCE_YOUR_CALM

@@ -1,10 +1,8 @@
 """The server side of an HTTP/2 connection (RFC 9113) as a state machine without I/O: bytes in,
 events out; answers in, bytes out.
 
-Owns framing, stream states, flow control both ways, settings, PING and GOAWAY, and HPACK
-(RFC 7541): header blocks are decoded by the hpack library; responses are encoded here as
-literal fields without indexing, names from the static table, values without Huffman, so a
-response head costs neither side any table work. It took the place of the h2 library in the
+Owns framing, stream states, flow control both ways, settings, PING and GOAWAY; header blocks
+are decoded and encoded by transport.h2hpack. It took the place of the h2 library in the
 emulator's own server (transport.h2), whose state machine was about 40 % of the server's CPU
 for a small request; the server's own bounds (FrameMeter, stream limits, window waits) stay in
 transport.h2 and transport.h2meter.
@@ -25,11 +23,12 @@ Where the RFC leaves a choice, the codec's (stable, and documented in docs/opera
 from __future__ import annotations
 
 import struct
-from typing import NoReturn, cast
+from typing import NoReturn
 
 import attrs
-import hpack
 
+from . import h2hpack
+from .h2hpack import Fields
 from .h2wire import (
     ACK,
     CONTINUATION,
@@ -61,7 +60,6 @@ from .h2wire import (
     ErrorCode,
 )
 
-Fields = list[tuple[bytes, bytes]]
 _SETTING = struct.Struct(">HI")
 _GOAWAY = struct.Struct(">II")
 
@@ -178,7 +176,7 @@ class ServerConnection:
         self._max_streams = max_streams
         self._stream_limit = stream_limit
         self._header_list_limit = header_list_limit
-        self._decoder = hpack.Decoder(max_header_list_size=header_list_limit)
+        self._decoder = h2hpack.Decoder(max_list_size=header_list_limit)
         self._out = bytearray()
         self._events: list[Event] = []
         # Bytes of a frame (or of the preface) not yet complete.
@@ -362,11 +360,10 @@ class ServerConnection:
     def _headers_done(self, stream_id: int, flags: int, block: bytes, bad: bool) -> None:
         # Decoded even when the stream is refused: the HPACK table must stay in step.
         try:
-            # A list of (name, value) tuples of bytes with raw=True.
-            fields = cast(Fields, self._decoder.decode(block, raw=True))
-        except hpack.OversizedHeaderListError:
-            self._fail(ErrorCode.ENHANCE_YOUR_CALM, "a header list too large")
-        except (hpack.HPACKError, IndexError, TypeError, ValueError) as error:
+            fields = self._decoder.decode(block)
+        except h2hpack.HeaderListTooLarge as error:
+            self._fail(ErrorCode.ENHANCE_YOUR_CALM, str(error))
+        except h2hpack.HeaderBlockError as error:
             self._fail(ErrorCode.COMPRESSION_ERROR, f"undecodable header block: {error}")
         ended = bool(flags & END_STREAM)
         stream = self.streams.get(stream_id)
@@ -554,7 +551,7 @@ class ServerConnection:
 
     def send_headers(self, stream_id: int, fields: Fields, *, end_stream: bool) -> None:
         stream = self._sending(stream_id)
-        block = encode_fields(fields)
+        block = h2hpack.encode(fields)
         limit = self.max_frame_size
         flags = END_STREAM if end_stream else 0
         if len(block) <= limit:
@@ -614,68 +611,3 @@ class ServerConnection:
     def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes = b"") -> None:
         self._out += FRAME_HEAD.pack(len(payload) << 8 | kind, flags, stream_id)
         self._out += payload
-
-
-# HPACK encoding -----------------------------------------------------------------------------
-
-# RFC 7541 Appendix A: the names of the static table, by index (1 to 61).
-_STATIC_NAMES = (
-    b":authority :method :method :path :path :scheme :scheme :status :status :status :status "
-    b":status :status :status accept-charset accept-encoding accept-language accept-ranges "
-    b"accept access-control-allow-origin age allow authorization cache-control "
-    b"content-disposition content-encoding content-language content-length content-location "
-    b"content-range content-type cookie date etag expect expires from host if-match "
-    b"if-modified-since if-none-match if-range if-unmodified-since last-modified link location "
-    b"max-forwards proxy-authenticate proxy-authorization range referer refresh retry-after "
-    b"server set-cookie strict-transport-security transfer-encoding user-agent vary via "
-    b"www-authenticate"
-).split()
-_STATUS_INDEX = {b"200": 8, b"204": 9, b"206": 10, b"304": 11, b"400": 12, b"404": 13, b"500": 14}
-# How each name is introduced: an indexed name where the static table has it, else the name as
-# a literal. Filled as names are met, up to a bound (names come from the app, not the client).
-_NAME_PREFIX: dict[bytes, bytes] = {}
-_NAME_PREFIX_LIMIT = 4096
-_SHORT_LENGTHS = tuple(bytes((n,)) for n in range(127))
-
-
-def _integer(value: int, prefix_bits: int, first: int = 0) -> bytes:
-    """An HPACK integer (RFC 7541 section 5.1), `first` holding the bits above the prefix."""
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes((first | value,))
-    out = bytearray((first | limit,))
-    value -= limit
-    while value >= 128:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _name_prefix(name: bytes) -> bytes:
-    prefix = _NAME_PREFIX.get(name)
-    if prefix is None:
-        if name in _STATIC_NAMES:
-            # Literal without indexing, indexed name (RFC 7541 section 6.2.2).
-            prefix = _integer(_STATIC_NAMES.index(name) + 1, 4)
-        else:
-            prefix = b"\x00" + _integer(len(name), 7) + name
-        if len(_NAME_PREFIX) < _NAME_PREFIX_LIMIT:
-            _NAME_PREFIX[name] = prefix
-    return prefix
-
-
-def encode_fields(fields: Fields) -> bytes:
-    """A header block of literal fields without indexing and without Huffman coding."""
-    out = bytearray()
-    for name, value in fields:
-        if name == b":status":
-            index = _STATUS_INDEX.get(value)
-            if index is not None:
-                out.append(0x80 | index)
-                continue
-        out += _name_prefix(name)
-        size = len(value)
-        out += _SHORT_LENGTHS[size] if size < 127 else _integer(size, 7)
-        out += value
-    return bytes(out)

@@ -1,8 +1,8 @@
-"""HTTP/2 connections served by the emulator itself: the h2 library on trio, calling the ASGI
-app directly.
+"""HTTP/2 connections served by the emulator itself: its own protocol codec (h2codec) on trio,
+calling the ASGI app directly.
 
 Owns everything about an HTTP/2 connection (h2c with prior knowledge, whose preface the
-HTTP/1.1 side sniffed, or ALPN "h2" over TLS): one reader feeding the h2 state machine, one
+HTTP/1.1 side sniffed, or ALPN "h2" over TLS): one reader feeding the codec, one
 task per stream running the ASGI `http` exchange, flow control both ways (a request body is
 acknowledged only when the app has taken it, so a slow reader holds the sender; a response
 waits for the peer's window), one writer that sends every frame ready in the same scheduler
@@ -18,17 +18,18 @@ response without a body goes out as one HEADERS frame with its trailers (Trailer
 A response the app starts but does not finish is reset (RST_STREAM), so the client sees it end;
 an app that answers nothing gets a 500 in the family of the path, as on HTTP/1.1.
 
-Defences against a hostile client, each a bound (the figures are the constants below):
+Defences against a hostile client, each a bound (the figures are the constants below and in
+h2meter):
 
 - Request bodies: the client may send at most `STREAM_WINDOW` (1 MiB) per stream and
   `CONNECTION_WINDOW` (4 MiB) per connection ahead of what the app has read; window is given
   back only as the app takes the bytes.
-- Frames: `FrameMeter` walks the 9-byte frame headers of every read before h2 sees them. A
-  frame longer than `MAX_FRAME_SIZE` ends the connection with FRAME_SIZE_ERROR at its header
-  (h2 itself would first buffer up to 16 MiB of it), a header block (HEADERS plus
-  CONTINUATION) longer than twice `max_header_bytes` ends it too, and the bytes of one read
-  are handed to h2 `BATCH_FRAMES` frames at a time with a checkpoint between batches, so one
-  connection flooding frames cannot keep the others waiting.
+- Frames: `FrameMeter` (h2meter) walks the 9-byte frame headers of every read before the
+  codec sees them. A frame longer than `MAX_FRAME_SIZE` ends the connection with
+  FRAME_SIZE_ERROR at its header, a header block (HEADERS plus CONTINUATION) longer than twice
+  `max_header_bytes` ends it too, and the bytes of one read are handed to the codec
+  `BATCH_FRAMES` frames at a time with a checkpoint between batches, so one connection
+  flooding frames cannot keep the others waiting.
 - Cheap frames (PING, SETTINGS, PRIORITY, empty DATA, WINDOW_UPDATE beyond two per DATA
   frame the server sent, and RST_STREAM at `RESET_WEIGHT` each) are counted per connection
   and second; past `CONTROL_FRAMES_PER_SECOND` the connection gets GOAWAY with
@@ -40,7 +41,7 @@ Defences against a hostile client, each a bound (the figures are the constants b
   A write that makes no progress for `ServerLimits.send_timeout` closes the connection, and a
   stream that waits that long for the client to open its window is reset (CANCEL).
 - Streams: up to `MAX_CONCURRENT_STREAMS` run at once; a client opening more gets
-  REFUSED_STREAM for each extra one (the connection ends only past twice that many).
+  REFUSED_STREAM for each extra one, and the connection lives on.
 
 Generic: knows nothing about Foundry; imports neither quart nor hypercorn.
 """
@@ -734,7 +735,7 @@ class _Connection:
 
         Not GOAWAY first and the last responses after it: clients on the h2 library (httpx,
         so the platform SDK) fail every stream still open when a GOAWAY arrives, even the
-        ones it lets finish, and the h2 state machine refuses to receive or send after it."""
+        ones it lets finish."""
         if self.closing or self.broken:
             return
         if not self.streams:

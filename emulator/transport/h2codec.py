@@ -17,7 +17,9 @@ Where the RFC leaves a choice, the codec's (stable, and documented in docs/opera
 - Window is given back (WINDOW_UPDATE) once half of a window has been taken by the app, per
   stream and for the connection, as the h2 library did; never before the app takes it.
 - Past `stream_limit` streams open at once, a new stream gets REFUSED_STREAM.
-- After the server's GOAWAY, new streams are ignored.
+- After the server's GOAWAY, new streams are ignored; a later GOAWAY names the same last stream.
+- Responses index nothing, so a client's SETTINGS_HEADER_TABLE_SIZE only matters when it
+  shrinks: the next response head begins with a table size update, as decoders expect.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from .h2wire import (
     END_STREAM,
     FRAME_HEAD,
     GOAWAY,
+    HEADER_TABLE_SIZE,
     HEADERS,
     INITIAL_WINDOW_SIZE,
     LARGEST_FRAME_SIZE,
@@ -185,6 +188,11 @@ class ServerConnection:
         self._settled = False
         self._failed = False
         self._goaway_sent = False
+        self._last_stream = 0
+        # A dynamic table size update the next response head must begin with (RFC 7541
+        # section 4.2): the client lowered SETTINGS_HEADER_TABLE_SIZE.
+        self._table_update = b""
+        self._encoder_table_size = h2hpack.DEFAULT_TABLE_SIZE
         self.streams: dict[int, _Stream] = {}
         # The highest stream id the client has opened.
         self.highest = 0
@@ -352,7 +360,7 @@ class ServerConnection:
             return
         block += payload
         if len(block) > self._header_list_limit:
-            self._fail(ErrorCode.PROTOCOL_ERROR, "a header block too large")
+            self._fail(ErrorCode.ENHANCE_YOUR_CALM, "a header block too large")
         if flags & END_HEADERS:
             self._block = None
             self._headers_done(stream_id, self._block_flags, bytes(block), self._block_bad)
@@ -376,10 +384,10 @@ class ServerConnection:
                 self._events.append(TrailersReceived(stream_id, fields))
                 self._remote_end(stream_id, stream)
             return
-        if stream_id <= self.highest:
-            return
         if not stream_id & 1:
             self._fail(ErrorCode.PROTOCOL_ERROR, "a client stream with an even id")
+        if stream_id <= self.highest:
+            return
         self.highest = stream_id
         if self._goaway_sent:
             return
@@ -465,10 +473,15 @@ class ServerConnection:
                 if not DEFAULT_FRAME_SIZE <= value <= LARGEST_FRAME_SIZE:
                     self._fail(ErrorCode.PROTOCOL_ERROR, "an illegal frame size")
                 self.max_frame_size = value
+            elif setting == HEADER_TABLE_SIZE:
+                # The encoder indexes nothing, but a decoder may still expect to hear that
+                # the table it allows shrank.
+                if value < self._encoder_table_size:
+                    self._encoder_table_size = value
+                    self._table_update = h2hpack.table_size_update(value)
             elif setting == ENABLE_PUSH and value > 1:
                 self._fail(ErrorCode.PROTOCOL_ERROR, "an illegal ENABLE_PUSH")
-            # The header table size needs nothing: responses are not indexed. Other settings
-            # are advisory for a server (or unknown, and ignored).
+            # Other settings are advisory for a server (or unknown, and ignored).
         self._settled = True
         self._frame(SETTINGS, ACK, 0)
         if opened:
@@ -552,6 +565,9 @@ class ServerConnection:
     def send_headers(self, stream_id: int, fields: Fields, *, end_stream: bool) -> None:
         stream = self._sending(stream_id)
         block = h2hpack.encode(fields)
+        if self._table_update:
+            block = self._table_update + block
+            self._table_update = b""
         limit = self.max_frame_size
         flags = END_STREAM if end_stream else 0
         if len(block) <= limit:
@@ -605,8 +621,11 @@ class ServerConnection:
         self._frame(RST_STREAM, 0, stream_id, WORD.pack(code))
 
     def _goaway(self, code: ErrorCode) -> None:
-        self._goaway_sent = True
-        self._frame(GOAWAY, 0, 0, _GOAWAY.pack(self.highest, code))
+        # A later GOAWAY never names a higher last stream than the first (RFC 9113 section 6.8).
+        if not self._goaway_sent:
+            self._goaway_sent = True
+            self._last_stream = self.highest
+        self._frame(GOAWAY, 0, 0, _GOAWAY.pack(self._last_stream, code))
 
     def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes = b"") -> None:
         self._out += FRAME_HEAD.pack(len(payload) << 8 | kind, flags, stream_id)

@@ -231,6 +231,11 @@ def _name_prefix(name: bytes) -> bytes:
     return prefix
 
 
+def table_size_update(size: int) -> bytes:
+    """A dynamic table size update (RFC 7541 section 6.3), to begin a header block."""
+    return _encode_integer(size, 5, 0x20)
+
+
 def encode(fields: Fields) -> bytes:
     """A header block of literal fields without indexing and without Huffman coding (a
     `:status` the static table has is indexed)."""

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import hpack
 import trio
 
+from emulator.transport.h2hpack import encode_integer
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
 WINDOW_UPDATE, CONTINUATION = 8, 9
@@ -69,25 +71,11 @@ def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
     )
 
 
-def _integer(value: int, prefix_bits: int, first: int = 0) -> bytes:
-    """An HPACK integer (RFC 7541 section 5.1) whose first byte carries `first` above it."""
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes((first | value,))
-    out = bytearray((first | limit,))
-    value -= limit
-    while value >= 128:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def encode_fields(fields: Sequence[tuple[bytes, bytes]]) -> bytes:
     """Literal header fields without indexing, new names, no Huffman (RFC 7541 section 6.2.2)."""
     out = bytearray()
     for name, value in fields:
-        out += b"\x00" + _integer(len(name), 7) + name + _integer(len(value), 7) + value
+        out += b"\x00" + encode_integer(len(name), 7) + name + encode_integer(len(value), 7) + value
     return bytes(out)
 
 

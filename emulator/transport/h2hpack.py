@@ -203,7 +203,7 @@ _NAME_PREFIX_LIMIT = 4096
 _SHORT_LENGTHS = tuple(bytes((n,)) for n in range(127))
 
 
-def _encode_integer(value: int, prefix_bits: int, first: int = 0) -> bytes:
+def encode_integer(value: int, prefix_bits: int, first: int = 0) -> bytes:
     """An integer (RFC 7541 section 5.1), `first` holding the bits above the prefix."""
     limit = (1 << prefix_bits) - 1
     if value < limit:
@@ -223,9 +223,9 @@ def _name_prefix(name: bytes) -> bytes:
         index = _NAME_INDEX.get(name)
         if index is not None:
             # Literal without indexing, indexed name (RFC 7541 section 6.2.2).
-            prefix = _encode_integer(index, 4)
+            prefix = encode_integer(index, 4)
         else:
-            prefix = b"\x00" + _encode_integer(len(name), 7) + name
+            prefix = b"\x00" + encode_integer(len(name), 7) + name
         if len(_NAME_PREFIX) < _NAME_PREFIX_LIMIT:
             _NAME_PREFIX[name] = prefix
     return prefix
@@ -233,7 +233,7 @@ def _name_prefix(name: bytes) -> bytes:
 
 def table_size_update(size: int) -> bytes:
     """A dynamic table size update (RFC 7541 section 6.3), to begin a header block."""
-    return _encode_integer(size, 5, 0x20)
+    return encode_integer(size, 5, 0x20)
 
 
 def encode(fields: Fields) -> bytes:
@@ -248,6 +248,6 @@ def encode(fields: Fields) -> bytes:
                 continue
         out += _name_prefix(name)
         size = len(value)
-        out += _SHORT_LENGTHS[size] if size < 127 else _encode_integer(size, 7)
+        out += _SHORT_LENGTHS[size] if size < 127 else encode_integer(size, 7)
         out += value
     return bytes(out)

@@ -24,18 +24,33 @@ import hpack
 import trio
 
 from emulator.transport.h2hpack import encode_integer
+from emulator.transport.h2wire import (
+    ACK,
+    CONTINUATION,
+    DATA,
+    DEFAULT_WINDOW,
+    ENABLE_PUSH,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADERS,
+    INITIAL_WINDOW_SIZE,
+    MAX_FRAME_SIZE,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY_FLAG,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    ErrorCode,
+    frame,
+)
+from emulator.transport.h2wire import WORD as _HEAD
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
-WINDOW_UPDATE, CONTINUATION = 8, 9
-END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
-SETTINGS_ENABLE_PUSH, SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE = 2, 4, 5
-CANCEL = 8
 # The receive window granted per stream and for the connection; given back at half used.
 WINDOW = 2**24
 CONNECTION_WINDOW = 2**30
-DEFAULT_WINDOW = 65535
-_HEAD = struct.Struct(">I")
 
 
 class H2Error(Exception):
@@ -60,15 +75,6 @@ class _Stream:
         self.error: str | None = None
         self.send_window = send_window
         self.unacknowledged = 0
-
-
-def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    return (
-        (len(payload) << 8 | kind).to_bytes(4, "big")
-        + bytes((flags,))
-        + stream_id.to_bytes(4, "big")
-        + payload
-    )
 
 
 def encode_fields(fields: Sequence[tuple[bytes, bytes]]) -> bytes:
@@ -103,9 +109,7 @@ class H2Connection:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await sock.connect((host, port))
         self = cls(sock, f"{host}:{port}")
-        settings = struct.pack(
-            ">HIHI", SETTINGS_ENABLE_PUSH, 0, SETTINGS_INITIAL_WINDOW_SIZE, WINDOW
-        )
+        settings = struct.pack(">HIHI", ENABLE_PUSH, 0, INITIAL_WINDOW_SIZE, WINDOW)
         self.out += PREFACE + frame(SETTINGS, 0, 0, settings)
         self.out += frame(WINDOW_UPDATE, 0, 0, _HEAD.pack(CONNECTION_WINDOW - DEFAULT_WINDOW))
         await self._flush()
@@ -223,13 +227,13 @@ class H2Connection:
     def _settings(self, payload: bytes) -> None:
         for offset in range(0, len(payload) - len(payload) % 6, 6):
             code, value = struct.unpack_from(">HI", payload, offset)
-            if code == SETTINGS_INITIAL_WINDOW_SIZE:
+            if code == INITIAL_WINDOW_SIZE:
                 change = value - self.initial_send_window
                 self.initial_send_window = value
                 for stream in self.streams.values():
                     stream.send_window += change
                 self._wake_senders()
-            elif code == SETTINGS_MAX_FRAME_SIZE:
+            elif code == MAX_FRAME_SIZE:
                 self.max_frame = value
 
     def _end(self, stream_id: int) -> None:
@@ -284,7 +288,7 @@ class H2Connection:
         except BaseException:
             # Cancelled or failed mid-flight: tell the server, forget the stream.
             if self.streams.pop(stream_id, None) is not None and not self.closed:
-                self.out += frame(RST_STREAM, 0, stream_id, _HEAD.pack(CANCEL))
+                self.out += frame(RST_STREAM, 0, stream_id, _HEAD.pack(ErrorCode.CANCEL))
                 with contextlib.suppress(OSError, trio.BrokenResourceError):
                     await self._flush()
             raise
